@@ -1,0 +1,31 @@
+# Two commands for a fresh machine: `make demo` and `make test`. Both build .venv when it is missing,
+# install torch==2.13.0 first (the CPU wheel; anything looser pulls a CUDA build), then zir with its dev
+# extras, and skip all of that when the stamp is newer than pyproject.toml.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.zir-installed
+
+.PHONY: install demo test bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q --disable-pip-version-check torch==2.13.0
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(BIN)/zir demo
+
+test: install
+	$(BIN)/python -m pytest -q
+
+bench: install
+	$(BIN)/python benchmarks/vit_throughput.py
+
+clean:
+	rm -rf $(VENV) build dist src/*.egg-info
