@@ -1,6 +1,6 @@
 """Building blocks of the towers: attention, MLP, patch and position embeddings, drop path, layer scale."""
 
-from zir.nn.attention import ATTENTION_IMPLS, Attention, attend, choose_attention_impl
+from zir.nn.attention import ATTENTION_IMPLS, Attention, attend, check_attention_impl, choose_attention_impl
 from zir.nn.block import Block
 from zir.nn.drop import DropPath, drop_path
 from zir.nn.layer_scale import LayerScale
@@ -10,5 +10,5 @@ from zir.nn.pos_embed import resample_pos_embed, sincos_1d, sincos_2d
 
 __all__ = [
     "ATTENTION_IMPLS", "Attention", "Block", "DropPath", "LayerScale", "Mlp", "PatchEmbed",
-    "attend", "choose_attention_impl", "drop_path", "resample_pos_embed", "sincos_1d", "sincos_2d", "to_2tuple",
+    "attend", "check_attention_impl", "choose_attention_impl", "drop_path", "resample_pos_embed", "sincos_1d", "sincos_2d", "to_2tuple",
 ]

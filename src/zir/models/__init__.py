@@ -1,0 +1,12 @@
+"""Towers (image and, later, text encoders), the model zoo and weight loading."""
+
+from zir.models.vit import VisionTransformer
+from zir.models.weights import load_weights, read_state_dict, save_weights
+from zir.models.zoo import (
+    count_flops, count_parameters, create_model, get_model_spec, list_models, native_size, register_model,
+)
+
+__all__ = [
+    "VisionTransformer", "count_flops", "count_parameters", "create_model", "get_model_spec", "list_models",
+    "load_weights", "native_size", "read_state_dict", "register_model", "save_weights",
+]

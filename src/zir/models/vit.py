@@ -1,0 +1,277 @@
+"""The Vision Transformer tower (ViT, DeiT, registers) with the tower interface of zir's design.
+
+Token layout: prefix tokens first (CLS, then the DeiT distillation token, then registers), then patch
+tokens in row-major order. `forward_tokens(x, keep)` encodes only the patch tokens listed in `keep`, so
+masked-image and FLIP-style training never pay for dropped tokens.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from zir.errors import ConfigError, ShapeError
+from zir.nn import Block, PatchEmbed, check_attention_impl, resample_pos_embed, sincos_2d
+
+GLOBAL_POOLS = ("token", "avg")
+POS_EMBEDS = ("learn", "sincos")
+
+
+def gather_tokens(tokens: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """Select (B, K) indices from (B, N, D) tokens along N."""
+    return torch.gather(tokens, 1, keep.unsqueeze(-1).expand(-1, -1, tokens.shape[-1]))
+
+
+class VisionTransformer(nn.Module):
+    """ViT (Dosovitskiy et al., 2021) with optional CLS, register (Darcet et al., 2024) and DeiT tokens."""
+
+    def __init__(
+        self,
+        img_size: int | tuple[int, int] = 224,
+        patch_size: int | tuple[int, int] = 16,
+        in_chans: int = 3,
+        num_classes: int = 1000,
+        global_pool: str = "token",
+        embed_dim: int = 768,
+        depth: int = 12,
+        num_heads: int = 12,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        qk_norm: bool = False,
+        init_values: float | None = None,
+        class_token: bool = True,
+        reg_tokens: int = 0,
+        distilled: bool = False,
+        pos_embed: str = "learn",
+        embed_prefix: bool = True,
+        fc_norm: bool = False,
+        drop_rate: float = 0.0,
+        attn_drop_rate: float = 0.0,
+        drop_path_rate: float = 0.0,
+        layer_norm_eps: float = 1e-6,
+    ) -> None:
+        """Build the tower.
+
+        `embed_prefix`: the prefix tokens get position embeddings of their own (original ViT); registers
+        usually come with `embed_prefix=False`. `fc_norm`: normalise after pooling instead of normalising
+        tokens (MAE fine-tuning style; `forward_tokens` then returns un-normalised tokens).
+        """
+        super().__init__()
+        if global_pool not in GLOBAL_POOLS:
+            raise ConfigError(f"global_pool must be one of {', '.join(GLOBAL_POOLS)}; got {global_pool!r}")
+        if pos_embed not in POS_EMBEDS:
+            raise ConfigError(f"pos_embed must be one of {', '.join(POS_EMBEDS)}; got {pos_embed!r}")
+        if global_pool == "token" and not class_token:
+            raise ConfigError("global_pool='token' needs class_token=True; use global_pool='avg' without one")
+        if distilled and not class_token:
+            raise ConfigError("distilled=True needs class_token=True (DeiT pairs the two tokens)")
+        if reg_tokens < 0:
+            raise ConfigError(f"reg_tokens must be >= 0; got {reg_tokens}")
+        norm_layer = _layer_norm(layer_norm_eps)
+
+        self.num_classes = num_classes
+        self.global_pool = global_pool
+        self.embed_dim = self.num_features = embed_dim
+        self.num_heads = num_heads
+        self.distilled = distilled
+        self.num_reg_tokens = reg_tokens
+        self.num_prefix_tokens = int(class_token) + int(distilled) + reg_tokens
+        self.pos_embed_type = pos_embed
+        self.grad_checkpointing = False
+
+        self.patch_embed = PatchEmbed(img_size, patch_size, in_chans, embed_dim)
+        self.grid_size = self.patch_embed.grid_size
+        self.patch_size = self.patch_embed.patch_size
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim)) if class_token else None
+        self.dist_token = nn.Parameter(torch.zeros(1, 1, embed_dim)) if distilled else None
+        self.register_tokens = nn.Parameter(torch.zeros(1, reg_tokens, embed_dim)) if reg_tokens else None
+        if pos_embed == "learn":
+            self.pos_embed = nn.Parameter(torch.zeros(1, self.patch_embed.num_patches, embed_dim))
+        else:
+            self.register_buffer("pos_embed", sincos_2d(self.grid_size, embed_dim)[None], persistent=False)
+        has_prefix_pos = embed_prefix and self.num_prefix_tokens > 0
+        self.prefix_pos_embed = (
+            nn.Parameter(torch.zeros(1, self.num_prefix_tokens, embed_dim)) if has_prefix_pos else None
+        )
+        self.pos_drop = nn.Dropout(drop_rate)
+
+        rates = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]  # linear stochastic-depth rule
+        self.blocks = nn.ModuleList(
+            Block(embed_dim, num_heads, mlp_ratio, qkv_bias, qk_norm, init_values, drop_rate, attn_drop_rate,
+                  rates[i], norm_layer=norm_layer)
+            for i in range(depth)
+        )
+        self.norm = nn.Identity() if fc_norm else norm_layer(embed_dim)
+        self.fc_norm = norm_layer(embed_dim) if fc_norm else nn.Identity()
+        self.head_drop = nn.Dropout(drop_rate)
+        self.head = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
+        self.head_dist = (nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()) if distilled else None
+        self.init_weights()
+
+    # -- initialisation -------------------------------------------------------------------------------
+    def init_weights(self) -> None:
+        """Truncated-normal linears, xavier patch projection (as MAE), small tokens."""
+        if self.pos_embed_type == "learn":
+            nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        if self.prefix_pos_embed is not None:
+            nn.init.trunc_normal_(self.prefix_pos_embed, std=0.02)
+        for token in (self.cls_token, self.dist_token, self.register_tokens):
+            if token is not None:
+                nn.init.normal_(token, std=1e-6)
+        proj = self.patch_embed.proj.weight
+        nn.init.xavier_uniform_(proj.view(proj.shape[0], -1))
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.trunc_normal_(module.weight, std=0.02)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+
+    # -- the tower interface --------------------------------------------------------------------------
+    def patch_pos_embed(self, grid: tuple[int, int]) -> torch.Tensor:
+        """The (1, rows * cols, D) position table for a patch grid, resampled or recomputed if it differs."""
+        if tuple(grid) == tuple(self.grid_size):
+            return self.pos_embed
+        if self.pos_embed_type == "sincos":
+            return sincos_2d(grid, self.embed_dim)[None].to(self.pos_embed)
+        return resample_pos_embed(self.pos_embed, self.grid_size, grid)
+
+    def prefix_tokens(self, batch_size: int) -> torch.Tensor | None:
+        """(B, P, D) prefix tokens with their position embeddings, or None if the tower has none."""
+        parts = [t for t in (self.cls_token, self.dist_token, self.register_tokens) if t is not None]
+        if not parts:
+            return None
+        prefix = torch.cat(parts, dim=1)
+        if self.prefix_pos_embed is not None:
+            prefix = prefix + self.prefix_pos_embed
+        return prefix.expand(batch_size, -1, -1)
+
+    def embed(self, x: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+        """Images (B, C, H, W) -> input tokens (B, P + K, D): prefix tokens and the kept patch tokens."""
+        patches = self.patch_embed(x)
+        patches = patches + self.patch_pos_embed(self.patch_embed.grid_for(x.shape[-2], x.shape[-1]))
+        if keep is not None:
+            patches = gather_tokens(patches, self._check_keep(keep, patches.shape[0], patches.shape[1]))
+        prefix = self.prefix_tokens(patches.shape[0])
+        tokens = patches if prefix is None else torch.cat([prefix.to(patches.dtype), patches], dim=1)
+        return self.pos_drop(tokens)
+
+    def forward_tokens(self, x: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+        """Images (B, C, H, W) -> token features (B, P + K, D); `keep` (B, K) picks the patches to encode."""
+        tokens = self.embed(x, keep)
+        for block in self.blocks:
+            if self.grad_checkpointing and torch.is_grad_enabled():
+                tokens = checkpoint(block, tokens, use_reentrant=False)
+            else:
+                tokens = block(tokens)
+        return self.norm(tokens)
+
+    def forward_with_attention(
+        self, x: torch.Tensor, keep: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Like `forward_tokens`, also returning each block's (B, H, T, T) attention weights, in one pass."""
+        tokens = self.embed(x, keep)
+        weights = []
+        for block in self.blocks:
+            tokens, attn = block(tokens, need_weights=True)
+            weights.append(attn)
+        return self.norm(tokens), weights
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Images -> all token features (B, P + N, D) (timm's name for `forward_tokens` without masking)."""
+        return self.forward_tokens(x)
+
+    def pool(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(B, T, D) token features -> (B, D): the CLS token, or the mean of the patch tokens."""
+        if self.global_pool == "token":
+            pooled = tokens[:, 0]
+        else:
+            pooled = tokens[:, self.num_prefix_tokens:].mean(dim=1)
+        return self.fc_norm(pooled)
+
+    def forward_head(
+        self, tokens: torch.Tensor, pre_logits: bool = False, distilled: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Token features -> logits (B, classes), or the pooled embedding when `pre_logits`.
+
+        A DeiT-distilled tower returns the mean of its class and distillation heads (the DeiT inference
+        rule), or both logits as a pair when `distilled=True` (what the distillation objective trains).
+        """
+        pooled = self.head_drop(self.pool(tokens))
+        if pre_logits:
+            return pooled
+        logits = self.head(pooled)
+        if self.head_dist is None:
+            return logits
+        dist_logits = self.head_dist(self.head_drop(tokens[:, 1]))
+        return (logits, dist_logits) if distilled else (logits + dist_logits) / 2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Images (B, C, H, W) -> logits (B, classes), or embeddings (B, D) without a head."""
+        return self.forward_head(self.forward_tokens(x))
+
+    # -- housekeeping ---------------------------------------------------------------------------------
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """Replace the head(s) with fresh ones for `num_classes` (0 removes them), optionally re-pool."""
+        if global_pool is not None:
+            if global_pool not in GLOBAL_POOLS:
+                raise ConfigError(f"global_pool must be one of {', '.join(GLOBAL_POOLS)}; got {global_pool!r}")
+            if global_pool == "token" and self.cls_token is None:
+                raise ConfigError("global_pool='token' needs a class token, and this tower has none")
+            self.global_pool = global_pool
+        self.num_classes = num_classes
+        device = self.patch_embed.proj.weight.device
+        make = lambda: nn.Linear(self.embed_dim, num_classes, device=device) if num_classes > 0 else nn.Identity()  # noqa: E731
+        self.head = make()
+        if self.head_dist is not None:
+            self.head_dist = make()
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute each block in the backward pass instead of storing its activations."""
+        self.grad_checkpointing = enable
+
+    def set_attention_impl(self, impl: str) -> None:
+        """Choose the attention kernel of every block: 'auto', 'sdpa' or 'math'."""
+        check_attention_impl(impl)
+        for block in self.blocks:
+            block.attn.impl = impl
+
+    def no_weight_decay(self) -> set[str]:
+        """Parameter names that weight decay should skip (tokens and position embeddings)."""
+        names = {"cls_token", "dist_token", "register_tokens", "pos_embed", "prefix_pos_embed"}
+        return {name for name, _ in self.named_parameters() if name in names}
+
+    def layer_index(self, param_name: str) -> int:
+        """Depth of a parameter for layer-wise learning-rate decay: 0 embeddings, i+1 block i, depth+1 rest."""
+        if param_name.startswith("blocks."):
+            return int(param_name.split(".")[1]) + 1
+        if param_name.startswith(("patch_embed.", "pos_embed", "prefix_pos_embed", "cls_token", "dist_token",
+                                  "register_tokens")):
+            return 0
+        return len(self.blocks) + 1
+
+    def _check_keep(self, keep: torch.Tensor, batch: int, num_patches: int) -> torch.Tensor:
+        """Validate a (B, K) index tensor of patches to encode."""
+        if keep.dtype not in (torch.int64, torch.int32) or keep.ndim != 2 or keep.shape[0] != batch:
+            raise ShapeError(
+                f"keep must be a (B={batch}, K) integer tensor of patch indices; got {keep.dtype} {tuple(keep.shape)}"
+            )
+        if keep.numel() and (int(keep.min()) < 0 or int(keep.max()) >= num_patches):
+            raise ShapeError(f"keep indices must lie in [0, {num_patches}); got [{int(keep.min())}, {int(keep.max())}]")
+        return keep.long()
+
+    # -- foreign checkpoints --------------------------------------------------------------------------
+    def adapt_state_dict(self, state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
+        """Convert a timm/DeiT/MAE/DINO-layout ViT state dict to zir's layout; returns it and notes."""
+        from zir.models.vit_convert import adapt_vit_state_dict
+
+        return adapt_vit_state_dict(self, state)
+
+
+def _layer_norm(eps: float) -> Any:
+    """A LayerNorm constructor with a fixed epsilon (timm and the published ViTs use 1e-6)."""
+    return partial(nn.LayerNorm, eps=eps)
+

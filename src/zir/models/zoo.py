@@ -1,0 +1,147 @@
+"""The model zoo: named tower configurations with their published sizes, and `create_model`.
+
+Names follow what practitioners already use (timm's names); a zoo entry's parameter count with a
+1000-class head equals the published model's. Other tower modules register their families here.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import inspect
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from zir.errors import ConfigError, UnknownNameError
+from zir.models.vit import VisionTransformer
+from zir.models.weights import StateSource, load_weights
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A registered configuration: the tower class, its keyword arguments and where it comes from."""
+
+    name: str
+    cls: type[nn.Module]
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+    source: str = ""
+
+
+_REGISTRY: dict[str, ModelSpec] = {}
+
+
+def register_model(name: str, cls: type[nn.Module], source: str = "", **kwargs: Any) -> None:
+    """Add a named configuration to the zoo (names are unique)."""
+    if name in _REGISTRY:
+        raise ValueError(f"model {name!r} is already registered")
+    _REGISTRY[name] = ModelSpec(name, cls, dict(kwargs), source)
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    """Registered names matching a shell-style pattern, sorted (e.g. 'deit_*', '*patch4_32')."""
+    return sorted(n for n in _REGISTRY if fnmatch.fnmatchcase(n, pattern))
+
+
+def get_model_spec(name: str) -> ModelSpec:
+    """The spec of a registered name; an unknown name raises with the closest known names."""
+    if name not in _REGISTRY:
+        close = difflib.get_close_matches(name, _REGISTRY, n=3, cutoff=0.5)
+        hint = f"; did you mean {', '.join(close)}?" if close else "; `zir models` lists them"
+        raise UnknownNameError(f"unknown model {name!r}{hint}")
+    return _REGISTRY[name]
+
+
+def _check_overrides(spec: ModelSpec, overrides: Mapping[str, Any]) -> None:
+    params = inspect.signature(spec.cls.__init__).parameters
+    unknown = sorted(k for k in overrides if k not in params)
+    if unknown:
+        allowed = ", ".join(p for p in params if p != "self")
+        raise ConfigError(f"{spec.name} has no option {', '.join(unknown)}; options: {allowed}")
+
+
+def create_model(name: str, weights: StateSource | None = None, **overrides: Any) -> nn.Module:
+    """Build a zoo model by name, with keyword overrides of its config, optionally loading weights.
+
+    `weights` is a path (zir safetensors, or a timm/DeiT/MAE/DINO checkpoint) or a state dict.
+    """
+    spec = get_model_spec(name)
+    _check_overrides(spec, overrides)
+    model = spec.cls(**{**spec.kwargs, **overrides})
+    model.zir_config = {"model": name, **overrides}
+    if weights is not None:
+        load_weights(model, weights)
+    return model
+
+
+def count_parameters(name: str, **overrides: Any) -> int:
+    """Parameter count of a zoo model, built on the meta device so no weight memory is used."""
+    with torch.device("meta"):
+        model = create_model(name, **overrides)
+    return sum(p.numel() for p in model.parameters())
+
+
+def count_flops(name: str, batch_size: int = 1, **overrides: Any) -> int:
+    """Forward FLOPs at the native resolution, 2 x multiply-adds, counted with torch's FlopCounterMode."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.device("meta"):
+        model = create_model(name, **overrides).eval()
+        if hasattr(model, "set_attention_impl"):
+            model.set_attention_impl("math")  # explicit matmuls, which the counter sees on any device
+        height, width = model.patch_embed.img_size
+        images = torch.empty(batch_size, model.patch_embed.in_chans, height, width)
+        counter = FlopCounterMode(display=False)
+        with counter, torch.no_grad():
+            model(images)
+    return counter.get_total_flops()
+
+
+def native_size(name: str) -> dict[str, Any]:
+    """The native image size and patch size of a zoo model, read from its config without building it."""
+    spec = get_model_spec(name)
+    params = inspect.signature(spec.cls.__init__).parameters
+    merged = {k: p.default for k, p in params.items() if p.default is not inspect.Parameter.empty}
+    merged.update(spec.kwargs)
+    return {"img_size": merged.get("img_size"), "patch_size": merged.get("patch_size")}
+
+
+# -- ViT and DeiT --------------------------------------------------------------------------------------
+_VIT = "Dosovitskiy et al. 2021, An Image is Worth 16x16 Words"
+_DEIT = "Touvron et al. 2021, Training data-efficient image transformers & distillation through attention"
+_SIZES = {  # width, depth, heads
+    "tiny": (192, 12, 3),
+    "small": (384, 12, 6),
+    "base": (768, 12, 12),
+    "large": (1024, 24, 16),
+}
+
+
+def _vit(name: str, size: str, source: str, **kwargs: Any) -> None:
+    width, depth, heads = _SIZES[size]
+    register_model(name, VisionTransformer, source, embed_dim=width, depth=depth, num_heads=heads, **kwargs)
+
+
+for _size in ("tiny", "small", "base", "large"):
+    _vit(f"vit_{_size}_patch16_224", _size, _VIT, img_size=224, patch_size=16)
+_vit("vit_base_patch32_224", "base", _VIT, img_size=224, patch_size=32)
+for _size in ("tiny", "small", "base"):
+    _vit(f"deit_{_size}_patch16_224", _size, _DEIT, img_size=224, patch_size=16)
+    _vit(f"deit_{_size}_distilled_patch16_224", _size, _DEIT, img_size=224, patch_size=16, distilled=True)
+
+# CPU-scale configurations: published widths at small images, and narrower ones for laptop-CPU runs.
+_vit("vit_tiny_patch4_32", "tiny", "ViT-Ti width/depth at 32x32 (CIFAR-scale)", img_size=32, patch_size=4)
+_vit("vit_small_patch4_32", "small", "ViT-S width/depth at 32x32 (CIFAR-scale)", img_size=32, patch_size=4)
+_vit("vit_tiny_patch8_64", "tiny", "ViT-Ti width/depth at 64x64", img_size=64, patch_size=8)
+_CPU = "zir CPU-scale"
+register_model("vit_micro_patch4_32", VisionTransformer, _CPU, img_size=32, patch_size=4,
+               embed_dim=128, depth=4, num_heads=4)
+register_model("vit_micro_patch8_64", VisionTransformer, _CPU, img_size=64, patch_size=8,
+               embed_dim=128, depth=4, num_heads=4)
+register_model("vit_micro_patch4_reg4_32", VisionTransformer, _CPU + ", 4 registers (Darcet et al. 2024)",
+               img_size=32, patch_size=4, embed_dim=128, depth=4, num_heads=4, reg_tokens=4, embed_prefix=False)
+register_model("vit_nano_patch4_32", VisionTransformer, _CPU + " (tests)", img_size=32, patch_size=4,
+               embed_dim=64, depth=2, num_heads=2)
