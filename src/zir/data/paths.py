@@ -1,0 +1,51 @@
+"""Where zir keeps generated data (the cache) and where it looks for real data handed to it (the data root)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from zir.errors import ConfigError
+
+# The repository root when zir runs from a checkout (src/zir/data/paths.py -> three levels up).
+_REPO_ROOT = Path(__file__).resolve().parents[3]
+
+
+def cache_dir(override: str | os.PathLike | None = None) -> Path:
+    """The folder for generated datasets: `override`, else $ZIR_CACHE, else ~/.cache/zir."""
+    if override is not None:
+        root = Path(override)
+    elif os.environ.get("ZIR_CACHE"):
+        root = Path(os.environ["ZIR_CACHE"])
+    else:
+        root = Path.home() / ".cache" / "zir"
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def default_data_roots() -> list[Path]:
+    """The places searched for real datasets when neither --data-root nor $ZIR_DATA is given."""
+    return [Path.cwd().parent / "shared" / "data", _REPO_ROOT.parent / "shared" / "data"]
+
+
+def data_root(override: str | os.PathLike | None = None, *, required: bool = True) -> Path | None:
+    """The folder holding real datasets: `override` (--data-root), else $ZIR_DATA, else ../shared/data if present."""
+    if override is not None:
+        root = Path(override)
+        if not root.is_dir():
+            raise ConfigError(f"--data-root {root}: no such folder")
+        return root
+    env = os.environ.get("ZIR_DATA")
+    if env:
+        root = Path(env)
+        if not root.is_dir():
+            raise ConfigError(f"ZIR_DATA={env}: no such folder")
+        return root
+    for root in default_data_roots():
+        if root.is_dir():
+            return root
+    if required:
+        raise ConfigError(
+            "no data root: pass --data-root DIR or set ZIR_DATA=DIR (default ../shared/data when it exists)"
+        )
+    return None
