@@ -18,7 +18,7 @@ def topk_accuracy(scores: torch.Tensor, targets: torch.Tensor, ks: Iterable[int]
     kmax = min(max(ks), c)
     top = scores.topk(kmax, dim=1).indices  # (N, kmax)
     hit = top == targets.view(-1, 1)  # (N, kmax)
-    return {k: 100.0 * hit[:, : min(k, c)].any(dim=1).float().sum().item() / n for k in ks}
+    return {k: 100.0 * int(hit[:, : min(k, c)].any(dim=1).sum()) / n for k in ks}
 
 
 def label_columns(classes: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
