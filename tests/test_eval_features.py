@@ -59,7 +59,8 @@ def test_batches_without_labels_dicts_and_captions():
     tower = Tower()
     feats, labels = extract_features(tower, [x for x, _ in batches()])
     assert feats.shape == (15, 4) and labels is None
-    feats, labels = extract_features(tower, [{"pixels": x, "y": y} for x, y in batches()], input_key="pixels", label_key="y")
+    dicts = [{"pixels": x, "y": y} for x, y in batches()]
+    feats, labels = extract_features(tower, dicts, input_key="pixels", label_key="y")
     assert labels.shape == (15,)
     lengths, _ = extract_features(lambda texts: torch.tensor([[float(len(t))] for t in texts]), [["a", "bb"], ["ccc"]])
     assert lengths.flatten().tolist() == [1.0, 2.0, 3.0]

@@ -99,7 +99,7 @@ def test_user_errors_are_zir_errors():
         evaluate_retrieval(img, unit(5, 8, seed=1))
     with pytest.raises(ShapeError, match="image 3 has no caption"):
         evaluate_retrieval(img, unit(4, 8, seed=1), [0, 1, 2, 2])
-    with pytest.raises(ShapeError, match="must index the 4 images"):
+    with pytest.raises(ShapeError, match=r"must index the 4 images, got values in \[0, 4\]"):
         evaluate_retrieval(img, unit(4, 8, seed=1), [0, 1, 2, 4])
     with pytest.raises(ShapeError, match="width"):
         evaluate_retrieval(img, unit(4, 6, seed=1))

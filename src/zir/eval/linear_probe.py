@@ -25,6 +25,7 @@ DEFAULT_CS: tuple[float, ...] = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)
 
 def _fit(x: np.ndarray, y: np.ndarray, c: float, standardize: bool, max_iter: int, seed: int):
     """A fitted pipeline (optional standardisation, then L-BFGS logistic regression) for one C."""
+    # Imported here: scikit-learn takes about a second to import and only the probe needs it.
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler

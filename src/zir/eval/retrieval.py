@@ -43,7 +43,8 @@ def retrieval_ranks(
     else:
         owner = as_labels(text_to_image, n_txt, "text_to_image")
         if owner.min() < 0 or owner.max() >= n_img:
-            raise ShapeError(f"text_to_image must index the {n_img} images, got values in [{owner.min()}, {owner.max()}]")
+            lo, hi = int(owner.min()), int(owner.max())
+            raise ShapeError(f"text_to_image must index the {n_img} images, got values in [{lo}, {hi}]")
     captions = torch.bincount(owner, minlength=n_img)
     if (captions == 0).any():
         missing = int((captions == 0).nonzero()[0])

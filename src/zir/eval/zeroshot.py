@@ -86,6 +86,7 @@ def evaluate_zeroshot(image_features: Any, labels: Any, classifier: Any) -> dict
     same_width(img, weights, "image_features", "classifier")
     targets = as_labels(labels, img.shape[0], "labels")
     if targets.min() < 0 or targets.max() >= weights.shape[0]:
-        raise ShapeError(f"labels must index the {weights.shape[0]} classes, got values in [{targets.min()}, {targets.max()}]")
+        lo, hi = int(targets.min()), int(targets.max())
+        raise ShapeError(f"labels must index the {weights.shape[0]} classes, got values in [{lo}, {hi}]")
     acc = topk_accuracy(img @ weights.T, targets, (1, 5))
     return {"top1": acc[1], "top5": acc[5]}
