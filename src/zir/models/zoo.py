@@ -145,3 +145,24 @@ register_model("vit_micro_patch4_reg4_32", VisionTransformer, _CPU + ", 4 regist
                img_size=32, patch_size=4, embed_dim=128, depth=4, num_heads=4, reg_tokens=4, embed_prefix=False)
 register_model("vit_nano_patch4_32", VisionTransformer, _CPU + " (tests)", img_size=32, patch_size=4,
                embed_dim=64, depth=2, num_heads=2)
+
+# -- Swin (efficient-ViT family, issue 8) ---------------------------------------------------------------
+from zir.models.swin import SwinTransformer  # noqa: E402  (registers below; swin does not import the zoo)
+
+_SWIN = "Liu et al. 2021, Swin Transformer: Hierarchical Vision Transformer using Shifted Windows"
+_SWIN_SIZES = {  # first-stage width, blocks per stage, heads per stage
+    "tiny": (96, (2, 2, 6, 2), (3, 6, 12, 24)),
+    "small": (96, (2, 2, 18, 2), (3, 6, 12, 24)),
+    "base": (128, (2, 2, 18, 2), (4, 8, 16, 32)),
+}
+for _size, (_dim, _depths, _heads) in _SWIN_SIZES.items():
+    register_model(f"swin_{_size}_patch4_window7_224", SwinTransformer, _SWIN, img_size=224, patch_size=4,
+                   window_size=7, embed_dim=_dim, depths=_depths, num_heads=_heads)
+# CPU-scale: Swin-T's widths at 32x32, and a narrow Swin for laptop-CPU runs at 32x32 and 64x64.
+register_model("swin_tiny_patch2_window4_32", SwinTransformer, "Swin-T widths/depths at 32x32 (CIFAR-scale)",
+               img_size=32, patch_size=2, window_size=4, embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24))
+register_model("swin_micro_patch2_window4_32", SwinTransformer, _CPU, img_size=32, patch_size=2, window_size=4,
+               embed_dim=32, depths=(2, 2, 6, 2), num_heads=(1, 2, 4, 8))
+register_model("swin_micro_patch4_window4_64", SwinTransformer, _CPU, img_size=64, patch_size=4, window_size=4,
+               embed_dim=32, depths=(2, 2, 6, 2), num_heads=(1, 2, 4, 8))
+# -- end Swin ------------------------------------------------------------------------------------------
