@@ -1,0 +1,135 @@
+"""Patch masks: random (MAE) and block-wise (BEiT, iBOT), as the `keep` indices the towers take.
+
+Patches are numbered in row-major order over a (h, w) grid, as the ViT's patch embedding lays them out.
+A mask hides `round(ratio * N)` of the N patches in every sample, so that `keep`, the sorted indices of
+the visible patches, is a rectangular (B, K) long tensor with K = N - hidden; `mask` is (B, N) bool with
+True where hidden; `hidden` lists the hidden indices (B, N - K), sorted.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from zir.errors import ConfigError, UnknownNameError
+
+MASK_KINDS = ("random", "block")
+
+
+@dataclass
+class Mask:
+    """A batch of patch masks: keep (B, K) long, hidden (B, N - K) long, mask (B, N) bool (True = hidden)."""
+
+    keep: torch.Tensor
+    hidden: torch.Tensor
+    mask: torch.Tensor
+    grid: tuple[int, int]
+
+    @property
+    def ratio(self) -> float:
+        """Fraction of patches hidden."""
+        n = self.mask.shape[1]
+        return (n - self.keep.shape[1]) / n if n else 0.0
+
+    def to(self, device) -> "Mask":
+        """The same mask on another device."""
+        return Mask(self.keep.to(device), self.hidden.to(device), self.mask.to(device), self.grid)
+
+
+def _grid(grid) -> tuple[int, int]:
+    h, w = (grid, grid) if isinstance(grid, int) else tuple(grid)
+    if h < 1 or w < 1:
+        raise ConfigError(f"mask grid {grid}: expected positive patch counts")
+    return int(h), int(w)
+
+
+def _n_hidden(n: int, ratio: float) -> int:
+    if not 0.0 <= ratio < 1.0:
+        raise ConfigError(f"mask ratio {ratio}: expected 0 <= ratio < 1")
+    return min(n - 1, int(round(ratio * n)))  # at least one patch stays visible
+
+
+def _from_bool(mask: torch.Tensor, grid) -> Mask:
+    order = torch.argsort(mask.to(torch.int8), dim=1, stable=True)  # visible (0) first, each group in index order
+    k = int((~mask[0]).sum()) if mask.shape[0] else mask.shape[1]
+    return Mask(keep=order[:, :k].contiguous(), hidden=order[:, k:].contiguous(), mask=mask, grid=grid)
+
+
+def random_mask(batch: int, grid, ratio: float, seed: int = 0) -> Mask:
+    """MAE masking: hide a uniformly random `ratio` of the patches of each sample."""
+    h, w = _grid(grid)
+    n = h * w
+    hidden = _n_hidden(n, ratio)
+    g = torch.Generator().manual_seed(int(seed) & 0x7FFF_FFFF_FFFF_FFFF)
+    noise = torch.rand(batch, n, generator=g)
+    rank = noise.argsort(dim=1).argsort(dim=1)  # each patch's rank in its sample's noise
+    mask = rank >= n - hidden  # the `hidden` highest-noise patches are hidden
+    return _from_bool(mask, (h, w))
+
+
+def _block_one(rng: np.random.Generator, h: int, w: int, target: int, min_block: int, aspect: tuple[float, float]) -> np.ndarray:
+    """BEiT's procedure for one sample: add random rectangles until `target` patches are hidden, then adjust."""
+    mask = np.zeros((h, w), dtype=bool)
+    log_lo, log_hi = math.log(aspect[0]), math.log(aspect[1])
+    count, stalls = 0, 0
+    while count < target and stalls < 20:
+        budget = target - count
+        area = rng.uniform(min(min_block, budget), max(min(min_block, budget), budget))
+        placed = 0
+        for _ in range(10):
+            a = math.exp(rng.uniform(log_lo, log_hi))
+            bh = int(round(math.sqrt(area * a)))
+            bw = int(round(math.sqrt(area / a)))
+            if 1 <= bh <= h and 1 <= bw <= w:
+                top = rng.integers(0, h - bh + 1)
+                left = rng.integers(0, w - bw + 1)
+                new = bh * bw - mask[top : top + bh, left : left + bw].sum()
+                if 0 < new <= budget:
+                    mask[top : top + bh, left : left + bw] = True
+                    placed = int(new)
+                    break
+        count += placed
+        stalls = stalls + 1 if placed == 0 else 0
+    flat = mask.reshape(-1)
+    # make the count exact so that keep is rectangular: hide or reveal a few random patches
+    if count < target:
+        free = np.flatnonzero(~flat)
+        flat[rng.choice(free, target - count, replace=False)] = True
+    elif count > target:
+        taken = np.flatnonzero(flat)
+        flat[rng.choice(taken, count - target, replace=False)] = False
+    return flat
+
+
+def block_mask(
+    batch: int,
+    grid,
+    ratio: float,
+    seed: int = 0,
+    *,
+    min_block: int | None = None,
+    aspect: tuple[float, float] = (0.3, 1 / 0.3),
+) -> Mask:
+    """BEiT/iBOT block-wise masking: rectangles of patches until `ratio` of them are hidden.
+
+    `min_block` is the smallest rectangle area in patches: BEiT's 16 of 196, scaled to the grid by default.
+    """
+    h, w = _grid(grid)
+    n = h * w
+    target = _n_hidden(n, ratio)
+    min_block = max(1, int(round(16 * n / 196))) if min_block is None else int(min_block)
+    rng = np.random.default_rng(int(seed) & 0x7FFF_FFFF_FFFF_FFFF)
+    flat = np.stack([_block_one(rng, h, w, target, min_block, aspect) for _ in range(batch)]) if batch else np.zeros((0, n), bool)
+    return _from_bool(torch.from_numpy(flat), (h, w))
+
+
+def make_mask(kind: str, batch: int, grid, ratio: float, seed: int = 0) -> Mask:
+    """A mask by kind name: 'random' (MAE) or 'block' (BEiT/iBOT)."""
+    if kind == "random":
+        return random_mask(batch, grid, ratio, seed)
+    if kind == "block":
+        return block_mask(batch, grid, ratio, seed)
+    raise UnknownNameError(f"mask kind {kind!r}: expected one of {', '.join(MASK_KINDS)}")
