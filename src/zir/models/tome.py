@@ -16,7 +16,7 @@ from torch import nn
 
 from zir.errors import ConfigError
 from zir.models.vit import VisionTransformer
-from zir.nn.attention import attend
+from zir.nn.attention import Attention, attend
 from zir.nn.token_merging import bipartite_soft_matching, merge_schedule, merge_tokens
 
 
@@ -24,6 +24,8 @@ def set_token_merging(model: VisionTransformer, r: int | list[int] | tuple[int, 
     """Switch token merging on (r > 0 tokens per block, or one count per block) or off (r = 0); returns model."""
     if not isinstance(model, VisionTransformer):
         raise ConfigError(f"token merging works on the ViT tower; got {type(model).__name__}")
+    if not all(type(block.attn) is Attention for block in model.blocks):
+        raise ConfigError("token merging needs softmax attention (zir.nn.Attention) in every block")
     counts = merge_schedule(r, len(model.blocks))
     if "forward_tokens" in vars(model):
         del model.forward_tokens  # back to the class's plain forward

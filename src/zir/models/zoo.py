@@ -165,4 +165,10 @@ register_model("swin_micro_patch2_window4_32", SwinTransformer, _CPU, img_size=3
                embed_dim=32, depths=(2, 2, 6, 2), num_heads=(1, 2, 4, 8))
 register_model("swin_micro_patch4_window4_64", SwinTransformer, _CPU, img_size=64, patch_size=4, window_size=4,
                embed_dim=32, depths=(2, 2, 6, 2), num_heads=(1, 2, 4, 8))
-# -- end Swin ------------------------------------------------------------------------------------------
+# The ViT tower with linear (MobileViT v2 separable) or EfficientViT cascaded group attention.
+from zir.models.efficient import EfficientAttentionViT  # noqa: E402
+
+for _kind, _short in (("separable", "sepattn"), ("cascaded_group", "cgattn")):
+    register_model(f"vit_micro_{_short}_patch4_32", EfficientAttentionViT, _CPU + f", {_kind} attention",
+                   attention=_kind, img_size=32, patch_size=4, embed_dim=128, depth=4, num_heads=4)
+# -- end Swin and efficient attention --------------------------------------------------------------------
