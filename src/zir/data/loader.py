@@ -1,0 +1,189 @@
+"""From a source and a view plan to batches: decoding in workers, sharding across ranks, bad-data counting.
+
+Workers decode each sample to a square uint8 image of `load_size`, and collate builds the plan's views
+in the worker too, so the main process receives finished batches. A sample that cannot be used becomes
+a `Skipped` record that rides along with its batch to the main process, where `Loader.report` counts it;
+no exception from a bad sample ever reaches the worker loop.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, IterableDataset
+
+from zir.data.plan import Batch, Item, Skipped, ViewCollate, ViewPlan
+from zir.data.shards import ShardSource, slot_info
+from zir.data.sources import BadSample, DataReport, MapSource, Sample, Source, fit_square
+from zir.errors import ConfigError
+
+log = logging.getLogger("zir.data")
+
+
+def to_item(sample: Sample, source: Source, load_size: int, need_text: bool) -> Item | Skipped:
+    """A decoded Sample -> an Item at `load_size` (filling templated captions when text is needed)."""
+    captions = sample.captions
+    if need_text and not captions:
+        captions = source.templated_captions(sample.label)
+        if not captions:
+            return Skipped(sample.key, "no caption")
+    image = sample.image
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        return Skipped(sample.key, f"image of shape {image.shape} {image.dtype}, expected (H, W, 3) uint8")
+    image = fit_square(image, load_size)
+    if not image.flags.writeable or not image.flags.c_contiguous:
+        image = image.copy()  # torch wants its own writable memory
+    return Item(sample.key, torch.from_numpy(image).permute(2, 0, 1), sample.label, list(captions), list(sample.notes))
+
+
+class MapDataset(Dataset):
+    """A map-style source as a torch Dataset of Items; bad samples come back as Skipped, never raised."""
+
+    def __init__(self, source: MapSource, load_size: int, need_text: bool):
+        self.source, self.load_size, self.need_text = source, load_size, need_text
+
+    def __len__(self) -> int:
+        """Number of samples in the source."""
+        return len(self.source)
+
+    def __getitem__(self, index: int) -> Item | Skipped:
+        """Decode sample `index`, or describe why it was skipped."""
+        try:
+            return to_item(self.source.get(index), self.source, self.load_size, self.need_text)
+        except BadSample as bad:
+            return Skipped(bad.key, bad.reason)
+        except Exception as e:  # noqa: BLE001 - one odd file must not kill the worker
+            return Skipped(f"{self.source.name}[{index}]", f"unexpected {type(e).__name__}: {e}")
+
+
+class StreamDataset(IterableDataset):
+    """A streaming (shard) source as a torch IterableDataset, split across ranks and workers."""
+
+    def __init__(self, source: ShardSource, load_size: int, need_text: bool, *, seed: int, shuffle: bool, rank=None, world_size=None):
+        self.source, self.load_size, self.need_text = source, load_size, need_text
+        self.seed, self.shuffle, self.rank, self.world_size = seed, shuffle, rank, world_size
+        self.epoch = 0
+
+    def __iter__(self) -> Iterator[Item | Skipped]:
+        """This reader's share of the samples, shuffled through the source's buffer when asked."""
+        slot, n_slots = slot_info(self.rank, self.world_size)
+        for got in self.source.stream(slot, n_slots, epoch=self.epoch, seed=self.seed, shuffle=self.shuffle):
+            if isinstance(got, BadSample):
+                yield Skipped(got.key, got.reason)
+                continue
+            try:
+                yield to_item(got, self.source, self.load_size, self.need_text)
+            except Exception as e:  # noqa: BLE001
+                yield Skipped(got.key, f"unexpected {type(e).__name__}: {e}")
+
+
+def _worker_init(_):
+    torch.set_num_threads(1)  # workers run side by side; one thread each avoids oversubscription
+
+
+class Loader:
+    """Iterates Batches of a source for a plan; counts bad data in `report`; `set_epoch` reshuffles."""
+
+    def __init__(
+        self,
+        source: Source,
+        plan: ViewPlan | dict,
+        batch_size: int,
+        *,
+        workers: int = 0,
+        shuffle: bool = True,
+        drop_last: bool = True,
+        tokenizer=None,
+        load_size: int | None = None,
+        rank: int | None = None,
+        world_size: int | None = None,
+        epoch: int = 0,
+    ):
+        self.plan = plan if isinstance(plan, ViewPlan) else ViewPlan.from_dict(plan)
+        if batch_size < 1:
+            raise ConfigError(f"batch_size={batch_size}: expected at least 1")
+        need_text = self.plan.text > 0
+        if need_text and not source.has_captions and not source.classes:
+            raise ConfigError(f"data {source.name}: the plan asks for text but the source has neither captions nor class names")
+        self.source, self.batch_size, self.workers = source, int(batch_size), int(workers)
+        self.shuffle, self.drop_last, self.tokenizer = shuffle, drop_last, tokenizer
+        self.load_size = int(load_size or getattr(source, "image_size", None) or self.plan.size)
+        self.rank, self.world_size = rank, world_size
+        self.epoch = epoch
+        self.report = DataReport()
+        if isinstance(source, MapSource):
+            if len(source) == 0:
+                raise ConfigError(f"data {source.name}: empty dataset")
+            self.dataset = MapDataset(source, self.load_size, need_text)
+        elif isinstance(source, ShardSource):
+            self.dataset = StreamDataset(
+                source, self.load_size, need_text, seed=self.plan.seed, shuffle=shuffle, rank=rank, world_size=world_size
+            )
+        else:
+            raise ConfigError(f"data {source.name}: not a map-style or shard source")
+
+    def set_epoch(self, epoch: int) -> None:
+        """Choose the epoch: it seeds the shuffle order and every augmentation of the epoch."""
+        self.epoch = int(epoch)
+
+    def _rank_world(self) -> tuple[int, int]:
+        if self.rank is not None and self.world_size is not None:
+            return int(self.rank), int(self.world_size)
+        return slot_info()  # in the main process: (rank, world size) from torch.distributed or RANK/WORLD_SIZE
+
+    def _indices(self) -> list[int]:
+        n = len(self.dataset)
+        order = np.random.default_rng([self.plan.seed, self.epoch]).permutation(n) if self.shuffle else np.arange(n)
+        r, w = self._rank_world()
+        if w > 1:
+            per = n // w if self.drop_last else -(-n // w)
+            order = np.resize(order, per * w)[r::w]  # equal shares (wrapping when padding), as DistributedSampler
+        return order.tolist()
+
+    def __len__(self) -> int:
+        """Batches per epoch for map-style sources (before skips); for shards, an estimate from the known length."""
+        if isinstance(self.dataset, MapDataset):
+            n = len(self._indices())
+        else:
+            n = self.source.length or 0
+            if self.world_size:
+                n //= self.world_size
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def _dataloader(self) -> DataLoader:
+        collate = ViewCollate(self.plan, self.tokenizer, epoch=self.epoch)
+        common = dict(
+            batch_size=self.batch_size,
+            collate_fn=collate,
+            num_workers=self.workers,
+            drop_last=self.drop_last,
+            worker_init_fn=_worker_init if self.workers else None,
+            persistent_workers=False,
+        )
+        if isinstance(self.dataset, MapDataset):
+            return DataLoader(self.dataset, sampler=self._indices(), **common)
+        self.dataset.epoch = self.epoch
+        return DataLoader(self.dataset, **common)
+
+    def __iter__(self) -> Iterator[Batch]:
+        """Batches of the current epoch; skipped samples are counted and batches left empty are dropped."""
+        produced = 0
+        for batch in self._dataloader():
+            self.report.update(batch.skipped, batch.converted, seen=len(batch) + len(batch.skipped))
+            if len(batch) == 0:
+                continue
+            produced += 1
+            yield batch
+        if self.report.n_skipped or self.report.converted:
+            log.warning("data %s, epoch %d: %s", self.source.name, self.epoch, self.report.summary())
+        if produced == 0:
+            why = self.report.summary() if self.report.n_skipped else "no samples"
+            raise ConfigError(f"data {self.source.name}: no usable batch in an epoch ({why})")
+
+
+def make_loader(source: Source, plan: ViewPlan | dict, batch_size: int, **options) -> Loader:
+    """The loader of `source` for `plan` (see Loader for options: workers, shuffle, tokenizer, rank, ...)."""
+    return Loader(source, plan, batch_size, **options)

@@ -1,0 +1,260 @@
+"""WebDataset-style tar shards: brace lists, streaming reads, a split across ranks and workers, a shuffle buffer.
+
+A shard is a tar file (plain or gzip-compressed) whose members are grouped into samples by key: the
+member name up to the first dot of its file name. `KEY.jpg` (or .png, .webp, ...) is the image, `KEY.cls`
+the class index, `KEY.txt` a caption and `KEY.json` a dict that may hold `captions`, `caption` or `label`.
+Shards are read with `tarfile` in streaming mode, so a shard is never loaded whole and a truncated shard
+yields the samples before the damage, then one counted error.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import random
+import re
+import tarfile
+import zlib
+from pathlib import Path
+from typing import Iterator
+
+from zir.data.sources import (
+    IMAGE_EXTENSIONS,
+    BadSample,
+    Sample,
+    Source,
+    clean_captions,
+    decode_image,
+)
+from zir.errors import ConfigError
+
+SHARD_SUFFIXES = (".tar", ".tar.gz", ".tgz")
+_RANGE = re.compile(r"\{(\d+)\.\.(\d+)\}")
+_LIST = re.compile(r"\{([^{}]*,[^{}]*)\}")
+
+
+def expand_braces(pattern: str) -> list[str]:
+    """Expand `{000000..000003}` ranges (zero padding kept) and `{a,b}` lists in a shard pattern."""
+    ranged, listed = _RANGE.search(pattern), _LIST.search(pattern)
+    # expand the leftmost brace first, so the first brace varies slowest
+    if ranged and (not listed or ranged.start() < listed.start()):
+        lo, hi = ranged.group(1), ranged.group(2)
+        width = len(lo) if lo.startswith("0") or len(lo) == len(hi) else 0
+        step = 1 if int(hi) >= int(lo) else -1
+        out = []
+        for i in range(int(lo), int(hi) + step, step):
+            out += expand_braces(pattern[: ranged.start()] + str(i).zfill(width) + pattern[ranged.end() :])
+        return out
+    if listed:
+        out = []
+        for part in listed.group(1).split(","):
+            out += expand_braces(pattern[: listed.start()] + part + pattern[listed.end() :])
+        return out
+    return [pattern]
+
+
+def resolve_shards(spec: str | os.PathLike | list) -> list[str]:
+    """A pattern (braces, globs), a folder of shards or a list of paths -> the existing shard paths, in order."""
+    specs = [spec] if isinstance(spec, (str, os.PathLike)) else list(spec)
+    found: list[str] = []
+    for one in specs:
+        one = str(one)
+        if os.path.isdir(one):
+            inside = sorted(str(p) for p in Path(one).iterdir() if str(p).endswith(SHARD_SUFFIXES))
+            if not inside:
+                raise ConfigError(f"shards {one}: folder holds no .tar, .tar.gz or .tgz files")
+            found += inside
+            continue
+        for path in expand_braces(one):
+            if glob.has_magic(path):
+                found += sorted(glob.glob(path))
+            elif os.path.isfile(path):
+                found.append(path)
+            else:
+                raise ConfigError(f"shards {one}: {path} does not exist")
+    if not found:
+        raise ConfigError(f"shards {spec}: the pattern matches no file")
+    return found
+
+
+def split_key(name: str) -> tuple[str, str]:
+    """A member name -> (sample key, extension): 'a/b.seg.png' -> ('a/b', 'seg.png')."""
+    folder, _, base = name.rpartition("/")
+    stem, dot, ext = base.partition(".")
+    return (f"{folder}/{stem}" if folder else stem), ext.lower()
+
+
+def read_shard(path: str) -> Iterator[dict | BadSample]:
+    """Stream one shard: records {'__key__', 'ext': bytes, ...} in order, then a BadSample if the shard is damaged."""
+    current: dict | None = None
+    try:
+        with tarfile.open(path, "r|*") as tar:
+            for member in tar:
+                if not member.isfile():
+                    continue
+                key, ext = split_key(member.name)
+                if not ext or key.rsplit("/", 1)[-1].startswith("."):
+                    continue  # hidden files and extension-less members are not sample parts
+                data = tar.extractfile(member).read()
+                if current is not None and current["__key__"] != key:
+                    yield current
+                    current = None
+                if current is None:
+                    current = {"__key__": key, "__shard__": os.path.basename(path)}
+                current[ext] = data
+    except (tarfile.TarError, EOFError, zlib.error, OSError) as e:
+        # records read before the damage are still good; the damage itself is one counted skip
+        if current is not None:
+            yield current
+            current = None
+        yield BadSample(os.path.basename(path), f"damaged shard ({type(e).__name__})")
+    if current is not None:
+        yield current
+
+
+def decode_record(record: dict, classes: tuple[str, ...] | None = None) -> Sample:
+    """A raw shard record -> Sample: the image, the label from .cls/.json and the captions from .txt/.json."""
+    key = f"{record.get('__shard__', '')}:{record['__key__']}"
+    notes: list[str] = []
+    image_ext = next((e for e in record if "." + e.rsplit(".", 1)[-1] in IMAGE_EXTENSIONS), None)
+    if image_ext is None:
+        raise BadSample(key, "no image in sample")
+    meta: dict = {}
+    if "json" in record:
+        try:
+            meta = json.loads(record["json"].decode("utf-8"))
+            if not isinstance(meta, dict):
+                meta = {}
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            notes.append("unreadable .json ignored")
+    label = -1
+    raw_label = record.get("cls", meta.get("label"))
+    if raw_label is not None:
+        try:
+            label = int(raw_label.decode("utf-8").strip() if isinstance(raw_label, bytes) else raw_label)
+        except (ValueError, UnicodeDecodeError):
+            raise BadSample(key, "label is not an integer") from None
+        if classes is not None and not 0 <= label < len(classes):
+            raise BadSample(key, f"label {label} outside 0..{len(classes) - 1}")
+    captions: list = []
+    if isinstance(meta.get("captions"), list):
+        captions = meta["captions"]
+    elif isinstance(meta.get("caption"), str):
+        captions = [meta["caption"]]
+    elif "txt" in record:
+        try:
+            captions = [record["txt"].decode("utf-8")]
+        except UnicodeDecodeError:
+            notes.append("caption not UTF-8, dropped")
+    captions = clean_captions(key, captions, notes)
+    image = decode_image(record[image_ext], key, notes)
+    return Sample(key=key, image=image, label=label, captions=captions, notes=notes)
+
+
+def slot_info(rank: int | None = None, world_size: int | None = None) -> tuple[int, int]:
+    """This reader's slot and the number of slots: (rank * workers + worker, world_size * workers)."""
+    if rank is None or world_size is None:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            rank, world_size = dist.get_rank(), dist.get_world_size()
+        else:
+            rank, world_size = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    from torch.utils.data import get_worker_info
+
+    info = get_worker_info()
+    worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+    return rank * workers + worker, world_size * workers
+
+
+class ShardSource(Source):
+    """Samples streamed from WebDataset-style tar shards, shuffled through a buffer, split across readers."""
+
+    def __init__(
+        self,
+        spec,
+        *,
+        name: str | None = None,
+        classes: tuple[str, ...] | None = None,
+        has_captions: bool | None = None,
+        shuffle_buffer: int = 1000,
+        length: int | None = None,
+    ):
+        self.shards = resolve_shards(spec)
+        self.name = name or f"shards:{spec}"
+        self.classes = classes
+        self.shuffle_buffer = shuffle_buffer
+        self.length = length  # number of samples when known (built-in sets), else None
+        if has_captions is None:
+            has_captions = self._peek_has_captions()
+        self.has_captions = has_captions
+
+    def _peek_has_captions(self) -> bool:
+        for record in read_shard(self.shards[0]):
+            if isinstance(record, dict):
+                return "txt" in record or "json" in record
+        return False
+
+    def records(
+        self, slot: int = 0, n_slots: int = 1, *, epoch: int = 0, seed: int = 0, shuffle: bool = False
+    ) -> Iterator[dict | BadSample]:
+        """Raw records for one reader slot: its share of the shards (or of the samples when shards are few)."""
+        shards = list(self.shards)
+        if shuffle:
+            random.Random(f"{seed}-{epoch}-shards").shuffle(shards)  # same order in every slot
+        if len(shards) >= n_slots:
+            mine, every = shards[slot::n_slots], 1
+        else:
+            mine, every = shards, n_slots  # fewer shards than readers: share the samples instead
+        stream = self._chain(mine, slot if every > 1 else 0, every)
+        if shuffle and self.shuffle_buffer > 1:
+            stream = _shuffle(stream, self.shuffle_buffer, random.Random(f"{seed}-{epoch}-{slot}-buffer"))
+        return stream
+
+    @staticmethod
+    def _chain(shards: list[str], offset: int, every: int) -> Iterator[dict | BadSample]:
+        i = 0
+        for path in shards:
+            for record in read_shard(path):
+                if isinstance(record, BadSample):
+                    yield record
+                    continue
+                if i % every == offset:
+                    yield record
+                i += 1
+
+    def stream(
+        self, slot: int = 0, n_slots: int = 1, *, epoch: int = 0, seed: int = 0, shuffle: bool = False
+    ) -> Iterator[Sample | BadSample]:
+        """Decoded samples for one reader slot; unusable ones come out as BadSample values, never raised."""
+        for record in self.records(slot, n_slots, epoch=epoch, seed=seed, shuffle=shuffle):
+            if isinstance(record, BadSample):
+                yield record
+                continue
+            try:
+                yield decode_record(record, self.classes)
+            except BadSample as bad:
+                yield bad
+
+    def __iter__(self) -> Iterator[Sample]:
+        """Every usable sample of every shard, in order, in this process."""
+        for item in self.stream():
+            if isinstance(item, Sample):
+                yield item
+
+
+def _shuffle(stream, size: int, rng: random.Random):
+    buf = []
+    for item in stream:
+        if isinstance(item, BadSample):
+            yield item
+            continue
+        if len(buf) < size:
+            buf.append(item)
+            continue
+        j = rng.randrange(size)
+        buf[j], item = item, buf[j]
+        yield item
+    rng.shuffle(buf)
+    yield from buf
