@@ -1,0 +1,307 @@
+"""How attention cost grows with the number of tokens: global softmax (ViT), shifted windows (Swin),
+separable (MobileViT v2, linear) and cascaded group (EfficientViT) attention.
+
+Each mechanism is measured as one attention layer (input projection, attention, output projection; Swin's
+layer includes its cyclic shift, window partition and mask) on a (B, N, D) batch whose N tokens form a
+square grid: 64, 256, 1024 and 4096 tokens = 8x8 ... 64x64. For every (mechanism, N) the script reports
+
+- forward time (under `torch.no_grad()`) and forward+backward time, the median over repetitions that are
+  alternated between mechanisms (so load from other processes hits all alike);
+- peak memory of one forward+backward above what was live before it. CUDA: `max_memory_allocated`. CPU: the
+  peak of the bytes of tensor storage created during the step and still alive, counted exactly by a
+  `TorchDispatchMode` that sees every operator's outputs (forward and backward) and a finalizer on each
+  new storage (so it counts tensors, not allocator caching or the process's RSS);
+- the fitted exponent k of time ~ N^k: the least-squares slope of log(time) on log(N) over the three largest
+  sizes (256..4096), where fixed overheads no longer dominate.
+
+Run::
+
+    .venv/bin/python benchmarks/attention_scaling.py                 # prints a Markdown table
+    .venv/bin/python benchmarks/attention_scaling.py --svg docs/attention_scaling.svg   # and a log-log plot
+
+The plot is written as plain SVG, so the benchmark needs nothing beyond torch and zir.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import platform
+import re
+import statistics
+import sys
+import time
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
+
+from zir.nn import Attention
+from zir.nn.linear_attention import CascadedGroupAttention, SeparableSelfAttention
+from zir.nn.window import WindowAttention, shifted_window_mask, window_and_shift, window_partition, window_reverse
+
+TOKENS = (64, 256, 1024, 4096)
+
+
+class ShiftedWindowLayer(nn.Module):
+    """Swin's attention layer on (B, N, D) tokens of a square grid: roll, partition, masked window attention."""
+
+    def __init__(self, dim: int, num_heads: int, window: int) -> None:
+        super().__init__()
+        self.window = (window, window)
+        self.attn = WindowAttention(dim, num_heads, window)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, N, D) -> (B, N, D); the shift is half a window, as in every second Swin block."""
+        B, N, D = x.shape
+        side = math.isqrt(N)
+        grid = (side, side)
+        window, shift = window_and_shift(grid, self.window, (self.window[0] // 2, self.window[1] // 2))
+        y = x.view(B, side, side, D)
+        if any(shift):
+            y = torch.roll(y, (-shift[0], -shift[1]), dims=(1, 2))
+        mask = shifted_window_mask(grid, window, shift, x.device)
+        y = window_reverse(self.attn(window_partition(y, window), window, mask), window, grid)
+        if any(shift):
+            y = torch.roll(y, shift, dims=(1, 2))
+        return y.reshape(B, N, D)
+
+
+def make_layers(dim: int, heads: int, window: int) -> dict[str, Callable[[], nn.Module]]:
+    """The mechanisms under test, by label; each builder returns a fresh layer."""
+
+    def softmax(impl: str) -> Callable[[], nn.Module]:
+        def build() -> nn.Module:
+            layer = Attention(dim, heads)
+            layer.impl = impl
+            return layer
+        return build
+
+    return {
+        "global softmax, SDPA (ViT)": softmax("sdpa"),
+        "global softmax, math (ViT)": softmax("math"),
+        f"shifted window {window}x{window} (Swin)": lambda: ShiftedWindowLayer(dim, heads, window),
+        "separable (MobileViT v2)": lambda: SeparableSelfAttention(dim),
+        "cascaded group, key 16 (EfficientViT)": lambda: CascadedGroupAttention(dim, heads, key_dim=16),
+    }
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class TensorMemoryPeak(TorchDispatchMode):
+    """Track the bytes of tensor storage created while active and still alive; `peak` is their maximum."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.live = self.peak = 0
+        self.sizes: dict[int, int] = {}
+
+    def _freed(self, key: int) -> None:
+        self.live -= self.sizes.pop(key, 0)
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        out = func(*args, **(kwargs or {}))
+        for tensor in tree_flatten(out)[0]:
+            if not isinstance(tensor, torch.Tensor):
+                continue
+            storage = tensor.untyped_storage()
+            key = storage.data_ptr()
+            if key and key not in self.sizes:  # a new storage, not a view of one already counted
+                self.sizes[key] = storage.nbytes()
+                self.live += self.sizes[key]
+                self.peak = max(self.peak, self.live)
+                weakref.finalize(storage, self._freed, key)
+        return out
+
+
+def peak_bytes(step: Callable[[], None], device: torch.device) -> int:
+    """Peak memory of one step above what was live before it (see the module docstring)."""
+    if device.type == "cuda":
+        sync(device)
+        before = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        step()
+        sync(device)
+        return torch.cuda.max_memory_allocated(device) - before
+    with TensorMemoryPeak() as tracker:
+        step()
+    return tracker.peak
+
+
+def time_once(fn: Callable[[], None], device: torch.device, min_seconds: float) -> float:
+    """Seconds per call of fn, averaged over as many calls as fill `min_seconds` (at least one)."""
+    calls, start = 0, time.perf_counter()
+    while True:
+        fn()
+        sync(device)
+        calls += 1
+        elapsed = time.perf_counter() - start
+        if elapsed >= min_seconds:
+            return elapsed / calls
+
+
+def fitted_exponent(tokens: list[int], seconds: list[float]) -> float:
+    """Least-squares slope of log(seconds) on log(tokens)."""
+    xs, ys = [math.log(n) for n in tokens], [math.log(s) for s in seconds]
+    mx, my = statistics.fmean(xs), statistics.fmean(ys)
+    return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
+
+
+def measure(args: argparse.Namespace, device: torch.device) -> dict[str, dict[int, dict[str, float | None]]]:
+    """{label: {tokens: {fwd_ms, fwdbwd_ms, peak_mb}}} for every mechanism and token count."""
+    builders = make_layers(args.dim, args.heads, args.window)
+    results: dict[str, dict[int, dict[str, float | None]]] = {label: {} for label in builders}
+    for tokens in args.tokens:
+        torch.manual_seed(0)
+        layers = {label: build().to(device) for label, build in builders.items()}
+        x = torch.randn(args.batch, tokens, args.dim, device=device)
+        xg = x.clone().requires_grad_(True)
+
+        def forward(layer: nn.Module) -> Callable[[], None]:
+            def run() -> None:
+                with torch.no_grad():
+                    layer(x)
+            return run
+
+        def train(layer: nn.Module) -> Callable[[], None]:
+            def run() -> None:
+                layer(xg).square().mean().backward()
+                xg.grad = None
+                layer.zero_grad(set_to_none=True)
+            return run
+
+        fwd: dict[str, list[float]] = {label: [] for label in layers}
+        bwd: dict[str, list[float]] = {label: [] for label in layers}
+        for layer in layers.values():  # warm-up: kernels, allocator, lazily built buffers
+            forward(layer)()
+            train(layer)()
+        labels = list(layers)
+        for rep in range(args.repeats):
+            order = labels[rep % len(labels):] + labels[: rep % len(labels)]  # rotate who goes first
+            for label in order:
+                fwd[label].append(time_once(forward(layers[label]), device, args.min_seconds))
+                bwd[label].append(time_once(train(layers[label]), device, args.min_seconds))
+        for label, layer in layers.items():
+            peak = peak_bytes(train(layer), device)
+            results[label][tokens] = {
+                "fwd_ms": 1e3 * statistics.median(fwd[label]),
+                "fwdbwd_ms": 1e3 * statistics.median(bwd[label]),
+                "peak_mb": peak / 2**20,
+            }
+            print(f"  {tokens:5d} tokens  {label:40s} fwd {results[label][tokens]['fwd_ms']:9.3f} ms  "
+                  f"fwd+bwd {results[label][tokens]['fwdbwd_ms']:9.3f} ms", file=sys.stderr)
+        del layers
+    return results
+
+
+def markdown(results: dict[str, dict[int, dict[str, float | None]]], tokens: list[int]) -> str:
+    """The results as Markdown tables: times and peak memory per token count, and the fitted exponents."""
+    fit = [n for n in tokens if n >= 256] if len([n for n in tokens if n >= 256]) >= 2 else tokens
+    lines = []
+    for key, title in (("fwd_ms", "forward, ms"), ("fwdbwd_ms", "forward+backward, ms"),
+                       ("peak_mb", "peak memory of forward+backward, MiB")):
+        lines.append(f"| {title} | " + " | ".join(f"{n} tokens" for n in tokens)
+                     + (" | exponent |" if key != "peak_mb" else " |"))
+        lines.append("|---|" + "---:|" * (len(tokens) + (key != "peak_mb")))
+        for label, by_n in results.items():
+            cells = []
+            for n in tokens:
+                value = by_n[n][key]
+                cells.append("n/a" if value is None else (f"{value:.1f}" if key == "peak_mb" else f"{value:.3f}"))
+            row = f"| {label} | " + " | ".join(cells) + " |"
+            if key != "peak_mb":
+                row += f" {fitted_exponent(fit, [by_n[n][key] for n in fit]):.2f} |"
+            lines.append(row)
+        lines.append("")
+    lines.append(f"Exponent: least-squares slope of log(time) on log(tokens) over {', '.join(map(str, fit))} tokens.")
+    return "\n".join(lines)
+
+
+def svg_plot(results: dict[str, dict[int, dict[str, float | None]]], tokens: list[int], key: str, title: str) -> str:
+    """A log-log line plot of one measurement against the token count, as a standalone SVG document."""
+    width, height, left, right, top, bottom = 720, 440, 70, 290, 40, 50
+    values = [by_n[n][key] for by_n in results.values() for n in tokens if by_n[n][key]]
+    lo_y, hi_y = math.floor(math.log10(min(values))), math.ceil(math.log10(max(values)))
+    lo_x, hi_x = math.log2(min(tokens)), math.log2(max(tokens))
+    px = lambda n: left + (math.log2(n) - lo_x) / (hi_x - lo_x) * (width - left - right)  # noqa: E731
+    py = lambda v: height - bottom - (math.log10(v) - lo_y) / (hi_y - lo_y) * (height - top - bottom)  # noqa: E731
+    colors = ["#1f77b4", "#aec7e8", "#2ca02c", "#d62728", "#9467bd", "#ff7f0e", "#8c564b"]
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" '
+           f'font-size="12"><rect width="100%" height="100%" fill="white"/>',
+           f'<text x="{left}" y="22" font-size="14">{title}</text>']
+    for decade in range(lo_y, hi_y + 1):
+        y = py(10.0**decade)
+        out.append(f'<line x1="{left}" x2="{width - right}" y1="{y:.1f}" y2="{y:.1f}" stroke="#ddd"/>')
+        out.append(f'<text x="{left - 8}" y="{y + 4:.1f}" text-anchor="end">{10.0**decade:g}</text>')
+    for n in tokens:
+        x = px(n)
+        out.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{top}" y2="{height - bottom}" stroke="#ddd"/>')
+        out.append(f'<text x="{x:.1f}" y="{height - bottom + 18}" text-anchor="middle">{n}</text>')
+    out.append(f'<text x="{(left + width - right) / 2:.0f}" y="{height - 10}" text-anchor="middle">tokens (log scale)</text>')
+    for i, (label, by_n) in enumerate(results.items()):
+        color = colors[i % len(colors)]
+        points = [(px(n), py(by_n[n][key])) for n in tokens if by_n[n][key]]
+        path = " ".join(f"{x:.1f},{y:.1f}" for x, y in points)
+        out.append(f'<polyline points="{path}" fill="none" stroke="{color}" stroke-width="2"/>')
+        out.extend(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="{color}"/>' for x, y in points)
+        ly = top + 10 + 20 * i
+        out.append(f'<line x1="{width - right + 15}" x2="{width - right + 35}" y1="{ly}" y2="{ly}" stroke="{color}" '
+                   f'stroke-width="2"/><text x="{width - right + 40}" y="{ly + 4}">{label}</text>')
+    out.append("</svg>")
+    return "\n".join(out)
+
+
+def machine() -> str:
+    """One line naming the machine, threads and torch version."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as handle:
+            match = re.search(r"^model name\s*:\s*(.+)$", handle.read(), re.MULTILINE)
+        cpu = match.group(1).strip() if match else cpu
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tokens", default=",".join(map(str, TOKENS)), help="comma-separated square token counts")
+    parser.add_argument("--dim", type=int, default=128, help="token width D")
+    parser.add_argument("--heads", type=int, default=4)
+    parser.add_argument("--window", type=int, default=8, help="Swin window side (must divide every grid side)")
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=5, help="alternated repetitions per cell (median reported)")
+    parser.add_argument("--min-seconds", type=float, default=0.2, help="time per repetition")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (on a shared, loaded machine, 1 is steadiest)")
+    parser.add_argument("--svg", help="also write a log-log plot of forward+backward time to this SVG file")
+    args = parser.parse_args(argv)
+    args.tokens = [int(t) for t in args.tokens.split(",")]
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    for n in args.tokens:
+        side = math.isqrt(n)
+        if side * side != n or (side > args.window and side % args.window):
+            parser.error(f"{n} tokens: need a square grid whose side the window {args.window} divides")
+    device = torch.device(args.device)
+    results = measure(args, device)
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else machine()
+    print(f"Attention layers, D={args.dim}, {args.heads} heads, batch {args.batch}, fp32, on {where}.\n")
+    print(markdown(results, args.tokens))
+    if args.svg:
+        with open(args.svg, "w") as handle:
+            handle.write(svg_plot(results, args.tokens, "fwdbwd_ms",
+                                  f"Attention forward+backward time (ms), D={args.dim}, batch {args.batch}"))
+        print(f"\nwrote {args.svg}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
