@@ -5,12 +5,14 @@ the objectives need) and `make_loader(source, plan, batch_size)`, which yields t
 """
 
 from zir.data.builtin import SOURCES, ShapesSource, cifar10, digits, fashion_mnist, flickr8k, open_source, register_source
+from zir.data.inspect import inspect_source, summary_lines
 from zir.data.loader import Loader, make_loader
 from zir.data.masking import Mask, block_mask, make_mask, random_mask
 from zir.data.plan import Batch, ViewCollate, ViewPlan
 from zir.data.shapes import generate_shapes, load_shapes
 from zir.data.shards import ShardSource, expand_braces
 from zir.data.sources import CaptionTableSource, DataReport, ImageFolderSource, MapSource, Sample, Source
+from zir.data.tokenizer import TextTokenizer, load_tokenizer, train_bpe
 from zir.data.transforms import Augment, normalize, pipeline
 
 __all__ = [
@@ -27,6 +29,7 @@ __all__ = [
     "ShapesSource",
     "ShardSource",
     "Source",
+    "TextTokenizer",
     "ViewCollate",
     "ViewPlan",
     "block_mask",
@@ -36,7 +39,9 @@ __all__ = [
     "fashion_mnist",
     "flickr8k",
     "generate_shapes",
+    "inspect_source",
     "load_shapes",
+    "load_tokenizer",
     "make_loader",
     "make_mask",
     "normalize",
@@ -44,4 +49,6 @@ __all__ = [
     "pipeline",
     "random_mask",
     "register_source",
+    "summary_lines",
+    "train_bpe",
 ]
