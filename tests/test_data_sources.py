@@ -366,3 +366,17 @@ def test_real_cifar10_and_flickr8k_shards():
     flickr = open_source("flickr8k:val", data_root=SHARED)
     s = next(iter(flickr))
     assert s.image.shape == (112, 112, 3) and len(s.captions) == 5
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_shard_loader_reads_every_sample_once_per_epoch(tmp_path, workers):
+    for i in range(3):
+        make_shard(tmp_path / f"w-{i}.tar", labelled([f"{i}_{j}" for j in range(6)], label=i))
+    make_shard(tmp_path / "w-3.tar", [{"key": "broken", "jpg": b"garbage", "cls": b"0"}])
+    src = ShardSource(str(tmp_path / "w-{0..3}.tar"), classes=("a", "b", "c"), shuffle_buffer=4)
+    loader = make_loader(src, {"global": 1, "size": 8, "patch_size": 4}, 4, workers=workers, drop_last=False)
+    keys = [k for b in loader for k in b.keys]
+    assert sorted(k.split(":")[1] for k in keys) == sorted(f"{i}_{j}" for i in range(3) for j in range(6))
+    assert loader.report.skipped == {"not an image": 1}
+    labels = {k.split(":")[1]: int(l) for b in loader for k, l in zip(b.keys, b.labels)}
+    assert labels["2_5"] == 2
