@@ -299,6 +299,14 @@ def test_all_bad_data_fails_with_one_clear_error(tmp_path):
         list(loader)
 
 
+def test_too_few_samples_for_one_batch_says_so(tmp_path):
+    write(tmp_path / "a.png", png_bytes())
+    write(tmp_path / "b.png", png_bytes())
+    with pytest.raises(ConfigError, match="fewer samples than one batch of 4 with drop_last"):
+        list(make_loader(open_source(tmp_path), {"global": 1, "size": 8}, 4))
+    assert len(list(make_loader(open_source(tmp_path), {"global": 1, "size": 8}, 4, drop_last=False))) == 1
+
+
 def test_text_needs_captions_or_class_names(tmp_path):
     write(tmp_path / "cat" / "a.png", png_bytes())
     write(tmp_path / "dog" / "b.png", png_bytes())

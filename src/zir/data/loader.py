@@ -180,7 +180,10 @@ class Loader:
         if self.report.n_skipped or self.report.converted:
             log.warning("data %s, epoch %d: %s", self.source.name, self.epoch, self.report.summary())
         if produced == 0:
-            why = self.report.summary() if self.report.n_skipped else "no samples"
+            if self.report.n_skipped:
+                why = self.report.summary()
+            else:
+                why = f"fewer samples than one batch of {self.batch_size}" + (" with drop_last" if self.drop_last else "")
             raise ConfigError(f"data {self.source.name}: no usable batch in an epoch ({why})")
 
 
