@@ -388,3 +388,11 @@ def test_shard_loader_reads_every_sample_once_per_epoch(tmp_path, workers):
     assert loader.report.skipped == {"not an image": 1}
     labels = {k.split(":")[1]: int(l) for b in loader for k, l in zip(b.keys, b.labels)}
     assert labels["2_5"] == 2
+
+
+@pytest.mark.skipif(not builtin.FASHION_DIR.is_dir(), reason="dataset-fashion-mnist is not installed")
+def test_real_fashion_mnist_from_the_debian_package():
+    src = open_source("fashion_mnist:test")
+    assert len(src) == 10_000 and src.image_size == 28
+    assert np.bincount(src.labels()).tolist() == [1000] * 10
+    assert src.classes[src.get(0).label] == "ankle boot"
