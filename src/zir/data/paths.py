@@ -1,7 +1,8 @@
-"""Where zir keeps generated data (the cache) and where it looks for real data handed to it (the data root)."""
+"""Where zir keeps generated data (the cache), where it looks for real data (the data root), and stable seeds."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -49,3 +50,9 @@ def data_root(override: str | os.PathLike | None = None, *, required: bool = Tru
             "no data root: pass --data-root DIR or set ZIR_DATA=DIR (default ../shared/data when it exists)"
         )
     return None
+
+
+def hash_seed(*parts) -> int:
+    """A stable 63-bit integer from any printable parts (Python's hash() is salted per process)."""
+    digest = hashlib.blake2b(repr(parts).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1

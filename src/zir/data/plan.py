@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from zir.data import masking, transforms
-from zir.data.shapes import hash_seed
+from zir.data.paths import hash_seed
 from zir.errors import ConfigError
 
 

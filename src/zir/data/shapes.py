@@ -16,13 +16,11 @@ Rendering is vectorised over a chunk and uses signed distances for anti-aliased 
 
 from __future__ import annotations
 
-import hashlib
 import os
 import random
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
@@ -345,12 +343,6 @@ def generate_shapes(
         return ShapesData(images=np.zeros((0, size, size, 3), np.uint8), **{k: empty[k] for k in _ARRAYS[1:]}, **meta)
     lay = {key: np.concatenate([p[1][key] for p in parts]) for key in _ARRAYS[1:]}
     return ShapesData(images=np.concatenate([p[0] for p in parts]), **lay, **meta)
-
-
-def hash_seed(*parts) -> int:
-    """A stable 63-bit integer from any printable parts (Python's hash() is salted per process)."""
-    digest = hashlib.blake2b(repr(parts).encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") >> 1
 
 
 def _cache_key(split: str, n: int, seed: int, size: int, objects, captions_per_image: int) -> str:
