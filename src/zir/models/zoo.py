@@ -171,4 +171,19 @@ from zir.models.efficient import EfficientAttentionViT  # noqa: E402
 for _kind, _short in (("separable", "sepattn"), ("cascaded_group", "cgattn")):
     register_model(f"vit_micro_{_short}_patch4_32", EfficientAttentionViT, _CPU + f", {_kind} attention",
                    attention=_kind, img_size=32, patch_size=4, embed_dim=128, depth=4, num_heads=4)
+# EfficientViT (MSRA): conv stem, sandwich blocks, cascaded group attention in local windows.
+from zir.models.efficientvit import EfficientViT  # noqa: E402
+
+_EFFICIENTVIT = "Liu et al. 2023, EfficientViT: Memory Efficient Vision Transformer with Cascaded Group Attention"
+_EFFICIENTVIT_SIZES = {  # widths, blocks and heads per stage, query kernel per head
+    "m0": ((64, 128, 192), (1, 2, 3), (4, 4, 4), (5, 5, 5, 5)),
+    "m1": ((128, 144, 192), (1, 2, 3), (2, 3, 3), (7, 5, 3, 3)),
+    "m2": ((128, 192, 224), (1, 2, 3), (4, 3, 2), (7, 5, 3, 3)),
+    "m3": ((128, 240, 320), (1, 2, 3), (4, 3, 4), (5, 5, 5, 5)),
+    "m4": ((128, 256, 384), (1, 2, 3), (4, 4, 4), (7, 5, 3, 3)),
+    "m5": ((192, 288, 384), (1, 3, 4), (3, 3, 4), (7, 5, 3, 3)),
+}
+for _size, (_dims, _depth, _heads, _kernels) in _EFFICIENTVIT_SIZES.items():
+    register_model(f"efficientvit_{_size}", EfficientViT, _EFFICIENTVIT, img_size=224, embed_dim=_dims,
+                   depth=_depth, num_heads=_heads, kernels=_kernels)
 # -- end Swin and efficient attention --------------------------------------------------------------------
