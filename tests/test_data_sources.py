@@ -396,3 +396,15 @@ def test_real_fashion_mnist_from_the_debian_package():
     assert len(src) == 10_000 and src.image_size == 28
     assert np.bincount(src.labels()).tolist() == [1000] * 10
     assert src.classes[src.get(0).label] == "ankle boot"
+
+
+def test_iter_captions_reads_text_without_images(tmp_path, table_dir):
+    (table_dir / "c.csv").write_text("image,caption\nimgs/one.png,first\nimgs/missing.png,second\nimgs/one.png,\n")
+    assert list(open_source(table_dir / "c.csv").iter_captions()) == ["first", "second"]
+    make_shard(tmp_path / "cap.tar", [{"key": "a", "jpg": b"not decoded", "json": json.dumps({"captions": ["x", "y"]}).encode()},
+                                      {"key": "b", "jpg": b"", "txt": b"z"}])
+    assert list(ShardSource(str(tmp_path / "cap.tar")).iter_captions()) == ["x", "y", "z"]
+    write(tmp_path / "lab" / "red_panda" / "1.png", png_bytes())
+    assert "a photo of a red panda." in list(open_source(tmp_path / "lab").iter_captions())
+    shapes = open_source("shapes:val", n=4, cache_dir=tmp_path)
+    assert list(shapes.iter_captions(limit=2)) == shapes.data.captions[0] + shapes.data.captions[1]

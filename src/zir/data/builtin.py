@@ -67,6 +67,11 @@ class ShapesSource(MapSource):
         """All labels (N,) for the chosen task."""
         return self._labels
 
+    def iter_captions(self, limit: int | None = None):
+        """Every caption of up to `limit` images, without touching the pixels."""
+        for i in range(min(len(self), limit if limit is not None else len(self))):
+            yield from self.data.captions[i]
+
 
 def stratified_split(labels: np.ndarray, fractions=(0.7, 0.15, 0.15), seed: int = 0) -> list[np.ndarray]:
     """Indices of each part, each class divided in the same proportions, shuffled with `seed`."""
@@ -112,6 +117,14 @@ class ArraySource(MapSource):
     def labels(self) -> np.ndarray:
         """All labels (N,)."""
         return self._labels
+
+    def iter_captions(self, limit: int | None = None):
+        """Every caption of up to `limit` images (class-name captions when there are none)."""
+        if self.captions is None:
+            yield from super().iter_captions(limit)
+            return
+        for caps in self.captions[:limit]:
+            yield from caps
 
 
 def _digit_captions(d: int) -> list[str]:

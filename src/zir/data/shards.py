@@ -237,6 +237,29 @@ class ShardSource(Source):
             except BadSample as bad:
                 yield bad
 
+    def iter_captions(self, limit: int | None = None) -> Iterator[str]:
+        """Every caption of up to `limit` samples, read from .txt/.json members without decoding images."""
+        if not self.has_captions:
+            yield from super().iter_captions(limit)
+            return
+        n = 0
+        for record in self.records():
+            if isinstance(record, BadSample):
+                continue
+            if limit is not None and n >= limit:
+                return
+            n += 1
+            meta = {}
+            if "json" in record:
+                try:
+                    meta = json.loads(record["json"].decode("utf-8"))
+                except (UnicodeDecodeError, json.JSONDecodeError):
+                    meta = {}
+            caps = meta.get("captions") if isinstance(meta, dict) else None
+            if not isinstance(caps, list):
+                caps = [record["txt"].decode("utf-8", "replace")] if "txt" in record else []
+            yield from clean_captions("", caps, [])
+
     def __iter__(self) -> Iterator[Sample]:
         """Every usable sample of every shard, in order, in this process."""
         for item in self.stream():

@@ -220,6 +220,17 @@ class Source:
             return []
         return templated_captions(self.classes[label])
 
+    def iter_captions(self, limit: int | None = None) -> Iterator[str]:
+        """Every caption of up to `limit` samples (a tokenizer corpus); class-name captions for labelled sources."""
+        if not self.has_captions:
+            for name in self.classes or ():
+                yield from templated_captions(name)
+            return
+        for n, sample in enumerate(self):
+            if limit is not None and n >= limit:
+                return
+            yield from sample.captions
+
 
 class MapSource(Source):
     """A source with a length and random access by index; `get(i)` raises BadSample for unusable items."""
@@ -373,6 +384,11 @@ class CaptionTableSource(MapSource):
     def __len__(self) -> int:
         """Number of distinct images in the table."""
         return len(self.images)
+
+    def iter_captions(self, limit: int | None = None) -> Iterator[str]:
+        """Every caption in the table (up to `limit` images), without opening any image."""
+        for caps in self.captions[:limit]:
+            yield from clean_captions("", caps, [])
 
     def get(self, index: int) -> Sample:
         """Decode image `index` (path relative to the table) with all of its captions."""
