@@ -187,3 +187,10 @@ def test_generation_is_fast():
     rate = 2000 / (time.perf_counter() - t)
     # the target is 2,000 images/s on one core (about 4,500 measured); the floor leaves room for a busy CI box
     assert rate > 700, f"{rate:.0f} images/s"
+
+
+def test_an_unwritable_cache_only_costs_regeneration(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where the cache folder should be")
+    data = S.load_shapes("val", n=5, cache_dir=blocker)
+    assert np.array_equal(data.images, S.generate_shapes(5, split="val").images)

@@ -367,10 +367,13 @@ def load_shapes(
     objects = (int(objects[0]), int(objects[1]))
     if not use_cache:
         return generate_shapes(n, split=split, seed=seed, size=size, objects=objects, captions_per_image=captions_per_image)
-    folder = _cache_dir(cache_dir) / "shapes"
-    path = folder / f"{_cache_key(split, n, seed, size, objects, captions_per_image)}.npz"
     meta = dict(seed=seed, split=split, captions_per_image=captions_per_image)
-    if path.is_file():
+    key = _cache_key(split, n, seed, size, objects, captions_per_image)
+    try:
+        path = _cache_dir(cache_dir) / "shapes" / f"{key}.npz"
+    except OSError:  # no writable cache (read-only home, say): generating is fast enough to do every time
+        path = None
+    if path is not None and path.is_file():
         try:
             with np.load(path) as z:
                 arrays = {name: z[name] for name in _ARRAYS}
@@ -379,13 +382,17 @@ def load_shapes(
         except (OSError, ValueError, KeyError):
             pass  # a damaged cache entry is simply generated again
     data = generate_shapes(n, split=split, seed=seed, size=size, objects=objects, captions_per_image=captions_per_image)
-    folder.mkdir(parents=True, exist_ok=True)
-    # write under a temporary name and rename, so a reader in another process never sees half a file
-    with tempfile.NamedTemporaryFile(dir=folder, suffix=".tmp", delete=False) as f:
-        # compressed: flat backgrounds shrink 30x (10,000 images: 4 MB instead of 123 MB), loading costs the same
-        np.savez_compressed(f, **{name: getattr(data, name) for name in _ARRAYS})
-    os.chmod(f.name, 0o644)
-    os.replace(f.name, path)
+    if path is not None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # write under a temporary name and rename, so a reader in another process never sees half a file
+            with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as f:
+                # compressed: flat backgrounds shrink 30x (10,000 images: 4 MB, not 123 MB); loading costs the same
+                np.savez_compressed(f, **{name: getattr(data, name) for name in _ARRAYS})
+            os.chmod(f.name, 0o644)
+            os.replace(f.name, path)
+        except OSError:
+            pass  # a full or read-only disk only costs the next run a regeneration
     return data
 
 
