@@ -186,4 +186,10 @@ _EFFICIENTVIT_SIZES = {  # widths, blocks and heads per stage, query kernel per 
 for _size, (_dims, _depth, _heads, _kernels) in _EFFICIENTVIT_SIZES.items():
     register_model(f"efficientvit_{_size}", EfficientViT, _EFFICIENTVIT, img_size=224, embed_dim=_dims,
                    depth=_depth, num_heads=_heads, kernels=_kernels)
+# MobileViT v2: inverted residuals and separable (linear) self-attention across 2x2-patch positions.
+from zir.models.mobilevit import MobileViTv2  # noqa: E402
+
+_MOBILEVITV2 = "Mehta and Rastegari 2022, Separable Self-attention for Mobile Vision Transformers"
+for _mult in ("050", "075", "100", "125", "150", "175", "200"):
+    register_model(f"mobilevitv2_{_mult}", MobileViTv2, _MOBILEVITV2, img_size=256, width_multiplier=int(_mult) / 100)
 # -- end Swin and efficient attention --------------------------------------------------------------------
