@@ -1,0 +1,55 @@
+"""Tables the command line prints (rich), built from library calls so tests can read their rows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from rich.console import Console
+from rich.table import Table
+
+
+@dataclass
+class TextTable:
+    """A titled table of string cells that prints with rich and stays inspectable in tests."""
+
+    title: str
+    columns: list[str]
+    rows: list[list[str]] = field(default_factory=list)
+    caption: str = ""
+
+    def print(self, console: Console | None = None) -> None:
+        """Render to the terminal (or the given console)."""
+        table = Table(title=self.title, caption=self.caption or None)
+        for i, column in enumerate(self.columns):
+            table.add_column(column, justify="left" if i == 0 else "right")
+        for row in self.rows:
+            table.add_row(*row)
+        (console or Console()).print(table)
+
+
+def models_table(pattern: str = "*", with_flops: bool = True) -> TextTable:
+    """The `zir models` table: name, parameters, GFLOPs at native resolution, image and patch size."""
+    from zir.errors import UnknownNameError
+    from zir.models import count_flops, count_parameters, list_models, native_size
+
+    names = list_models(pattern)
+    if not names:
+        raise UnknownNameError(f"no model matches {pattern!r}; `zir models` lists them all")
+    table = TextTable(
+        title=f"zir models matching {pattern!r}",
+        columns=["name", "params", "GFLOPs", "image", "patch"],
+        caption="Parameters with a 1000-class head. GFLOPs: one image at the native resolution, "
+                "FLOPs = 2 x multiply-adds, counted with torch.utils.flop_counter.FlopCounterMode.",
+    )
+    for name in names:
+        size = native_size(name)
+        flops = f"{count_flops(name) / 1e9:.2f}" if with_flops else "-"
+        img, patch = size["img_size"], size["patch_size"]
+        table.rows.append([name, f"{count_parameters(name):,}", flops, _size(img), _size(patch)])
+    return table
+
+
+def _size(value: object) -> str:
+    if isinstance(value, (tuple, list)):
+        return "x".join(str(v) for v in value)
+    return str(value)

@@ -1,0 +1,51 @@
+"""The command line: `zir models`, `zir demo`, and one-line errors."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+import zir
+import zir.demo
+from zir.cli import main
+from zir.report_tables import models_table
+
+
+def test_models_table_rows_carry_exact_counts_and_flops():
+    table = models_table("vit_base_patch16_224")
+    assert table.columns == ["name", "params", "GFLOPs", "image", "patch"]
+    assert table.rows == [["vit_base_patch16_224", "86,567,656", "35.13", "224", "16"]]
+    assert "FlopCounterMode" in table.caption and "2 x multiply-adds" in table.caption
+
+
+def test_models_command_prints_the_matching_models(capsys):
+    assert main(["models", "deit_tiny*", "--no-flops"]) == 0
+    out = capsys.readouterr().out
+    assert "deit_tiny_distilled_patch16_224" in out and "5,910,800" in out and "vit_base" not in out
+
+
+def test_errors_are_one_line_without_traceback():
+    result = subprocess.run([sys.executable, "-m", "zir", "models", "resnet*"], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.strip() == "zir: error: no model matches 'resnet*'; `zir models` lists them all"
+    assert "Traceback" not in result.stderr
+
+
+def test_demo_trains_saves_weights_and_results(tmp_path, capsys):
+    results = zir.demo.run_demo(out_dir=tmp_path, steps=3, batch_size=16)
+    assert (tmp_path / "weights.safetensors").is_file()
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["steps"] == 3 and saved["model"] == "vit_nano_patch4_32"
+    for key in ("classifier_top1", "knn_top1"):
+        assert 0.0 <= saved["trained"][key] <= 100.0 and 0.0 <= saved["random_init"][key] <= 100.0
+    assert results["chance_top1"] == pytest.approx(10.0)
+    loaded = zir.create_model("vit_nano_patch4_32", num_classes=10, weights=tmp_path / "weights.safetensors")
+    assert loaded.head.weight.shape == (10, 64)
+    out = capsys.readouterr().out
+    assert "random init" in out and "k-NN top-1" in out
+
+
+def test_demo_rejects_a_bad_step_count(capsys):
+    assert main(["demo", "--steps", "0"]) == 2
+    assert "--steps must be at least 1" in capsys.readouterr().err
