@@ -20,8 +20,16 @@ ATTENTION_IMPLS = ("auto", "sdpa", "math")
 def choose_attention_impl(device_type: str, dtype: torch.dtype, training: bool) -> str:
     """Pick the kernel `auto` resolves to for a device type, compute dtype and training flag."""
     if device_type == "cpu" and training and dtype in (torch.bfloat16, torch.float16):
-        # torch's fused CPU attention backward costs about a third of a bf16 training step.
-        return "math"
+        # On CPUs with native half-precision matmuls (AVX512-BF16, AMX) torch's fused attention backward
+        # costs about a third of a bf16 training step, so explicit matmuls train faster there. Without
+        # them (AVX2-only CPUs) half-precision matmuls take a slow path and the explicit path's attention
+        # is 2.5-3x slower than SDPA's (measured in docs/benchmarks.md), so SDPA stays.
+        try:
+            ops = torch.ops.mkldnn
+            native = ops._is_mkldnn_bf16_supported() if dtype == torch.bfloat16 else ops._is_mkldnn_fp16_supported()
+        except (AttributeError, RuntimeError):  # private probe; without an answer assume no native kernels
+            native = False
+        return "math" if native else "sdpa"
     return "sdpa"
 
 
