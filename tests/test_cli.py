@@ -49,3 +49,16 @@ def test_demo_trains_saves_weights_and_results(tmp_path, capsys):
 def test_demo_rejects_a_bad_step_count(capsys):
     assert main(["demo", "--steps", "0"]) == 2
     assert "--steps must be at least 1" in capsys.readouterr().err
+
+
+def test_data_inspect_prints_counts_and_writes_the_grid(tmp_path, capsys):
+    png = tmp_path / "grid.png"
+    assert main(["data", "inspect", "digits", "--png", str(png), "--limit", "200"]) == 0
+    out = capsys.readouterr().out
+    assert "digits:train" in out and "read 200, usable 200" in out and "bad data    none" in out
+    assert png.is_file() and png.stat().st_size > 1000
+
+
+def test_data_inspect_names_an_unknown_source(capsys):
+    assert main(["data", "inspect", "no_such_dataset"]) == 2
+    assert "no_such_dataset" in capsys.readouterr().err

@@ -21,6 +21,15 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_data_inspect(args: argparse.Namespace) -> int:
+    from zir.data.inspect import inspect_source, summary_lines
+
+    plan = {"global": 2, "pipeline": args.pipeline} if args.pipeline else None
+    info = inspect_source(args.source, args.png, plan=plan, limit=args.limit, data_root=args.data_root)
+    print("\n".join(summary_lines(info)))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every sub-command."""
     parser = argparse.ArgumentParser(prog="zir", description="Vision Transformers, self-supervised and cross-modal.")
@@ -39,6 +48,15 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--steps", type=int, default=200, help="training steps (default 200)")
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(func=_cmd_demo)
+    data = sub.add_parser("data", help="look at datasets").add_subparsers(dest="data_command", required=True,
+                                                                         metavar="ACTION")
+    inspect = data.add_parser("inspect", help="counts, class balance, caption stats, bad files, and a PNG grid")
+    inspect.add_argument("source", help="a built-in name (shapes, digits, cifar10, flickr8k), folder, table or shards")
+    inspect.add_argument("--png", default=None, help="where to write the sample grid (default: none)")
+    inspect.add_argument("--pipeline", default=None, help="also show two views of this augmentation (e.g. simclr, dino)")
+    inspect.add_argument("--limit", type=int, default=5000, help="samples to read at most (default 5000)")
+    inspect.add_argument("--data-root", default=None, help="folder holding cifar10/ and flickr8k/ (default $ZIR_DATA)")
+    inspect.set_defaults(func=_cmd_data_inspect)
     return parser
 
 
