@@ -1,0 +1,238 @@
+"""The encode-once model: towers + weighted objectives + the plan of forwards per step.
+
+`ZirModel(towers, objectives)` collects every objective's views and forwards into one plan. A step runs
+each distinct (tower, view, masked) forward once, hands the cache of token features to every objective,
+and sums the weighted losses. The training engine calls exactly:
+
+    model = build_model(cfg["model"]); plan = model.view_plan()
+    out = model(batch); out.loss.backward(); model.after_step(step, total_steps)
+    optimizer = AdamW(model.param_groups(weight_decay, layer_decay, base_lr))
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from zir.data.plan import Batch, ViewPlan
+from zir.errors import ConfigError
+from zir.objectives import Forward, Objective, create_objective
+
+# strongest augmentation first: a shared view is augmented for the objective that needs the most
+PIPELINE_ORDER = ("dino", "simclr", "byol", "mae", "light", "none")
+
+
+@dataclass
+class ModelOutput:
+    """A step's result: the weighted total `loss`, each objective's unweighted `<name>_loss`, float metrics."""
+
+    loss: torch.Tensor
+    terms: dict[str, torch.Tensor] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+class ZirModel(nn.Module):
+    """Towers plus weighted objectives; runs each planned forward once per step and sums the objectives' losses."""
+
+    def __init__(self, towers: dict[str, nn.Module], objectives: dict[str, tuple[Objective, float]]) -> None:
+        """`towers` by name (e.g. `image`); `objectives` by name -> (objective, weight)."""
+        super().__init__()
+        if not towers:
+            raise ConfigError("model: no towers; expected at least an `image` tower")
+        if not objectives:
+            raise ConfigError("model: no objectives; expected at least one")
+        self.towers = nn.ModuleDict(towers)
+        self.objectives = nn.ModuleDict()
+        self.weights: dict[str, float] = {}
+        for name, entry in objectives.items():
+            if not isinstance(entry, (tuple, list)) or len(entry) != 2 or not isinstance(entry[0], Objective):
+                raise ConfigError(f"model: objective {name!r} must be given as (Objective, weight)")
+            obj, weight = entry
+            self.objectives[name] = obj
+            self.weights[name] = float(weight)
+        # teachers are owned once, here, even when several objectives read the same one (DINO + iBOT)
+        self.teachers = nn.ModuleDict()
+        for obj in self.objectives.values():
+            for tname, teacher in obj.teachers().items():
+                if tname in self.towers:
+                    raise ConfigError(f"model: teacher {tname!r} has the name of a tower")
+                if tname not in self.teachers:
+                    self.teachers[tname] = teacher
+                obj.use_teacher(tname, self.teachers[tname])
+        self.plan_forwards = self._plan_forwards()
+
+    # -- the plan -------------------------------------------------------------------------------------
+    def _plan_forwards(self) -> list[Forward]:
+        """Distinct forwards of all objectives, students before teachers, in first-declared order."""
+        seen: dict[Forward, None] = {}
+        for name, obj in self.objectives.items():
+            for f in obj.forwards():
+                if f.tower not in self.towers and f.tower not in self.teachers:
+                    raise ConfigError(f"objective {name}: forward on unknown tower {f.tower!r}")
+                if f.fill and f.fill not in {o.name for o in self.objectives.values()}:
+                    raise ConfigError(f"objective {name}: masked patches filled by {f.fill!r}, which is not in the model")
+                seen.setdefault(f, None)
+        return list(seen)
+
+    def view_plan(self) -> ViewPlan:
+        """The union of the objectives' views as one ViewPlan (sizes from the image tower)."""
+        plans = {name: obj.view_plan() for name, obj in self.objectives.items()}
+        masks = {name: (float(p.get("mask", 0.0)), p.get("mask_kind", "random")) for name, p in plans.items() if p.get("mask", 0.0)}
+        if len(set(masks.values())) > 1:
+            desc = ", ".join(f"{n} mask={m} {k}" for n, (m, k) in masks.items())
+            raise ConfigError(f"model: objectives ask for different masks ({desc}); one mask per view is supported")
+        merged: ViewPlan | None = None
+        for p in plans.values():
+            plan = ViewPlan.from_dict({k: v for k, v in p.items() if k != "pipeline"})
+            merged = plan if merged is None else merged.merge(plan)
+        pipes = [p.get("pipeline", "simclr") for p in plans.values()]
+        merged.pipeline = min(pipes, key=lambda x: PIPELINE_ORDER.index(x) if x in PIPELINE_ORDER else len(PIPELINE_ORDER))
+        if masks:
+            merged.mask, merged.mask_kind = next(iter(masks.values()))
+        tower = self.towers["image"] if "image" in self.towers else None
+        if tower is not None and hasattr(tower, "patch_embed"):
+            grid, patch = tower.patch_embed.grid_size, tower.patch_embed.patch_size
+            patch = patch[0] if isinstance(patch, (tuple, list)) else patch
+            size = grid[0] * patch
+            merged = ViewPlan.from_dict({**_plan_dict(merged), "size": size, "patch_size": patch, "local_size": None})
+        return merged
+
+    # -- a step ---------------------------------------------------------------------------------------
+    def tower_for(self, name: str) -> nn.Module:
+        """The module a forward's tower name refers to: a tower, or a teacher's frozen copy."""
+        return self.towers[name] if name in self.towers else self.teachers[name].module
+
+    def encode(self, batch: Batch) -> dict[Forward, torch.Tensor]:
+        """Run every planned forward once: the feature cache, each entry (B, P + K, D)."""
+        fillers = {o.name: o for o in self.objectives.values()}
+        cache: dict[Forward, torch.Tensor] = {}
+        for f in self.plan_forwards:
+            if f.view not in batch.views:
+                raise ConfigError(f"batch has no view {f.view!r}; build the loader from model.view_plan()")
+            x = batch.views[f.view]
+            tower = self.tower_for(f.tower)
+            teacher = f.tower in self.teachers
+            with torch.set_grad_enabled(torch.is_grad_enabled() and not teacher):
+                if not f.masked:
+                    cache[f] = tower.forward_tokens(x)
+                    continue
+                mask = batch.masks.get(f.view)
+                if mask is None:
+                    raise ConfigError(f"batch view {f.view!r} has no mask; build the loader from model.view_plan()")
+                if f.fill:
+                    cache[f] = fillers[f.fill].encode(tower, x, mask.mask.to(x.device))
+                else:
+                    cache[f] = tower.forward_tokens(x, mask.keep.to(x.device))
+        return cache
+
+    def forward(self, batch: Batch) -> ModelOutput:
+        """One step's loss: encode once, then every objective reads the cache."""
+        cache = self.encode(batch)
+        total = None
+        terms: dict[str, torch.Tensor] = {}
+        metrics: dict[str, float] = {}
+        for name, obj in self.objectives.items():
+            out = obj(batch, cache)
+            weighted = self.weights[name] * out.value
+            total = weighted if total is None else total + weighted
+            terms[f"{name}_loss"] = out.value.detach()
+            metrics[f"{name}_loss"] = float(out.value.detach())
+            for k, v in out.metrics.items():
+                metrics[f"{name}_{k}"] = float(v)
+        metrics["loss"] = float(total.detach())
+        return ModelOutput(total, terms, metrics)
+
+    def after_step(self, step: int, total_steps: int) -> None:
+        """Per-step hooks of the objectives (EMA teachers, temperature schedules)."""
+        for obj in self.objectives.values():
+            obj.after_step(step, total_steps)
+
+    # -- optimisation ---------------------------------------------------------------------------------
+    def param_groups(self, weight_decay: float, layer_decay: float | None = None, base_lr: float | None = None) -> list[dict]:
+        """AdamW parameter groups: no decay for biases, norms, tokens and position tables; layer-wise lr scales.
+
+        With `layer_decay` d, a tower parameter at depth i (its `layer_index`, 0 = embeddings) of a tower
+        with deepest index L gets lr scale d ** (L - i); heads of objectives get scale 1. Each group carries
+        `lr_scale` and, when `base_lr` is given, `lr = base_lr * lr_scale`. Frozen parameters are left out.
+        """
+        groups: dict[tuple[bool, float], dict] = {}
+
+        def add(param, decay: bool, scale: float, label: str) -> None:
+            key = (decay, scale)
+            if key not in groups:
+                g = {"params": [], "weight_decay": weight_decay if decay else 0.0, "lr_scale": scale, "names": []}
+                if base_lr is not None:
+                    g["lr"] = base_lr * scale
+                groups[key] = g
+            groups[key]["params"].append(param)
+            groups[key]["names"].append(label)
+
+        seen: set[int] = set()
+        for tname, tower in self.towers.items():
+            skip = tower.no_weight_decay() if hasattr(tower, "no_weight_decay") else set()
+            named = [(n, p) for n, p in tower.named_parameters() if p.requires_grad]
+            depth = None
+            if layer_decay is not None and hasattr(tower, "layer_index"):
+                depth = max((tower.layer_index(n) for n, _ in named), default=0)
+            for n, p in named:
+                seen.add(id(p))
+                scale = layer_decay ** (depth - tower.layer_index(n)) if depth is not None else 1.0
+                add(p, p.ndim > 1 and n not in skip, scale, f"towers.{tname}.{n}")
+        for oname, obj in self.objectives.items():
+            skip = obj.no_weight_decay()
+            for n, p in obj.named_parameters():
+                if not p.requires_grad or id(p) in seen:
+                    continue
+                seen.add(id(p))
+                add(p, p.ndim > 1 and n not in skip, 1.0, f"objectives.{oname}.{n}")
+        return list(groups.values())
+
+
+def _plan_dict(plan: ViewPlan) -> dict:
+    """A ViewPlan back to its from_dict form."""
+    from dataclasses import fields
+
+    return {f.name: getattr(plan, f.name) for f in fields(plan) if not f.name.startswith("_")}
+
+
+def build_model(spec: dict) -> ZirModel:
+    """A model from a recipe's model section: {towers: {name: {model: ..., **overrides}}, objectives: {name: {weight, ...}}}.
+
+    An objective's registered name is its key, or its `type` field when given (two SimCLR heads on
+    different views, say). Towers default to `num_classes: 0` (no classifier head).
+    """
+    from zir.models import create_model
+
+    if not isinstance(spec, dict):
+        raise ConfigError(f"model: expected a mapping with towers and objectives; got {type(spec).__name__}")
+    unknown = set(spec) - {"towers", "objectives"}
+    if unknown:
+        raise ConfigError(f"model: unknown field {sorted(unknown)[0]!r}; expected towers, objectives")
+    tower_specs = spec.get("towers") or {}
+    if not isinstance(tower_specs, dict) or not tower_specs:
+        raise ConfigError("model.towers: expected a mapping such as {image: {model: vit_micro_patch4_32}}")
+    towers = {}
+    for name, tspec in tower_specs.items():
+        tspec = {"model": tspec} if isinstance(tspec, str) else dict(tspec or {})
+        if "model" not in tspec:
+            raise ConfigError(f"model.towers.{name}: missing field 'model' (a zoo name such as vit_micro_patch4_32)")
+        model_name = tspec.pop("model")
+        tspec.setdefault("num_classes", 0)
+        towers[name] = create_model(model_name, **tspec)
+    obj_specs = spec.get("objectives") or {}
+    if not isinstance(obj_specs, dict) or not obj_specs:
+        raise ConfigError("model.objectives: expected a mapping such as {mae: {weight: 1.0}}")
+    objectives = {}
+    for name, ospec in obj_specs.items():
+        ospec = dict(ospec or {})
+        weight = ospec.pop("weight", 1.0)
+        if not isinstance(weight, (int, float)) or isinstance(weight, bool):
+            raise ConfigError(f"model.objectives.{name}.weight: expected a number; got {weight!r}")
+        kind = ospec.pop("type", name)
+        try:
+            objectives[name] = (create_objective(kind, towers, **ospec), float(weight))
+        except ConfigError as e:
+            raise ConfigError(f"model.objectives.{name}: {e}") from None
+    return ZirModel(towers, objectives)

@@ -1,0 +1,169 @@
+"""MAE: masked autoencoding (He et al., 2022, "Masked Autoencoders Are Scalable Vision Learners").
+
+The encoder sees only the visible patches (`forward_tokens(x, keep)`); a light decoder takes the encoded
+visible tokens, puts a shared learned mask token at every hidden position, adds its own fixed sin-cos
+position table and predicts each hidden patch's pixels. The loss is the mean squared error on hidden
+patches only, against per-patch normalised pixels by default (`norm_pix_loss`, the paper's better setting).
+
+Published defaults (ViT-B/16 at 224): mask ratio 0.75, decoder 8 blocks of width 512 with 16 heads,
+normalised-pixel targets. Scaled for 32-pixel images and CPU-scale towers: decoder 2 blocks of half the
+encoder width (at least 64); the paper's Table 1 shows even a 1-block decoder trains a good encoder.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from zir.errors import ConfigError
+from zir.nn import Block, sincos_2d
+from zir.objectives.base import Forward, Loss, Objective, register_objective
+
+
+def patchify(images: torch.Tensor, patch: int) -> torch.Tensor:
+    """Images (B, C, H, W) -> patches (B, N, p * p * C), row-major patches, pixels (row, col, channel)."""
+    b, c, h, w = images.shape
+    if h % patch or w % patch:
+        raise ConfigError(f"image size {h}x{w} is not a multiple of the patch size {patch}")
+    x = images.reshape(b, c, h // patch, patch, w // patch, patch)
+    return x.permute(0, 2, 4, 3, 5, 1).reshape(b, (h // patch) * (w // patch), patch * patch * c)
+
+
+def unpatchify(patches: torch.Tensor, patch: int, grid: tuple[int, int], channels: int = 3) -> torch.Tensor:
+    """Patches (B, N, p * p * C) -> images (B, C, H, W); the inverse of `patchify`."""
+    b = patches.shape[0]
+    gh, gw = grid
+    x = patches.reshape(b, gh, gw, patch, patch, channels)
+    return x.permute(0, 5, 1, 3, 2, 4).reshape(b, channels, gh * patch, gw * patch)
+
+
+def normalize_patches(target: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """Per-patch normalised pixels (B, N, p * p * C): zero mean, unit variance within each patch (MAE)."""
+    mean = target.mean(dim=-1, keepdim=True)
+    var = target.var(dim=-1, keepdim=True)  # unbiased, as the MAE reference implementation
+    return (target - mean) / (var + eps) ** 0.5
+
+
+def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over hidden patches of each patch's mean squared error; pred, target (B, N, L), mask (B, N) True = hidden."""
+    per_patch = ((pred - target) ** 2).mean(dim=-1)
+    mask = mask.to(per_patch.dtype)
+    return (per_patch * mask).sum() / mask.sum().clamp_min(1.0)
+
+
+class MAEDecoder(nn.Module):
+    """The light MAE decoder: embed, mask tokens at hidden positions, sin-cos positions, blocks, pixel head."""
+
+    def __init__(self, embed_dim: int, patch: int, channels: int, dim: int, depth: int, heads: int, mlp_ratio: float) -> None:
+        """A decoder from encoder width `embed_dim` to `patch * patch * channels` pixels per patch."""
+        super().__init__()
+        self.dim = dim
+        self.embed = nn.Linear(embed_dim, dim)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.blocks = nn.ModuleList(Block(dim, heads, mlp_ratio, qkv_bias=True) for _ in range(depth))
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.pred = nn.Linear(dim, patch * patch * channels)
+        nn.init.normal_(self.mask_token, std=0.02)
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.xavier_uniform_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, tokens: torch.Tensor, keep: torch.Tensor, grid: tuple[int, int], prefix: int) -> torch.Tensor:
+        """Encoder tokens (B, P + K, D) with visible indices keep (B, K) -> pixel predictions (B, N, L) for all N patches."""
+        x = self.embed(tokens)
+        b, n = x.shape[0], grid[0] * grid[1]
+        full = self.mask_token.to(x.dtype).expand(b, n, -1).clone()
+        full = full.scatter(1, keep.unsqueeze(-1).expand(-1, -1, self.dim), x[:, prefix:])
+        full = full + sincos_2d(grid, self.dim).to(full)[None]
+        x = torch.cat([x[:, :prefix], full], dim=1)
+        for block in self.blocks:
+            x = block(x)
+        return self.pred(self.norm(x))[:, prefix:]
+
+
+class MAE(Objective):
+    """Masked autoencoder: reconstruct hidden patches from the visible ones; the encoder sees only visible tokens."""
+
+    name = "mae"
+
+    def __init__(
+        self,
+        towers: dict[str, nn.Module],
+        tower: str = "image",
+        view: str = "global_0",
+        mask_ratio: float = 0.75,
+        norm_pix_loss: bool = True,
+        decoder_dim: int | None = None,
+        decoder_depth: int = 2,
+        decoder_heads: int = 4,
+        mlp_ratio: float = 4.0,
+    ) -> None:
+        """MAE over `view` of `tower`; decoder width defaults to half the encoder's, at least 64."""
+        super().__init__(towers, tower)
+        if not 0.0 < mask_ratio < 1.0:
+            raise ConfigError(f"mae mask_ratio={mask_ratio}: expected 0 < mask_ratio < 1")
+        t = self.tower
+        self.view, self.mask_ratio, self.norm_pix_loss = view, float(mask_ratio), bool(norm_pix_loss)
+        patch = t.patch_embed.patch_size
+        self.patch = patch[0] if isinstance(patch, (tuple, list)) else int(patch)
+        self.prefix = t.num_prefix_tokens
+        dim = decoder_dim or max(64, t.embed_dim // 2)
+        if dim % decoder_heads or dim % 4:
+            raise ConfigError(f"mae decoder_dim={dim}: expected a multiple of decoder_heads={decoder_heads} and of 4")
+        self.decoder = MAEDecoder(t.embed_dim, self.patch, 3, dim, decoder_depth, decoder_heads, mlp_ratio)
+
+    def view_plan(self) -> dict:
+        """One masked global view with MAE's light augmentation (random resized crop and flip)."""
+        return {"global": int(self.view.split("_")[1]) + 1 if self.view.startswith("global_") else 1,
+                "mask": self.mask_ratio, "mask_kind": "random", "pipeline": "mae"}
+
+    def forwards(self) -> list[Forward]:
+        """The tower on the masked view, visible patches only."""
+        return [Forward(self.tower_name, self.view, masked=True)]
+
+    def no_weight_decay(self) -> set[str]:
+        """The decoder's mask token."""
+        return {"decoder.mask_token"}
+
+    def predict(self, tokens: torch.Tensor, keep: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        """Encoder tokens (B, P + K, D) -> predicted patches (B, N, p * p * 3) (normalised if `norm_pix_loss`)."""
+        return self.decoder(tokens, keep, grid, self.prefix)
+
+    def loss(self, images: torch.Tensor, pred: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """MSE on hidden patches: images (B, 3, H, W), pred (B, N, L), mask (B, N) True = hidden."""
+        target = patchify(images, self.patch)
+        if self.norm_pix_loss:
+            target = normalize_patches(target)
+        return masked_mse(pred.float(), target.float(), mask)
+
+    def forward(self, batch, features) -> Loss:
+        """Reconstruction loss of the masked view from the cached visible-token features."""
+        images = batch.views[self.view]
+        m = batch.masks[self.view]
+        grid = (images.shape[-2] // self.patch, images.shape[-1] // self.patch)
+        pred = self.predict(features[self.forwards()[0]], m.keep.to(images.device), grid)
+        value = self.loss(images, pred, m.mask.to(images.device))
+        return Loss(value, {"mask_ratio": m.ratio})
+
+    @torch.no_grad()
+    def reconstruct(self, images: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        """Images (B, 3, H, W) with the patches not in keep (B, K) replaced by predictions, for visual checks.
+
+        With normalised-pixel targets the predictions are mapped back with each true patch's mean and
+        standard deviation (as MAE's visualisation does), so only the patch's structure is predicted.
+        """
+        grid = (images.shape[-2] // self.patch, images.shape[-1] // self.patch)
+        tokens = self.tower.forward_tokens(images, keep)
+        pred = self.predict(tokens, keep, grid).float()
+        target = patchify(images, self.patch).float()
+        if self.norm_pix_loss:
+            mean, var = target.mean(-1, keepdim=True), target.var(-1, keepdim=True)
+            pred = pred * (var + 1e-6) ** 0.5 + mean
+        visible = torch.zeros(target.shape[:2], dtype=torch.bool, device=images.device).scatter(1, keep, True)
+        out = torch.where(visible.unsqueeze(-1), target, pred)
+        return unpatchify(out, self.patch, grid, images.shape[1]).to(images.dtype)
+
+
+register_objective("mae", MAE)
