@@ -193,3 +193,18 @@ _MOBILEVITV2 = "Mehta and Rastegari 2022, Separable Self-attention for Mobile Vi
 for _mult in ("050", "075", "100", "125", "150", "175", "200"):
     register_model(f"mobilevitv2_{_mult}", MobileViTv2, _MOBILEVITV2, img_size=256, width_multiplier=int(_mult) / 100)
 # -- end Swin and efficient attention --------------------------------------------------------------------
+
+# -- Text towers (cross-modal, issue 6) ------------------------------------------------------------------
+from zir.models.text import TextTransformer  # noqa: E402
+
+_CLIP = "Radford et al. 2021, Learning Transferable Visual Models From Natural Language Supervision"
+# CLIP's text tower for ViT-B/32 and B/16 (the paper's 63M-parameter, 12-layer, 512-wide, 8-head model) and
+# for ViT-L/14 (768 wide, 12 heads); vocabulary 49,408 and context 77 as published.
+register_model("clip_text_base", TextTransformer, _CLIP, width=512, depth=12, num_heads=8, embed_dim=512)
+register_model("clip_text_large", TextTransformer, _CLIP, width=768, depth=12, num_heads=12, embed_dim=768)
+# CPU-scale: zir's BPE defaults (4,096 tokens, 32 positions); set vocab_size to the tokenizer's.
+register_model("text_micro", TextTransformer, _CPU, vocab_size=4096, context_length=32, width=128, depth=4,
+               num_heads=4, embed_dim=128)
+register_model("text_nano", TextTransformer, _CPU + " (tests)", vocab_size=512, context_length=16, width=64,
+               depth=2, num_heads=2, embed_dim=64)
+# -- end text towers -------------------------------------------------------------------------------------
