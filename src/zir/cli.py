@@ -30,6 +30,100 @@ def _cmd_data_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from zir.errors import ConfigError
+    from zir.train import TrainingInterrupted, resume, train
+
+    progress = False if args.no_progress else None
+    overrides = list(args.overrides)
+    try:
+        if args.resume:
+            if args.recipe:
+                if "=" not in args.recipe:
+                    raise ConfigError(f"zir train --resume RUN takes overrides only (key=value); got recipe {args.recipe!r}")
+                overrides.insert(0, args.recipe)
+            summary = resume(args.resume, overrides, progress=progress)
+        else:
+            if not args.recipe:
+                raise ConfigError("zir train needs a recipe (e.g. configs/mae.yaml) or --resume RUN")
+            from zir.config import load_config
+
+            cfg = load_config(args.recipe, overrides)
+            out = args.out or _free_run_dir(cfg.name)
+            summary = train(cfg, out, progress=progress)
+    except TrainingInterrupted as stop:
+        print(f"zir: {stop}", file=sys.stderr)
+        return 128 + int(stop.signum)
+    if summary and _is_rank0():
+        _print_summary(summary)
+    return 0
+
+
+def _is_rank0() -> bool:
+    import os
+
+    return os.environ.get("RANK", "0") == "0"
+
+
+def _free_run_dir(name: str) -> str:
+    """runs/NAME, or runs/NAME-2, -3, ... when taken."""
+    from pathlib import Path
+
+    base = Path("runs") / name
+    out, i = base, 1
+    while out.exists():
+        i += 1
+        out = base.with_name(f"{name}-{i}")
+    return str(out)
+
+
+def _print_summary(summary: dict) -> None:
+    from zir.report_tables import TextTable
+
+    best = summary.get("best") or {}
+    loss = summary.get("final_loss")
+    rate = summary.get("samples_per_s")
+    table = TextTable(title=f"Run {summary['name']} finished", columns=["", ""])
+    table.rows = [
+        ["run folder", summary["run"]],
+        ["steps", str(summary["steps"])],
+        ["time", f"{summary['time_s']:.1f} s"],
+        ["samples/s", f"{rate:.0f}" if rate else "-"],
+        ["final loss", f"{loss:.4f}" if loss is not None else "-"],
+        ["best loss", f"{best['loss']:.4f} at step {best['step']}" if best else "-"],
+        ["skipped steps", str(summary["skipped_steps"])],
+        ["bad data", summary["data"]],
+        ["checkpoint", summary["checkpoint"]],
+    ]
+    table.print()
+
+
+def _cmd_runs(args: argparse.Namespace) -> int:
+    from zir.report_tables import TextTable
+    from zir.train.runs import list_runs
+
+    rows = list_runs(args.root)
+    table = TextTable(title=f"Runs under {args.root}", columns=["run", "recipe", "status", "step", "best loss", "last loss", "updated"])
+    for r in rows:
+        best = r["best"]
+        last = r["last"].get("loss") if r["last"] else None
+        table.rows.append([r["run"], r["name"], r["status"], f"{r['step']}/{r['total_steps']}",
+                           f"{best['loss']:.4f} @ {best['step']}" if best else "-",
+                           f"{last:.4f}" if isinstance(last, (int, float)) else "-", r["updated"][5:16].replace("T", " ")])
+    if not rows:
+        table.caption = "no runs yet: start one with zir train configs/mae.yaml"
+    table.print()
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from zir.train.runs import export_run
+
+    path = export_run(args.run, args.out, ema=args.ema)
+    print(f"wrote {path} and {path.with_name('config.yaml')}; load it with zir.load({str(path)!r})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every sub-command."""
     parser = argparse.ArgumentParser(prog="zir", description="Vision Transformers, self-supervised and cross-modal.")
@@ -57,6 +151,25 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--limit", type=int, default=5000, help="samples to read at most (default 5000)")
     inspect.add_argument("--data-root", default=None, help="folder holding cifar10/ and flickr8k/ (default $ZIR_DATA)")
     inspect.set_defaults(func=_cmd_data_inspect)
+
+    tr = sub.add_parser("train", help="train a recipe into a run folder, or resume one",
+                        description="Train RECIPE with key=value overrides (e.g. optim.lr=5e-4 train.steps=50), or continue a run.")
+    tr.add_argument("recipe", nargs="?", help="a recipe YAML such as configs/mae.yaml")
+    tr.add_argument("overrides", nargs="*", help="dotted overrides: section.field=value")
+    tr.add_argument("--out", default=None, help="run folder (default runs/NAME, numbered when taken)")
+    tr.add_argument("--resume", default=None, metavar="RUN", help="continue the run in this folder from its newest checkpoint")
+    tr.add_argument("--no-progress", action="store_true", help="print a line every train.log_every steps instead of a bar")
+    tr.set_defaults(func=_cmd_train)
+
+    runs = sub.add_parser("runs", help="list run folders with status and best loss")
+    runs.add_argument("root", nargs="?", default="runs", help="folder holding runs (default runs)")
+    runs.set_defaults(func=_cmd_runs)
+
+    export = sub.add_parser("export", help="one safetensors file plus config from a run, loadable with zir.load")
+    export.add_argument("run", help="run folder")
+    export.add_argument("--out", default=None, help="file or folder to write (default RUN/export/model.safetensors)")
+    export.add_argument("--ema", action="store_true", help="export the weight EMA (runs with train.ema)")
+    export.set_defaults(func=_cmd_export)
     return parser
 
 

@@ -1,0 +1,116 @@
+"""Run folders after the fact: list them with status and best metrics, export one, load an export."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from torch import nn
+
+from zir.errors import ConfigError, WeightsError
+from zir.train import checkpoint as ckpt
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def run_status(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """status.json of a run, with `running` turned into `stopped` when its process is gone (same host)."""
+    run_dir = Path(run_dir)
+    try:
+        status = json.loads((run_dir / "status.json").read_text())
+    except (OSError, ValueError):
+        status = {"status": "unknown"}
+    if status.get("status") == "running" and status.get("host") == socket.gethostname() and status.get("pid"):
+        if not _alive(int(status["pid"])):
+            status["status"] = "stopped"
+    status["checkpoints"] = [p.name for p in ckpt.list_checkpoints(run_dir / "checkpoints")]
+    return status
+
+
+def list_runs(root: str | os.PathLike = "runs") -> list[dict[str, Any]]:
+    """Every run folder under `root` (itself included), newest first, with status, steps and best loss."""
+    root = Path(root)
+    if not root.is_dir():
+        raise ConfigError(f"{root} is not a folder of runs")
+    found = [p.parent for p in root.rglob("config.yaml") if (p.parent / "status.json").exists()]
+    rows = []
+    for run in sorted(found, key=lambda p: (p / "status.json").stat().st_mtime, reverse=True):
+        s = run_status(run)
+        rows.append({"run": str(run), "name": s.get("name", ""), "status": s.get("status", "unknown"),
+                     "step": s.get("step", 0), "total_steps": s.get("total_steps", 0), "best": s.get("best") or {},
+                     "last": s.get("last") or {}, "updated": s.get("updated", ""), "error": s.get("error", "")})
+    return rows
+
+
+def export_run(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, ema: bool = False) -> Path:
+    """Write the newest checkpoint's weights (or their EMA) as one safetensors file with the model config inside,
+    and the run's config.yaml beside it; returns the safetensors path."""
+    from safetensors.torch import save_file
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").is_file():
+        raise ConfigError(f"{run_dir} is not a run folder (no config.yaml)")
+    path, (model_state, state, ema_state) = ckpt.latest_checkpoint(run_dir / "checkpoints")
+    if ema:
+        if ema_state is None:
+            raise ConfigError(f"{run_dir} keeps no weight EMA (train.ema was off)")
+        model_state = {**model_state, **ema_state}
+    raw = yaml.safe_load((run_dir / "config.yaml").read_text())
+    out = Path(out) if out else run_dir / "export" / "model.safetensors"
+    if out.suffix != ".safetensors":
+        out = out / "model.safetensors"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"format": "zir", "zir_model": json.dumps(raw.get("model") or {}, sort_keys=True),
+            "name": str(raw.get("name", "")), "step": str(state["step"]), "ema": str(bool(ema)), "checkpoint": path.name}
+    tmp = out.with_name(out.name + ".tmp")
+    save_file(ckpt._cpu_state(model_state), str(tmp), metadata=meta)
+    os.replace(tmp, out)
+    cfg_tmp = out.with_name("config.yaml.tmp")
+    cfg_tmp.write_text(yaml.safe_dump(raw, sort_keys=False))
+    os.replace(cfg_tmp, out.with_name("config.yaml"))
+    return out
+
+
+def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Module:
+    """A model from `zir export` output (the safetensors file, its folder, or a run folder), in eval mode."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    from zir.train.trainer import build_model
+
+    path = Path(path)
+    if path.is_dir():
+        for candidate in (path / "model.safetensors", path / "export" / "model.safetensors"):
+            if candidate.is_file():
+                path = candidate
+                break
+        else:
+            raise WeightsError(f"{path} holds no model.safetensors; run `zir export {path}` first")
+    if not path.is_file():
+        raise WeightsError(f"{path} does not exist")
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            meta = fh.metadata() or {}
+    except Exception as err:  # noqa: BLE001
+        raise WeightsError(f"{path} is not a readable safetensors file: {err}") from None
+    if "zir_model" not in meta:
+        raise WeightsError(f"{path} carries no zir model config; for a tower's weights use zir.create_model(name, weights=...)")
+    model = build_model(json.loads(meta["zir_model"]))
+    state = load_file(str(path))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise WeightsError(f"{path} does not fit its model config: missing {missing[:3]}, unexpected {unexpected[:3]}")
+    return model.to(device).eval()

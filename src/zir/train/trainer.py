@@ -1,0 +1,619 @@
+"""The training loop every recipe runs: AdamW, warm-up + cosine, accumulation, clipping, mixed precision,
+non-finite step guard, checkpoints with exact resume, signals, DDP under torchrun, progress and metrics.
+
+`train(cfg, "runs/mae")` starts a run folder; `resume("runs/mae")` continues one. On CPU a resumed run
+ends with exactly the weights of an uninterrupted one: the model, optimizer, RNG and the data position
+(epoch and samples consumed) are all restored, and data loading never touches the global RNG.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import importlib
+import json
+import logging
+import math
+import os
+import random
+import signal
+import socket
+import sys
+import time
+from dataclasses import fields
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+from torch import nn
+
+from zir.config import Config, from_dict, load_config, read_yaml, save_config, apply_overrides
+from zir.data import Loader, ViewPlan, open_source
+from zir.data.shards import ShardSource
+from zir.errors import ConfigError, ZirError
+from zir.train import checkpoint as ckpt
+from zir.train import distributed
+from zir.train.ema import WeightEMA
+from zir.train.schedule import Schedule
+
+log = logging.getLogger("zir.train")
+
+
+class TrainingDiverged(ZirError):
+    """Too many non-finite steps in a row; the last good checkpoint is left as it was."""
+
+
+class TrainingInterrupted(ZirError):
+    """SIGINT or SIGTERM arrived; a checkpoint was saved and the run can be resumed."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.signum = signum
+
+
+# -- model and data ------------------------------------------------------------------------------------
+
+def build_model(section: dict) -> nn.Module:
+    """The model of a recipe's model section; `factory: module:function` plugs in a model of your own."""
+    section = dict(section)
+    factory = section.pop("factory", None)
+    if factory:
+        mod_name, _, fn_name = str(factory).partition(":")
+        try:
+            fn = getattr(importlib.import_module(mod_name), fn_name)
+        except (ImportError, AttributeError) as err:
+            raise ConfigError(f"model.factory={factory!r}: cannot import it ({err}); expected module:function") from None
+        return fn(section)
+    from zir.model import build_model as build
+
+    return build(section)
+
+
+class ResumableLoader(Loader):
+    """A Loader whose next epoch can start after `skip` samples (map-style sources), batch for batch the same."""
+
+    skip = 0
+
+    def _indices(self) -> list[int]:
+        return super()._indices()[self.skip:]
+
+
+class DataStream:
+    """Endless micro-batches across epochs with a saveable position: (epoch, samples or batches consumed)."""
+
+    def __init__(self, loader: ResumableLoader, epoch: int = 0, samples: int = 0, batches: int = 0):
+        self.loader, self.epoch, self.samples, self.batches = loader, epoch, samples, batches
+        self.map_style = not isinstance(loader.source, ShardSource)
+        self._it: Iterator | None = None
+        self._seen0 = 0
+
+    def _start(self) -> None:
+        self.loader.set_epoch(self.epoch)
+        self.loader.skip = self.samples if self.map_style else 0
+        self._seen0 = self.loader.report.seen - self.samples
+        self._it = iter(self.loader)
+        if not self.map_style:  # streams cannot seek: read and drop what was consumed before the resume
+            for _ in range(self.batches):
+                next(self._it, None)
+
+    def __next__(self):
+        """The next micro-batch; rolls over to the next epoch at the end of one."""
+        with torch.random.fork_rng(devices=[]):  # loader seeds must not move the training RNG (exact resume)
+            for _ in range(2):
+                if self._it is None:
+                    self._start()
+                try:
+                    batch = next(self._it)
+                except StopIteration:
+                    self.epoch, self.samples, self.batches, self._it = self.epoch + 1, 0, 0, None
+                    continue
+                self.batches += 1
+                self.samples = self.loader.report.seen - self._seen0
+                return batch
+        raise ConfigError(f"data {self.loader.source.name}: an epoch gave no batch")
+
+    def position(self) -> dict[str, int]:
+        """Where the next batch comes from."""
+        return {"epoch": self.epoch, "samples": self.samples, "batches": self.batches}
+
+
+def _plan(model: nn.Module, cfg: Config) -> ViewPlan:
+    """The model's view plan with the recipe's data.plan overrides and the run's seed."""
+    plan = model.view_plan()
+    plan = plan if isinstance(plan, ViewPlan) else ViewPlan.from_dict(plan)
+    spec = {f.name: getattr(plan, f.name) for f in fields(plan) if not f.name.startswith("_")}
+    spec["seed"] = cfg.train.seed
+    over = dict(cfg.data.plan)
+    if "size" in over and "local_size" not in over:
+        spec["local_size"] = None
+    spec.update(over)
+    try:
+        return ViewPlan.from_dict(spec)
+    except ConfigError as err:
+        raise ConfigError(f"data.plan: {err}") from None
+
+
+# -- state helpers -----------------------------------------------------------------------------------
+
+def _rng_state(device: torch.device) -> dict[str, Any]:
+    np_state = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), int(np_state[2]), int(np_state[3]), float(np_state[4])],
+        "python": random.getstate(),
+    }
+
+
+def _set_rng_state(state: dict[str, Any], device: torch.device) -> None:
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") is not None and device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda"], device)
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    while hasattr(model, "module") and isinstance(model, (nn.parallel.DistributedDataParallel,)):
+        model = model.module
+    return getattr(model, "_orig_mod", model)
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1, default=float))
+    os.replace(tmp, path)
+
+
+class MetricsLog:
+    """metrics.csv, one row per step; on resume rows past the checkpoint are dropped and the header kept."""
+
+    def __init__(self, path: Path, resume_step: int | None):
+        self.path, self.columns, self._fh, self._writer = path, None, None, None
+        if resume_step is not None and path.exists():
+            with open(path, newline="") as fh:
+                rows = list(csv.reader(fh))
+            if rows:
+                self.columns = rows[0]
+                keep = [r for r in rows[1:] if len(r) == len(self.columns) and r[0].isdigit() and int(r[0]) <= resume_step]
+                tmp = path.with_name(path.name + ".tmp")
+                with open(tmp, "w", newline="") as fh:
+                    csv.writer(fh).writerows([self.columns, *keep])
+                os.replace(tmp, path)
+        elif path.exists():
+            path.unlink()
+
+    def write(self, row: dict[str, Any]) -> None:
+        """Append one step's row (the first row fixes the columns)."""
+        if self._fh is None:
+            new = self.columns is None
+            self.columns = self.columns or list(row)
+            self._fh = open(self.path, "a", newline="")
+            self._writer = csv.writer(self._fh)
+            if new:
+                self._writer.writerow(self.columns)
+        self._writer.writerow([_fmt(row.get(c, "")) for c in self.columns])
+        self._fh.flush()
+
+    def close(self) -> None:
+        """Close the file."""
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    return str(v)
+
+
+# -- the trainer -------------------------------------------------------------------------------------
+
+class Trainer:
+    """One run: builds model, data and optimizer from a Config, and trains into a run folder."""
+
+    def __init__(self, cfg: Config, run_dir: str | os.PathLike, *, resume: bool = False, progress: bool | None = None):
+        self.cfg, self.run_dir, self.resuming = cfg, Path(run_dir), resume
+        self.progress = progress
+        self.dist = distributed.setup(cfg.train.device)
+        self.device = self.dist.device
+        self._stop: int | None = None
+        self._build()
+
+    # set-up ------------------------------------------------------------------------------------------
+    def _build(self) -> None:
+        cfg, d = self.cfg, self.dist
+        t = cfg.train
+        if t.threads:
+            torch.set_num_threads(t.threads)
+        if t.precision == "fp16" and self.device.type != "cuda":
+            raise ConfigError(f"train.precision='fp16' needs CUDA (this run is on {self.device.type}); use bf16 or fp32")
+        if t.strategy == "fsdp" and d.enabled:
+            raise ConfigError("train.strategy='fsdp' is not available yet; use ddp")
+        per = d.world_size * t.accum_steps
+        if cfg.data.batch_size % per:
+            raise ConfigError(f"data.batch_size={cfg.data.batch_size} is not divisible by {d.world_size} processes x "
+                              f"train.accum_steps={t.accum_steps}; it is the global batch of one optimizer step")
+        self.micro_batch = cfg.data.batch_size // per
+
+        torch.manual_seed(t.seed)  # same initial weights on every rank
+        self.model = build_model(cfg.model).to(self.device)
+        self.plan = _plan(self.model, cfg)
+        source = open_source(cfg.data.source, split=cfg.data.split, data_root=cfg.data.data_root, **cfg.data.options)
+        tokenizer = None
+        if cfg.data.tokenizer:
+            from zir.data import load_tokenizer
+
+            tokenizer = load_tokenizer(cfg.data.tokenizer)
+        elif getattr(self.model, "tokenizer", None) is not None:
+            tokenizer = self.model.tokenizer
+        self.loader = ResumableLoader(source, self.plan, self.micro_batch, workers=cfg.data.workers, shuffle=True,
+                                      drop_last=True, tokenizer=tokenizer, rank=d.rank, world_size=d.world_size)
+        if t.steps is not None:
+            self.total_steps = t.steps
+        else:
+            per_epoch = len(self.loader) // t.accum_steps
+            if per_epoch < 1:
+                raise ConfigError(f"data {source.name}: fewer samples than one step of {cfg.data.batch_size}")
+            self.total_steps = max(1, math.ceil(t.epochs * per_epoch))
+
+        groups = self.model.param_groups(cfg.optim.weight_decay, layer_decay=cfg.optim.layer_decay, base_lr=cfg.optim.lr)
+        self.params = [p for g in groups for p in g["params"]]
+        fused = {"fused": True} if self.device.type == "cuda" else {}
+        self.optimizer = torch.optim.AdamW(groups, lr=cfg.optim.lr, betas=cfg.optim.betas, eps=cfg.optim.eps, **fused)
+        self.schedule = Schedule(self.optimizer, self.total_steps, cfg.optim.warmup, cfg.optim.schedule,
+                                 cfg.optim.min_lr / cfg.optim.lr)
+        self.scaler = torch.amp.GradScaler("cuda") if t.precision == "fp16" else None
+        self.ema = WeightEMA(self.model, t.ema) if t.ema and d.main else None
+
+        self.net: nn.Module = self.model
+        if d.enabled:
+            self.net = nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=t.find_unused_parameters)
+        if t.compile:
+            self.net = torch.compile(self.net)
+
+        self.step, self.bad_in_row, self.skipped_total = 0, 0, 0
+        self.best: dict[str, Any] = {}
+        self.elapsed_before = 0.0
+        torch.manual_seed(t.seed + d.rank)  # per-rank stream for dropout and drop-path
+        self.stream = DataStream(self.loader)
+        if self.resuming:
+            self._restore()
+
+    def _restore(self) -> None:
+        path, (model_state, state, ema_state) = ckpt.latest_checkpoint(self.run_dir / "checkpoints")
+        self.model.load_state_dict(model_state)
+        self.optimizer.load_state_dict(state["optimizer"])
+        ratio = self.cfg.optim.lr / float(state.get("base_lr", self.cfg.optim.lr))
+        if ratio != 1.0:  # optim.lr overridden on resume: scale every group's base lr
+            for g in self.optimizer.param_groups:
+                g["initial_lr"] *= ratio
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        if self.ema is not None and ema_state is not None:
+            self.ema.load_state_dict(ema_state)
+        self.step = int(state["step"])
+        self.bad_in_row = int(state.get("bad_in_row", 0))
+        self.skipped_total = int(state.get("skipped_total", 0))
+        self.best = dict(state.get("best") or {})
+        self.elapsed_before = float(state.get("elapsed", 0.0))
+        rngs = state.get("rng") or []
+        if len(rngs) == self.dist.world_size:
+            _set_rng_state(rngs[self.dist.rank], self.device)
+        else:
+            log.warning("checkpoint from %d processes, resuming on %d: random streams restart", len(rngs), self.dist.world_size)
+        pos = state.get("data", {})
+        self.stream = DataStream(self.loader, int(pos.get("epoch", 0)), int(pos.get("samples", 0)), int(pos.get("batches", 0)))
+        if self.dist.main:
+            log.info("resumed from %s at step %d", path, self.step)
+
+    # checkpoints and status --------------------------------------------------------------------------
+    def _gather_rng(self) -> list:
+        mine = _rng_state(self.device)
+        if not self.dist.enabled:
+            return [mine]
+        out = [None] * self.dist.world_size
+        torch.distributed.all_gather_object(out, mine)
+        return out
+
+    def save(self) -> Path | None:
+        """Write a checkpoint of the current step (rank 0 writes; every rank takes part)."""
+        rngs = self._gather_rng()
+        path = None
+        if self.dist.main:
+            state = {
+                "step": self.step, "total_steps": self.total_steps, "optimizer": self.optimizer.state_dict(),
+                "scaler": self.scaler.state_dict() if self.scaler is not None else {}, "rng": rngs,
+                "data": self.stream.position(), "bad_in_row": self.bad_in_row, "skipped_total": self.skipped_total,
+                "best": self.best, "elapsed": self.elapsed_before + (time.perf_counter() - self._t0),
+                "world_size": self.dist.world_size, "base_lr": self.cfg.optim.lr,
+            }
+            path = ckpt.save_checkpoint(self.run_dir / "checkpoints", self.step, self.model.state_dict(), state,
+                                        self.ema.state_dict() if self.ema is not None else None, self.cfg.train.keep_last)
+            self.last_ckpt = path
+        distributed.barrier(self.dist)
+        return path
+
+    def _status(self, status: str, **extra: Any) -> None:
+        if not self.dist.main:
+            return
+        data = {"name": self.cfg.name, "status": status, "step": self.step, "total_steps": self.total_steps,
+                "best": self.best, "last": getattr(self, "last_row", {}), "pid": os.getpid(), "host": socket.gethostname(),
+                "world_size": self.dist.world_size, "updated": time.strftime("%Y-%m-%dT%H:%M:%S"), **extra}
+        _write_json(self.run_dir / "status.json", data)
+
+    # the loop ----------------------------------------------------------------------------------------
+    def _autocast(self):
+        p = self.cfg.train.precision
+        if p == "fp32":
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16 if p == "bf16" else torch.float16)
+
+    def _signal(self, signum, frame) -> None:
+        if self._stop is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C: stop now
+        self._stop = signum
+
+    def train_step(self) -> dict[str, float] | None:
+        """One optimizer step over accum_steps micro-batches; returns the logged values (None when skipped)."""
+        t = self.cfg.train
+        accum = t.accum_steps
+        factor = self.schedule.set(self.step)
+        sums: dict[str, torch.Tensor] = {}
+        extra: dict[str, float] = {}
+        n_samples = 0
+        for micro in range(accum):
+            batch = next(self.stream).to(self.device, non_blocking=True)
+            n_samples += len(batch)
+            sync = micro == accum - 1 or not self.dist.enabled
+            with (contextlib.nullcontext() if sync else self.net.no_sync()):
+                with self._autocast():
+                    out = self.net(batch)
+                loss = out.loss.float() / accum
+                (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+            sums["loss"] = sums.get("loss", 0) + loss.detach()
+            for k, v in out.terms.items():
+                sums[k] = sums.get(k, 0) + v.detach().float() / accum
+            for k, v in out.metrics.items():
+                if k != "loss" and k not in out.terms:
+                    extra[k] = extra.get(k, 0.0) + float(v) / accum
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
+        grads = [p.grad for p in self.params if p.grad is not None]
+        norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros((), device=self.device)
+        keys = list(sums)
+        # one reduction per step: the loss terms, the grad norm's finiteness and the stop flag of every rank
+        vec = torch.stack([sums[k].reshape(()) for k in keys] + [
+            torch.as_tensor(float(not torch.isfinite(norm)), device=self.device),
+            torch.as_tensor(float(self._stop is not None), device=self.device)]).float()
+        vec = distributed.all_sum(vec, self.dist).tolist()
+        values = {k: v / self.dist.world_size for k, v in zip(keys, vec)}
+        self._stop_everywhere = vec[-1] > 0
+        grad_bad = vec[-2] > 0
+        loss_bad = not math.isfinite(values["loss"])
+        if self.scaler is not None and grad_bad and not loss_bad:
+            self.scaler.step(self.optimizer)  # fp16 overflow: the scaler skips the step and lowers its scale
+            self.scaler.update()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.step += 1
+            return {**values, "lr": self.cfg.optim.lr * factor, "grad_norm": float("inf"), "samples": n_samples, "skipped": 1}
+        if loss_bad or grad_bad:
+            self.optimizer.zero_grad(set_to_none=True)
+            if self.scaler is not None:
+                self.scaler.update()
+            self.bad_in_row += 1
+            self.skipped_total += 1
+            what = f"loss={values['loss']}" if loss_bad else f"gradient norm={float(norm)}"
+            if self.dist.main:
+                log.warning("step %d skipped: non-finite %s (%d in a row)", self.step, what, self.bad_in_row)
+            if self.bad_in_row >= t.max_bad_steps:
+                last = getattr(self, "last_ckpt", None) or (ckpt.list_checkpoints(self.run_dir / "checkpoints") or [None])[-1]
+                where = f"the last good checkpoint is {last}" if last else "no checkpoint was written yet"
+                raise TrainingDiverged(
+                    f"{self.bad_in_row} non-finite steps in a row (last at step {self.step}, {what}); {where}; "
+                    f"try a lower optim.lr, optim.clip_grad, or train.precision=fp32")
+            self.step += 1
+            return None
+        clip = self.cfg.optim.clip_grad
+        if clip:
+            torch.nn.utils.clip_grads_with_norm_(self.params, clip, norm)
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.bad_in_row = 0
+        _unwrap(self.model).after_step(self.step, self.total_steps)
+        if self.ema is not None:
+            self.ema.update(self.model)
+        self.step += 1
+        return {**values, **extra, "lr": self.cfg.optim.lr * factor, "grad_norm": float(norm), "samples": n_samples, "skipped": 0}
+
+    def fit(self) -> dict[str, Any]:
+        """Train to the last step; returns the summary (also written to summary.json)."""
+        d, t = self.dist, self.cfg.train
+        self._t0 = time.perf_counter()
+        metrics = MetricsLog(self.run_dir / "metrics.csv", self.step if self.resuming else None) if d.main else None
+        old = {}
+        if threading_main():
+            for s in (signal.SIGINT, signal.SIGTERM):
+                old[s] = signal.signal(s, self._signal)
+        self._stop_everywhere = False
+        show = Progress(self, enabled=self.progress) if d.main else None
+        self._status("running")
+        start_step = self.step
+        rate = None
+        try:
+            if show:
+                show.start(start_step)
+            while self.step < self.total_steps:
+                tick = time.perf_counter()
+                out = self.train_step()
+                dt = time.perf_counter() - tick
+                if out is not None:
+                    sps = out["samples"] * d.world_size / max(dt, 1e-9)
+                    rate = sps if rate is None else 0.9 * rate + 0.1 * sps
+                    row = {"step": self.step, "epoch": self.stream.epoch, **{k: v for k, v in out.items() if k not in ("samples",)},
+                           "samples_per_s": rate, "time_s": self.elapsed_before + time.perf_counter() - self._t0}
+                    if math.isfinite(row["loss"]) and (not self.best or row["loss"] < self.best["loss"]):
+                        self.best = {"loss": row["loss"], "step": self.step}
+                    self.last_row = row
+                    if metrics:
+                        metrics.write(row)
+                    if show:
+                        show.update(self.step, row)
+                periodic = t.ckpt_every and self.step % t.ckpt_every == 0 and self.step < self.total_steps
+                if self._stop_everywhere:
+                    path = self.save()
+                    signum = self._stop or signal.SIGTERM
+                    self._status("interrupted", checkpoint=str(path) if path else None)
+                    raise TrainingInterrupted(
+                        f"stopped by {signal.Signals(signum).name} at step {self.step}/{self.total_steps}; checkpoint "
+                        f"saved; continue with: zir train --resume {self.run_dir}", signum)
+                if periodic:
+                    self.save()
+                    self._status("running")
+            self.save()
+            summary = self._summary()
+            self._status("finished", summary=summary)
+            if d.main:
+                _write_json(self.run_dir / "summary.json", summary)
+            return summary
+        except TrainingDiverged as err:
+            self._status("diverged", error=str(err))
+            raise
+        except TrainingInterrupted:
+            raise
+        except BaseException as err:
+            self._status("failed", error=f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
+            raise
+        finally:
+            if show:
+                show.stop()
+            if metrics:
+                metrics.close()
+            for s, h in old.items():
+                signal.signal(s, h)
+            if d.main and (self.loader.report.n_skipped or self.loader.report.converted):
+                log.warning("bad data: %s", self.loader.report.summary())
+
+    def _summary(self) -> dict[str, Any]:
+        elapsed = self.elapsed_before + time.perf_counter() - self._t0
+        last = getattr(self, "last_row", {})
+        return {
+            "name": self.cfg.name, "steps": self.step, "epochs": self.stream.epoch, "time_s": round(elapsed, 3),
+            "samples_per_s": last.get("samples_per_s"), "final_loss": last.get("loss"), "best": self.best,
+            "skipped_steps": self.skipped_total, "data": self.loader.report.summary(),
+            "checkpoint": str(getattr(self, "last_ckpt", "")), "run": str(self.run_dir),
+        }
+
+    def close(self) -> None:
+        """Leave the process group."""
+        distributed.teardown(self.dist)
+
+
+def threading_main() -> bool:
+    """Whether this is the main thread (the only one that may install signal handlers)."""
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+class Progress:
+    """A rich progress bar (loss terms, lr, samples/s, ETA) on a terminal; plain lines every log_every otherwise."""
+
+    def __init__(self, trainer: Trainer, enabled: bool | None = None):
+        self.trainer = trainer
+        self.enabled = sys.stderr.isatty() if enabled is None else enabled
+        self.bar = None
+
+    def start(self, step: int) -> None:
+        """Show the bar from `step`."""
+        if not self.enabled:
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn, TimeRemainingColumn
+
+        self.bar = RichProgress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                TimeRemainingColumn(), TextColumn("{task.fields[info]}"), transient=False)
+        self.bar.start()
+        self.task = self.bar.add_task(self.trainer.cfg.name, total=self.trainer.total_steps, completed=step, info="")
+
+    def update(self, step: int, row: dict[str, Any]) -> None:
+        """Show one step's values."""
+        terms = "  ".join(f"{k} {v:.4g}" for k, v in row.items() if k.endswith("loss") and isinstance(v, float))
+        info = f"{terms}  lr {row['lr']:.2e}  {row['samples_per_s']:.0f} samples/s"
+        if self.bar is not None:
+            self.bar.update(self.task, completed=step, info=info)
+        elif step % self.trainer.cfg.train.log_every == 0 or step == self.trainer.total_steps:
+            print(f"step {step}/{self.trainer.total_steps}  {info}", flush=True)
+
+    def stop(self) -> None:
+        """Remove the live display."""
+        if self.bar is not None:
+            self.bar.stop()
+
+
+# -- entry points ------------------------------------------------------------------------------------
+
+def _setup_logging(run_dir: Path, main: bool) -> None:
+    logger = logging.getLogger("zir")
+    if main and not any(isinstance(h, logging.FileHandler) and Path(h.baseFilename) == (run_dir / "train.log").resolve()
+                        for h in logger.handlers):
+        handler = logging.FileHandler(run_dir / "train.log")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logger.addHandler(handler)
+    if not any(type(h) is logging.StreamHandler for h in logger.handlers):
+        console = logging.StreamHandler(sys.stderr)
+        console.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+        console.setLevel(logging.WARNING if not main else logging.INFO)
+        logger.addHandler(console)
+    logger.setLevel(logging.INFO)
+
+
+def _run(cfg: Config, run_dir: Path, resume: bool, progress: bool | None) -> dict[str, Any]:
+    main = int(os.environ.get("RANK", "0")) == 0
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if not resume:
+            save_config(cfg, run_dir / "config.yaml")
+    _setup_logging(run_dir, main)
+    trainer = Trainer(cfg, run_dir, resume=resume, progress=progress)
+    try:
+        return trainer.fit()
+    finally:
+        trainer.close()
+
+
+def train(cfg: Config | str | os.PathLike, out: str | os.PathLike, overrides: list[str] | tuple[str, ...] = (),
+          progress: bool | None = None) -> dict[str, Any]:
+    """Start a run in folder `out` from a Config or a recipe path (with dotted overrides); returns the summary."""
+    if not isinstance(cfg, Config):
+        cfg = load_config(cfg, overrides)
+    elif overrides:
+        cfg = from_dict(apply_overrides(cfg.to_dict(), list(overrides)))
+    run_dir = Path(out)
+    if ckpt.list_checkpoints(run_dir / "checkpoints") or (run_dir / "metrics.csv").exists():
+        raise ConfigError(f"run folder {run_dir} already holds a run: continue it with `zir train --resume {run_dir}` "
+                          f"or choose another --out")
+    return _run(cfg, run_dir, False, progress)
+
+
+def resume(run_dir: str | os.PathLike, overrides: list[str] | tuple[str, ...] = (), progress: bool | None = None) -> dict[str, Any]:
+    """Continue the run in `run_dir` from its newest readable checkpoint (overrides such as train.steps=N extend it)."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").is_file():
+        raise ConfigError(f"{run_dir} is not a run folder (no config.yaml)")
+    raw = read_yaml(run_dir / "config.yaml")
+    cfg = from_dict(apply_overrides(raw, list(overrides)), origin=str(run_dir / "config.yaml"))
+    if not ckpt.list_checkpoints(run_dir / "checkpoints"):
+        raise ckpt.CheckpointError(f"{run_dir} has no checkpoint yet; start it again with zir train")
+    if overrides and int(os.environ.get("RANK", "0")) == 0:
+        save_config(cfg, run_dir / "config.yaml")
+    return _run(cfg, run_dir, True, progress)

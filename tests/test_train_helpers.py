@@ -1,0 +1,106 @@
+"""A stand-in model for the engine's tests (a tiny ViT with a supervised CE objective) and run helpers."""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from zir.data import ViewPlan
+from zir.models import create_model
+
+TESTS = Path(__file__).resolve().parent
+SRC = TESTS.parent / "src"
+
+
+@dataclass
+class Output:
+    """Follows zir.model.ModelOutput."""
+
+    loss: torch.Tensor
+    terms: dict = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)
+
+
+class StandIn(nn.Module):
+    """Image tower + linear classifier; `nan_at` makes the loss NaN at those steps (for the guard)."""
+
+    def __init__(self, model: str = "vit_nano_patch4_32", drop_path: float = 0.0, pipeline: str = "none",
+                 nan_at: tuple = (), classes: int = 10):
+        super().__init__()
+        self.tower = create_model(model, num_classes=0, drop_path_rate=drop_path)
+        self.head = nn.Linear(self.tower.embed_dim, classes)
+        self.pipeline, self.nan_at = pipeline, set(nan_at)
+        self.steps_done = 0
+        self.register_buffer("after_calls", torch.zeros((), dtype=torch.long))
+
+    def view_plan(self) -> ViewPlan:
+        return ViewPlan(global_views=1, pipeline=self.pipeline, size=32, patch_size=4)
+
+    def forward(self, batch) -> Output:
+        x = batch.views["global_0"]
+        logits = self.head(self.tower.pool(self.tower.forward_tokens(x)))
+        loss = F.cross_entropy(logits, batch.labels)
+        if self.steps_done in self.nan_at:
+            loss = loss * float("nan")
+        acc = (logits.argmax(1) == batch.labels).float().mean()
+        return Output(loss, {"ce_loss": loss.detach()}, {"acc": float(acc)})
+
+    def after_step(self, step: int, total_steps: int) -> None:
+        self.after_calls += 1
+
+    def param_groups(self, weight_decay, layer_decay=None, base_lr=None):
+        decay = [p for n, p in self.named_parameters() if p.ndim > 1]
+        rest = [p for n, p in self.named_parameters() if p.ndim <= 1]
+        groups = [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
+        for g in groups:
+            g["lr_scale"] = 1.0
+            if base_lr is not None:
+                g["lr"] = base_lr
+        return groups
+
+
+class CountingStandIn(StandIn):
+    """StandIn whose NaN trigger counts forward calls (the guard test)."""
+
+    def forward(self, batch):
+        out = super().forward(batch)
+        self.steps_done += 1
+        return out
+
+
+def build(section: dict) -> nn.Module:
+    """The factory named in test recipes: model.factory=test_train_helpers:build."""
+    cls = CountingStandIn if section.get("nan_at") else StandIn
+    return cls(**section)
+
+
+def recipe(**over) -> dict:
+    """A tiny recipe dict on shapes with the stand-in model."""
+    raw = {
+        "name": "standin",
+        "model": {"factory": "test_train_helpers:build"},
+        "data": {"source": "shapes", "batch_size": 16, "options": {"n": 256, "size": 32}},
+        "optim": {"lr": 1e-3, "warmup": 0.1},
+        "train": {"steps": 6, "ckpt_every": 2, "threads": 1, "log_every": 1},
+    }
+    for key, value in over.items():
+        section, _, name = key.partition("__")
+        raw[section][name] = value
+    return raw
+
+
+def env() -> dict:
+    """Environment for subprocesses that must import zir and these helpers, single-threaded."""
+    e = dict(os.environ)
+    e["PYTHONPATH"] = os.pathsep.join([str(SRC), str(TESTS), e.get("PYTHONPATH", "")])
+    e["OMP_NUM_THREADS"] = "1"
+    return e
+
+
+PY = sys.executable
