@@ -3,9 +3,13 @@
 from zir.objectives.base import (
     OBJECTIVES, EMATeacher, Forward, Loss, Objective, create_objective, list_objectives, register_objective,
 )
+from zir.objectives.dino import DINO, DINOHead
+from zir.objectives.ibot import IBOT
+from zir.objectives.koleo import KoLeo
 from zir.objectives.mae import MAE
+from zir.objectives.simclr import SimCLR
 
 __all__ = [
-    "MAE", "OBJECTIVES", "EMATeacher", "Forward", "Loss", "Objective", "create_objective", "list_objectives",
-    "register_objective",
+    "DINO", "DINOHead", "IBOT", "MAE", "OBJECTIVES", "EMATeacher", "Forward", "KoLeo", "Loss", "Objective", "SimCLR",
+    "create_objective", "list_objectives", "register_objective",
 ]

@@ -1,0 +1,238 @@
+"""DINO: self-distillation with no labels (Caron et al., 2021, "Emerging Properties in Self-Supervised ViTs").
+
+A student tower and head see every crop (global and local); a teacher (an EMA of the student: tower and
+head) sees the global crops only. The teacher's outputs are centred (a running mean of its logits is
+subtracted) and sharpened (a low temperature), and the student's softmax is trained to match them on every
+pair of different crops. Centring prevents one dimension from dominating, sharpening prevents the uniform
+output; together they avoid collapse.
+
+Published defaults (ViT-S/16, 100 epochs): head MLP 384 -> 2048 -> 2048 -> bottleneck 256, L2-normalised,
+weight-normalised last layer to 65536 outputs with its norm fixed; student temperature 0.1; teacher
+temperature 0.04 warmed up to 0.04-0.07 over the first 30 epochs; centre momentum 0.9; teacher momentum
+0.996 -> 1 by a cosine schedule; 2 global crops of 224 and 8 local crops of 96. Scaled for 32-pixel images
+and CPU-scale towers: head 512 -> bottleneck 128 -> 4096 outputs, teacher temperature warmed up over the
+first 30% of steps when `teacher_temp` is raised (0.04 -> 0.04 by default, as published), 6 local crops
+of 12 pixels.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from zir.errors import ConfigError
+from zir.objectives.base import EMATeacher, Forward, Loss, Objective, all_mean, ema_update_, register_objective
+
+
+class WeightNormLinear(nn.Module):
+    """A bias-free linear layer with weight = g * v / ||v|| per output row; `fix_norm` freezes g at 1 (DINO)."""
+
+    def __init__(self, in_dim: int, out_dim: int, fix_norm: bool = True) -> None:
+        """(B, in_dim) -> (B, out_dim) with weight normalisation."""
+        super().__init__()
+        self.v = nn.Parameter(torch.empty(out_dim, in_dim))
+        nn.init.trunc_normal_(self.v, std=0.02)
+        self.g = nn.Parameter(torch.ones(out_dim, 1), requires_grad=not fix_norm)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Apply the normalised weight."""
+        return F.linear(x, self.g * F.normalize(self.v, dim=1))
+
+
+class DINOHead(nn.Module):
+    """DINO's projection head: MLP (GELU) to a bottleneck, L2 normalisation, weight-normalised last layer.
+
+    Shapes: (..., D) -> (..., out_dim); used on CLS embeddings (B, D) and on patch tokens (B, N, D) (iBOT).
+    """
+
+    def __init__(self, in_dim: int, out_dim: int = 4096, hidden_dim: int = 512, bottleneck_dim: int = 128,
+                 layers: int = 3, norm_last_layer: bool = True) -> None:
+        """A `layers`-deep MLP in_dim -> hidden_dim ... -> bottleneck_dim, then the last layer to out_dim."""
+        super().__init__()
+        if layers < 1:
+            raise ConfigError(f"dino head layers={layers}: expected >= 1")
+        mods: list[nn.Module] = []
+        dim = in_dim
+        for _ in range(layers - 1):
+            mods += [nn.Linear(dim, hidden_dim), nn.GELU()]
+            dim = hidden_dim
+        mods.append(nn.Linear(dim, bottleneck_dim))
+        self.mlp = nn.Sequential(*mods)
+        for m in self.mlp:
+            if isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                nn.init.zeros_(m.bias)
+        self.last_layer = WeightNormLinear(bottleneck_dim, out_dim, fix_norm=norm_last_layer)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Embeddings -> logits over the `out_dim` prototypes."""
+        x = F.normalize(self.mlp(x), dim=-1, eps=1e-6)
+        return self.last_layer(x)
+
+
+def teacher_probs(teacher_logits: torch.Tensor, center: torch.Tensor, temperature: float) -> torch.Tensor:
+    """DINO's centring and sharpening: softmax((t - c) / tau_t) over the last dimension."""
+    return F.softmax((teacher_logits.float() - center) / temperature, dim=-1)
+
+
+def dino_loss(student_logits: list[torch.Tensor], teacher_logits: list[torch.Tensor], center: torch.Tensor,
+              student_temp: float, teacher_temp: float) -> torch.Tensor:
+    """Mean over (teacher global q, student crop v != q) of -sum p_t(q) log p_s(v), each averaged over the batch.
+
+    `student_logits`: one (B, K) tensor per crop, globals first in the teacher's order; `teacher_logits`:
+    one (B, K) tensor per global crop.
+    """
+    targets = [teacher_probs(t, center, teacher_temp) for t in teacher_logits]
+    logps = [F.log_softmax(s.float() / student_temp, dim=-1) for s in student_logits]
+    total, terms = 0.0, 0
+    for q, p_t in enumerate(targets):
+        for v, logp in enumerate(logps):
+            if v == q:
+                continue  # the same crop seen by both: no signal
+            total = total + (-p_t * logp).sum(dim=-1).mean()
+            terms += 1
+    if terms == 0:
+        raise ConfigError("dino loss needs at least two crops (two globals, or a global and a local)")
+    return total / terms
+
+
+@torch.no_grad()
+def update_center(center: torch.Tensor, teacher_logits: torch.Tensor, momentum: float) -> None:
+    """In place: c <- m * c + (1 - m) * mean of the teacher logits (over every leading dim and rank)."""
+    batch_center = all_mean(teacher_logits.detach().float().reshape(-1, teacher_logits.shape[-1]).mean(dim=0))
+    center.mul_(momentum).add_(batch_center, alpha=1.0 - momentum)
+
+
+def teacher_temp_at(step: int, total_steps: int, warmup_temp: float, temp: float, warmup_frac: float) -> float:
+    """DINO's teacher temperature: linear from `warmup_temp` to `temp` over the first `warmup_frac` of steps."""
+    warm = int(round(warmup_frac * total_steps))
+    if step >= warm or warm <= 0:
+        return temp
+    return warmup_temp + (temp - warmup_temp) * step / warm
+
+
+def entropy(p: torch.Tensor) -> torch.Tensor:
+    """Mean entropy (nats) of probability rows (..., K)."""
+    return -(p * torch.log(p.clamp_min(1e-12))).sum(-1).mean()
+
+
+def embedding_std(x: torch.Tensor) -> float:
+    """Per-dimension std over the batch of L2-normalised embeddings (B, D), times sqrt(D): ~1 healthy, 0 collapsed."""
+    z = F.normalize(x.detach().float(), dim=-1)
+    return float(z.std(dim=0).mean() * math.sqrt(z.shape[-1])) if z.shape[0] > 1 else 0.0
+
+
+class DINO(Objective):
+    """DINO self-distillation: student (all crops) vs EMA teacher (global crops), centred and sharpened."""
+
+    name = "dino"
+
+    def __init__(
+        self,
+        towers: dict[str, nn.Module],
+        tower: str = "image",
+        global_views: int = 2,
+        local_views: int = 6,
+        out_dim: int = 4096,
+        hidden_dim: int = 512,
+        bottleneck_dim: int = 128,
+        head_layers: int = 3,
+        norm_last_layer: bool = True,
+        student_temp: float = 0.1,
+        teacher_temp: float = 0.04,
+        warmup_teacher_temp: float = 0.04,
+        warmup_frac: float = 0.3,
+        center_momentum: float = 0.9,
+        momentum: float = 0.996,
+        final_momentum: float = 1.0,
+        fill: str = "",
+    ) -> None:
+        """DINO on `global_views` global and `local_views` local crops; `fill='ibot'` reads iBOT's masked globals."""
+        super().__init__(towers, tower)
+        if global_views < 1 or local_views < 0 or global_views + local_views < 2:
+            raise ConfigError(f"dino global_views={global_views}, local_views={local_views}: expected >= 1 global and >= 2 crops")
+        for key, val in (("student_temp", student_temp), ("teacher_temp", teacher_temp), ("warmup_teacher_temp", warmup_teacher_temp)):
+            if val <= 0:
+                raise ConfigError(f"dino {key}={val}: expected > 0")
+        if not 0 <= center_momentum < 1:
+            raise ConfigError(f"dino center_momentum={center_momentum}: expected 0 <= m < 1")
+        self.global_views, self.local_views = int(global_views), int(local_views)
+        self.student_temp, self.teacher_temp, self.warmup_teacher_temp = student_temp, teacher_temp, warmup_teacher_temp
+        self.warmup_frac, self.center_momentum, self.fill = warmup_frac, center_momentum, fill
+        self.teacher_temp_now = warmup_teacher_temp if warmup_frac > 0 else teacher_temp
+        self.momentum_now = momentum
+        dim = self.tower.embed_dim
+        self.head = DINOHead(dim, out_dim, hidden_dim, bottleneck_dim, head_layers, norm_last_layer)
+        self.teacher_head = copy.deepcopy(self.head).requires_grad_(False)
+        self.register_buffer("center", torch.zeros(1, out_dim))
+        self.teacher = EMATeacher(self.tower, momentum, final_momentum)
+        self.teacher_name = f"{self.tower_name}_teacher"
+
+    def teachers(self) -> dict[str, EMATeacher]:
+        """The EMA copy of the image tower, run by the model as tower `<tower>_teacher`."""
+        return {self.teacher_name: self.teacher}
+
+    def _teacher_attrs(self) -> dict[str, str]:
+        return {self.teacher_name: "teacher"}
+
+    def view_plan(self) -> dict:
+        """Global and local crops with DINO's multi-crop augmentation."""
+        return {"global": self.global_views, "local": self.local_views, "pipeline": "dino"}
+
+    def student_forwards(self) -> list[Forward]:
+        """The student on every crop, globals first (masked with the filler's token when `fill` is set)."""
+        g = [Forward(self.tower_name, f"global_{i}", bool(self.fill), self.fill) for i in range(self.global_views)]
+        return g + [Forward(self.tower_name, f"local_{i}") for i in range(self.local_views)]
+
+    def teacher_forwards(self) -> list[Forward]:
+        """The teacher on the global crops only."""
+        return [Forward(self.teacher_name, f"global_{i}") for i in range(self.global_views)]
+
+    def forwards(self) -> list[Forward]:
+        """Student forwards on every crop, then teacher forwards on the globals."""
+        return self.student_forwards() + self.teacher_forwards()
+
+    def forward(self, batch, features) -> Loss:
+        """The DINO loss over all (teacher global, student crop) pairs, with collapse monitors as metrics."""
+        student_emb = [self.tower.pool(features[f]) for f in self.student_forwards()]
+        teacher_tower = self.teacher.module
+        with torch.no_grad():
+            t_logits = [self.teacher_head(teacher_tower.pool(features[f])) for f in self.teacher_forwards()]
+        s_logits = [self.head(e) for e in student_emb]
+        loss = dino_loss(s_logits, t_logits, self.center, self.student_temp, self.teacher_temp_now)
+        with torch.no_grad():
+            p_t = teacher_probs(torch.cat(t_logits), self.center, self.teacher_temp_now)
+            h_t = entropy(p_t)
+            logp_s = F.log_softmax(torch.cat(s_logits[: self.global_views]).float() / self.student_temp, dim=-1)
+            kl = (-(p_t * logp_s).sum(-1).mean() - h_t) if self.global_views > 0 else torch.tensor(0.0)
+            metrics = {
+                "teacher_entropy": float(h_t),
+                "max_entropy": math.log(p_t.shape[-1]),
+                "kl": float(kl),
+                "emb_std": embedding_std(student_emb[0]),
+                "teacher_temp": self.teacher_temp_now,
+                "momentum": self.momentum_now,
+            }
+        if self.training:
+            update_center(self.center, torch.cat(t_logits), self.center_momentum)
+        return Loss(loss, metrics)
+
+    def after_step(self, step: int, total_steps: int) -> None:
+        """EMA of tower and head into the teacher; teacher temperature for the next step."""
+        m = self.teacher.update(self.tower, step, total_steps)
+        ema_update_(self.teacher_head, self.head, m)
+        self.momentum_now = m
+        self.teacher_temp_now = teacher_temp_at(step + 1, total_steps, self.warmup_teacher_temp, self.teacher_temp, self.warmup_frac)
+
+    def train(self, mode: bool = True) -> "DINO":
+        """Train the heads; the teacher head stays in eval mode."""
+        super().train(mode)
+        self.teacher_head.eval()
+        return self
+
+
+register_objective("dino", DINO)

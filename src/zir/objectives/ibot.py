@@ -1,0 +1,165 @@
+"""iBOT: masked image modelling with an online tokenizer (Zhou et al., 2022, "iBOT").
+
+The student sees each global crop with a block-wise mask: hidden patches are replaced by a learned mask
+token (BEiT-style, so the student still outputs a token at every position). The teacher (the same EMA
+teacher as DINO's, shared when both objectives are in one model) sees the unmasked crop. On the hidden
+patches the student's patch logits are trained to match the teacher's centred and sharpened patch
+distribution, with a head and a centre of its own.
+
+Published defaults (ViT-S/16): patch head to 8192 outputs, teacher patch temperature 0.04 warmed up to
+0.07 over 30 epochs, student temperature 0.1, centre momentum 0.9, block masks hiding 10-50% of the
+patches of half the images, loss weight 1. Scaled for CPU-scale towers: head 512 -> 128 -> 2048 outputs,
+a fixed 30% block mask on every global crop (the data pipeline draws one ratio per view).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from zir.errors import ConfigError
+from zir.objectives.base import EMATeacher, Forward, Loss, Objective, ema_update_, register_objective
+from zir.objectives.dino import DINOHead, entropy, teacher_probs, teacher_temp_at, update_center
+
+
+def encode_with_mask_token(tower: nn.Module, x: torch.Tensor, mask: torch.Tensor, token: torch.Tensor) -> torch.Tensor:
+    """A ViT forward with hidden patches replaced by `token` (1, 1, D): images (B, C, H, W), mask (B, N) -> (B, P + N, D)."""
+    patches = tower.patch_embed(x)
+    if mask.shape != patches.shape[:2]:
+        raise ConfigError(f"ibot mask of shape {tuple(mask.shape)} does not fit {patches.shape[1]} patches")
+    patches = torch.where(mask.unsqueeze(-1), token.to(patches.dtype), patches)
+    patches = patches + tower.patch_pos_embed(tower.patch_embed.grid_for(x.shape[-2], x.shape[-1]))
+    prefix = tower.prefix_tokens(patches.shape[0])
+    tokens = patches if prefix is None else torch.cat([prefix.to(patches.dtype), patches], dim=1)
+    tokens = tower.pos_drop(tokens)
+    for block in tower.blocks:
+        if getattr(tower, "grad_checkpointing", False) and torch.is_grad_enabled():
+            tokens = torch.utils.checkpoint.checkpoint(block, tokens, use_reentrant=False)
+        else:
+            tokens = block(tokens)
+    return tower.norm(tokens)
+
+
+def ibot_patch_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, mask: torch.Tensor, center: torch.Tensor,
+                    student_temp: float, teacher_temp: float) -> torch.Tensor:
+    """Per image, the mean over its hidden patches of -sum p_t log p_s; then the mean over images with a mask.
+
+    Shapes: student_logits, teacher_logits (B, N, K); mask (B, N) True = hidden.
+    """
+    p_t = teacher_probs(teacher_logits, center, teacher_temp)
+    logp_s = F.log_softmax(student_logits.float() / student_temp, dim=-1)
+    per_patch = (-p_t * logp_s).sum(dim=-1)  # (B, N)
+    m = mask.to(per_patch.dtype)
+    per_image = (per_patch * m).sum(dim=1) / m.sum(dim=1).clamp_min(1.0)
+    has_mask = (m.sum(dim=1) > 0).to(per_image.dtype)
+    return (per_image * has_mask).sum() / has_mask.sum().clamp_min(1.0)
+
+
+class IBOT(Objective):
+    """iBOT masked patch prediction against the EMA teacher's patch tokens; fills hidden patches with a mask token."""
+
+    name = "ibot"
+
+    def __init__(
+        self,
+        towers: dict[str, nn.Module],
+        tower: str = "image",
+        global_views: int = 2,
+        mask_ratio: float = 0.3,
+        out_dim: int = 2048,
+        hidden_dim: int = 512,
+        bottleneck_dim: int = 128,
+        head_layers: int = 3,
+        student_temp: float = 0.1,
+        teacher_temp: float = 0.07,
+        warmup_teacher_temp: float = 0.04,
+        warmup_frac: float = 0.3,
+        center_momentum: float = 0.9,
+        momentum: float = 0.996,
+        final_momentum: float = 1.0,
+    ) -> None:
+        """iBOT on `global_views` block-masked global crops of `tower`."""
+        super().__init__(towers, tower)
+        if not 0.0 < mask_ratio < 1.0:
+            raise ConfigError(f"ibot mask_ratio={mask_ratio}: expected 0 < mask_ratio < 1")
+        if global_views < 1:
+            raise ConfigError(f"ibot global_views={global_views}: expected >= 1")
+        self.global_views, self.mask_ratio = int(global_views), float(mask_ratio)
+        self.student_temp, self.teacher_temp, self.warmup_teacher_temp = student_temp, teacher_temp, warmup_teacher_temp
+        self.warmup_frac, self.center_momentum = warmup_frac, center_momentum
+        self.teacher_temp_now = warmup_teacher_temp if warmup_frac > 0 else teacher_temp
+        dim = self.tower.embed_dim
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.head = DINOHead(dim, out_dim, hidden_dim, bottleneck_dim, head_layers)
+        self.teacher_head = copy.deepcopy(self.head).requires_grad_(False)
+        self.register_buffer("center", torch.zeros(1, 1, out_dim))
+        self.teacher = EMATeacher(self.tower, momentum, final_momentum)
+        self.teacher_name = f"{self.tower_name}_teacher"
+        self.prefix = self.tower.num_prefix_tokens
+
+    def teachers(self) -> dict[str, EMATeacher]:
+        """The EMA teacher, shared with DINO when both are in a model (the first one built keeps it)."""
+        return {self.teacher_name: self.teacher}
+
+    def _teacher_attrs(self) -> dict[str, str]:
+        return {self.teacher_name: "teacher"}
+
+    def view_plan(self) -> dict:
+        """Block-masked global crops with DINO's augmentation."""
+        return {"global": self.global_views, "mask": self.mask_ratio, "mask_kind": "block", "pipeline": "dino"}
+
+    def student_forwards(self) -> list[Forward]:
+        """The student on each masked global crop, hidden patches filled with the mask token."""
+        return [Forward(self.tower_name, f"global_{i}", True, self.name) for i in range(self.global_views)]
+
+    def teacher_forwards(self) -> list[Forward]:
+        """The teacher on each unmasked global crop."""
+        return [Forward(self.teacher_name, f"global_{i}") for i in range(self.global_views)]
+
+    def forwards(self) -> list[Forward]:
+        """Student (masked, filled) then teacher (unmasked) forwards on the global crops."""
+        return self.student_forwards() + self.teacher_forwards()
+
+    def encode(self, tower: nn.Module, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Images (B, C, H, W) with mask (B, N) -> tokens (B, P + N, D), hidden patches as the mask token."""
+        return encode_with_mask_token(tower, x, mask, self.mask_token)
+
+    def no_weight_decay(self) -> set[str]:
+        """The mask token."""
+        return {"mask_token"}
+
+    def forward(self, batch, features) -> Loss:
+        """Masked patch prediction loss averaged over the global crops."""
+        p = self.prefix
+        losses, t_all = [], []
+        for fs, ft in zip(self.student_forwards(), self.teacher_forwards()):
+            mask = batch.masks[fs.view].mask.to(features[fs].device)
+            s_logits = self.head(features[fs][:, p:])
+            with torch.no_grad():
+                t_logits = self.teacher_head(features[ft][:, p:])
+            losses.append(ibot_patch_loss(s_logits, t_logits, mask, self.center, self.student_temp, self.teacher_temp_now))
+            t_all.append(t_logits)
+        loss = torch.stack(losses).mean()
+        with torch.no_grad():
+            h = entropy(teacher_probs(torch.cat(t_all), self.center, self.teacher_temp_now))
+        if self.training:
+            update_center(self.center, torch.cat(t_all), self.center_momentum)
+        return Loss(loss, {"teacher_entropy": float(h), "teacher_temp": self.teacher_temp_now})
+
+    def after_step(self, step: int, total_steps: int) -> None:
+        """EMA of tower (once per step even when shared) and patch head; teacher temperature for the next step."""
+        m = self.teacher.update(self.tower, step, total_steps)
+        ema_update_(self.teacher_head, self.head, m)
+        self.teacher_temp_now = teacher_temp_at(step + 1, total_steps, self.warmup_teacher_temp, self.teacher_temp, self.warmup_frac)
+
+    def train(self, mode: bool = True) -> "IBOT":
+        """Train the head; the teacher head stays in eval mode."""
+        super().train(mode)
+        self.teacher_head.eval()
+        return self
+
+
+register_objective("ibot", IBOT)

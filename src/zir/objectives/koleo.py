@@ -1,0 +1,56 @@
+"""KoLeo: the Kozachenko-Leonenko entropy regulariser (Sablayrolles et al., 2019), as used by DINOv2.
+
+It spreads L2-normalised embeddings over the sphere by maximising the log distance of each one to its
+nearest neighbour in the batch: loss = -mean_i log(min_{j != i} ||z_i - z_j|| + eps). DINOv2 applies it
+to the student's CLS embedding of each global crop with weight 0.1 (its published default).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from zir.errors import ConfigError
+from zir.objectives.base import Forward, Loss, Objective, register_objective
+
+
+def koleo_loss(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """-mean over i of log(distance from normalised x_i to its nearest other row + eps); x (B, D)."""
+    z = F.normalize(x.float(), dim=-1, eps=1e-8)
+    with torch.no_grad():
+        dots = z @ z.T
+        dots.fill_diagonal_(-2.0)  # never one's own neighbour
+        nearest = dots.argmax(dim=1)
+    dist = (z - z[nearest]).norm(dim=-1)
+    return -torch.log(dist + eps).mean()
+
+
+class KoLeo(Objective):
+    """KoLeo regulariser on the pooled embeddings of the global crops, each crop's batch separately."""
+
+    name = "koleo"
+
+    def __init__(self, towers: dict[str, nn.Module], tower: str = "image", global_views: int = 2, eps: float = 1e-8,
+                 fill: str = "") -> None:
+        """KoLeo on `global_views` global crops; `fill='ibot'` reads iBOT's masked globals, as DINOv2 does."""
+        super().__init__(towers, tower)
+        if global_views < 1:
+            raise ConfigError(f"koleo global_views={global_views}: expected >= 1")
+        self.global_views, self.eps, self.fill = int(global_views), float(eps), fill
+
+    def view_plan(self) -> dict:
+        """Global crops (any augmentation)."""
+        return {"global": self.global_views, "pipeline": "dino"}
+
+    def forwards(self) -> list[Forward]:
+        """The tower on each global crop (masked and filled when `fill` names an objective)."""
+        return [Forward(self.tower_name, f"global_{i}", bool(self.fill), self.fill) for i in range(self.global_views)]
+
+    def forward(self, batch, features) -> Loss:
+        """Mean KoLeo loss over the global crops."""
+        losses = [koleo_loss(self.tower.pool(features[f]), self.eps) for f in self.forwards()]
+        return Loss(torch.stack(losses).mean())
+
+
+register_objective("koleo", KoLeo)
