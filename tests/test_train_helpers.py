@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,12 +33,12 @@ class StandIn(nn.Module):
     """Image tower + linear classifier; `nan_at` makes the loss NaN at those steps (for the guard)."""
 
     def __init__(self, model: str = "vit_nano_patch4_32", drop_path: float = 0.0, pipeline: str = "none",
-                 nan_at: tuple = (), classes: int = 10):
+                 nan_at: tuple = (), classes: int = 10, sleep: float = 0.0, signal_at: int | None = None):
         super().__init__()
         self.tower = create_model(model, num_classes=0, drop_path_rate=drop_path)
         self.head = nn.Linear(self.tower.embed_dim, classes)
-        self.pipeline, self.nan_at = pipeline, set(nan_at)
-        self.steps_done = 0
+        self.pipeline, self.nan_at, self.sleep, self.signal_at = pipeline, set(nan_at), sleep, signal_at
+        self.calls = 0  # forward calls in this process
         self.register_buffer("after_calls", torch.zeros((), dtype=torch.long))
 
     def view_plan(self) -> ViewPlan:
@@ -44,10 +46,15 @@ class StandIn(nn.Module):
 
     def forward(self, batch) -> Output:
         x = batch.views["global_0"]
+        if self.sleep:  # slows a subprocess run down enough to be killed mid-way
+            time.sleep(self.sleep)
         logits = self.head(self.tower.pool(self.tower.forward_tokens(x)))
         loss = F.cross_entropy(logits, batch.labels)
-        if self.steps_done in self.nan_at:
+        if self.calls in self.nan_at:
             loss = loss * float("nan")
+        if self.calls == self.signal_at:  # as if the scheduler sent SIGTERM during this step
+            signal.raise_signal(signal.SIGTERM)
+        self.calls += 1
         acc = (logits.argmax(1) == batch.labels).float().mean()
         return Output(loss, {"ce_loss": loss.detach()}, {"acc": float(acc)})
 
@@ -65,19 +72,9 @@ class StandIn(nn.Module):
         return groups
 
 
-class CountingStandIn(StandIn):
-    """StandIn whose NaN trigger counts forward calls (the guard test)."""
-
-    def forward(self, batch):
-        out = super().forward(batch)
-        self.steps_done += 1
-        return out
-
-
 def build(section: dict) -> nn.Module:
     """The factory named in test recipes: model.factory=test_train_helpers:build."""
-    cls = CountingStandIn if section.get("nan_at") else StandIn
-    return cls(**section)
+    return StandIn(**section)
 
 
 def recipe(**over) -> dict:
