@@ -360,8 +360,8 @@ class Trainer:
             raise KeyboardInterrupt  # a second Ctrl-C: stop now
         self._stop = signum
 
-    def train_step(self) -> dict[str, float] | None:
-        """One optimizer step over accum_steps micro-batches; returns the logged values (None when skipped)."""
+    def train_step(self) -> dict[str, float]:
+        """One optimizer step over accum_steps micro-batches; returns the logged values (`skipped` 1 when not applied)."""
         t = self.cfg.train
         accum = t.accum_steps
         factor = self.schedule.set(self.step)
@@ -411,15 +411,15 @@ class Trainer:
             self.skipped_total += 1
             what = f"loss={values['loss']}" if loss_bad else f"gradient norm={float(norm)}"
             if self.dist.main:
-                log.warning("step %d skipped: non-finite %s (%d in a row)", self.step, what, self.bad_in_row)
+                log.warning("step %d skipped: non-finite %s (%d in a row)", self.step + 1, what, self.bad_in_row)
             if self.bad_in_row >= t.max_bad_steps:
                 last = getattr(self, "last_ckpt", None) or (ckpt.list_checkpoints(self.run_dir / "checkpoints") or [None])[-1]
                 where = f"the last good checkpoint is {last}" if last else "no checkpoint was written yet"
                 raise TrainingDiverged(
-                    f"{self.bad_in_row} non-finite steps in a row (last at step {self.step}, {what}); {where}; "
+                    f"{self.bad_in_row} non-finite steps in a row (last at step {self.step + 1}, {what}); {where}; "
                     f"try a lower optim.lr, optim.clip_grad, or train.precision=fp32")
             self.step += 1
-            return None
+            return {**values, "lr": self.cfg.optim.lr * factor, "grad_norm": float(norm), "samples": n_samples, "skipped": 1}
         clip = self.cfg.optim.clip_grad
         if clip:
             torch.nn.utils.clip_grads_with_norm_(self.params, clip, norm)
@@ -469,7 +469,8 @@ class Trainer:
                         metrics.write(row)
                     if show:
                         show.update(self.step, row)
-                periodic = t.ckpt_every and self.step % t.ckpt_every == 0 and self.step < self.total_steps
+                # no periodic checkpoint during a run of bad steps: it could rotate the last good one out
+                periodic = t.ckpt_every and self.step % t.ckpt_every == 0 and self.step < self.total_steps and not self.bad_in_row
                 if self._stop_everywhere:
                     path = self.save()
                     signum = self._stop or signal.SIGTERM
