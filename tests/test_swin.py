@@ -47,6 +47,10 @@ def test_window_partition_reverse_round_trip(grid, window):
     nW = (grid[0] // window[0]) * (grid[1] // window[1])
     assert windows.shape == (3, nW, window[0] * window[1], 5)
     assert torch.equal(window_reverse(windows, window, grid), x)
+    # A non-contiguous map (here a transposed one) partitions the same as its contiguous copy.
+    flipped = x.transpose(1, 2)
+    if grid[0] % window[1] == 0 and grid[1] % window[0] == 0:
+        assert torch.equal(window_partition(flipped, window[::-1]), window_partition(flipped.contiguous(), window[::-1]))
 
 
 def test_window_partition_groups_neighbouring_tokens():

@@ -30,7 +30,14 @@ from zir.nn.window import (
 class SwinPatchEmbed(PatchEmbed):
     """Patch embedding followed by a LayerNorm (Swin's `patch_norm`): (B, C, H, W) -> (B, N, D)."""
 
-    def __init__(self, img_size, patch_size, in_chans, embed_dim, norm: bool = True) -> None:  # noqa: ANN001
+    def __init__(
+        self,
+        img_size: int | tuple[int, int],
+        patch_size: int | tuple[int, int],
+        in_chans: int,
+        embed_dim: int,
+        norm: bool = True,
+    ) -> None:
         super().__init__(img_size, patch_size, in_chans, embed_dim)
         self.norm = nn.LayerNorm(embed_dim) if norm else nn.Identity()
 
@@ -266,7 +273,7 @@ class SwinTransformer(nn.Module):
         if masked is not None:
             tokens = torch.where(masked.to(tokens.device)[..., None], self.mask_token.to(tokens.dtype), tokens)
         rows, cols = self.patch_embed.grid_for(x.shape[-2], x.shape[-1])
-        return tokens.view(B, rows, cols, D)
+        return tokens.reshape(B, rows, cols, D)
 
     def forward_stages(
         self, x: torch.Tensor, keep: torch.Tensor | None = None, mask: torch.Tensor | None = None

@@ -22,7 +22,7 @@ def window_partition(x: torch.Tensor, window: tuple[int, int]) -> torch.Tensor:
     wh, ww = window
     if H % wh or W % ww:
         raise ShapeError(f"a {H}x{W} feature map is not divisible into {wh}x{ww} windows")
-    x = x.view(B, H // wh, wh, W // ww, ww, C).permute(0, 1, 3, 2, 4, 5)
+    x = x.reshape(B, H // wh, wh, W // ww, ww, C).permute(0, 1, 3, 2, 4, 5)
     return x.reshape(B, (H // wh) * (W // ww), wh * ww, C)
 
 
@@ -35,7 +35,7 @@ def window_reverse(windows: torch.Tensor, window: tuple[int, int], grid: tuple[i
         raise ShapeError(
             f"{nW} windows of {N} tokens do not tile a {H}x{W} map with {wh}x{ww} windows"
         )
-    x = windows.view(B, H // wh, W // ww, wh, ww, C).permute(0, 1, 3, 2, 4, 5)
+    x = windows.reshape(B, H // wh, W // ww, wh, ww, C).permute(0, 1, 3, 2, 4, 5)
     return x.reshape(B, H, W, C)
 
 
@@ -178,5 +178,5 @@ class PatchMerging(nn.Module):
         B, H, W, C = x.shape
         if H % 2 or W % 2:
             raise ShapeError(f"patch merging needs an even feature map; got {H}x{W}")
-        x = x.view(B, H // 2, 2, W // 2, 2, C).permute(0, 1, 3, 4, 2, 5).reshape(B, H // 2, W // 2, 4 * C)
+        x = x.reshape(B, H // 2, 2, W // 2, 2, C).permute(0, 1, 3, 4, 2, 5).reshape(B, H // 2, W // 2, 4 * C)
         return self.reduction(self.norm(x))
