@@ -1,0 +1,154 @@
+"""CLIP (Radford et al., 2021) on zir's encode-once model, with FLIP-style image token masking and LiT.
+
+The objective owns the projections into the joint space: a linear map of the image tower's pooled feature
+and, when the text tower's output width differs from `embed_dim`, one of the text tower's. `keep < 1` asks
+the data for a random patch mask on the image view and encodes only the kept patches (FLIP, Li et al.,
+2023: 2-4x cheaper steps); `encode_image` always encodes whole images, which is what evaluation uses. A
+locked text tower (`all_minilm_l6_v2` with `locked: true`) gives LiT (Zhai et al., 2022).
+
+Published defaults: temperature 0.07 learnable and clamped at a logit scale of 100, embed width 512 for
+ViT-B; FLIP keeps 50% (or 25%) of the patches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from zir.errors import ConfigError
+from zir.losses import ClipLoss
+from zir.objectives.base import Forward, Loss, Objective, register_objective
+
+
+def tower_width(tower: nn.Module) -> int:
+    """Width of a tower's pooled output (`embed_dim` of every zir tower; text towers: after their projection)."""
+    return int(tower.embed_dim)
+
+
+def view_count(view: str, kind: str) -> int:
+    """How many views of `kind` a plan needs so that `view` (e.g. global_1) exists: 2 for global_1."""
+    if view.startswith(kind + "_"):
+        return int(view.split("_")[1]) + 1
+    return 0
+
+
+class ImageText(Objective):
+    """Shared part of the image-text objectives: views, forwards, projections, whole-image encoders."""
+
+    name = "image_text"
+
+    def __init__(
+        self,
+        towers: dict[str, nn.Module],
+        tower: str = "image",
+        text_tower: str = "text",
+        image_view: str = "image",
+        text_view: str = "text_0",
+        embed_dim: int | None = None,
+        keep: float = 1.0,
+    ) -> None:
+        """Read `image_view` through `tower` and `text_view` through `text_tower`; project both to `embed_dim`."""
+        super().__init__(towers, tower)
+        if text_tower not in towers:
+            raise ConfigError(f"objective {self.name}: text tower {text_tower!r} not among the model's towers "
+                              f"({', '.join(towers)}); add one such as {{text: {{model: text_micro}}}}")
+        if not 0.0 < keep <= 1.0:
+            raise ConfigError(f"objective {self.name}: keep={keep}: expected a fraction of patches 0 < keep <= 1")
+        if not text_view.startswith("text_"):
+            raise ConfigError(f"objective {self.name}: text_view={text_view!r}: expected text_0, text_1, ...")
+        self.text_tower_name, self.image_view, self.text_view, self.keep = text_tower, image_view, text_view, float(keep)
+        text_width = tower_width(towers[text_tower])
+        self.embed_dim = int(embed_dim or text_width)
+        self.image_proj = nn.Linear(tower_width(self.tower), self.embed_dim, bias=False)
+        self.text_proj = nn.Linear(text_width, self.embed_dim, bias=False) if text_width != self.embed_dim else nn.Identity()
+        nn.init.normal_(self.image_proj.weight, std=tower_width(self.tower) ** -0.5)
+
+    @property
+    def text_tower(self) -> nn.Module:
+        """The text tower this objective reads."""
+        return self.towers[self.text_tower_name]
+
+    def view_plan(self) -> dict:
+        """The image view (lightly augmented unless it is a global view), the text view, FLIP's mask."""
+        plan: dict = {"global": view_count(self.image_view, "global"), "text": view_count(self.text_view, "text")}
+        if self.image_view == "image":
+            plan.update(image=1, pipeline="light")
+        if self.keep < 1.0:
+            plan.update(mask=1.0 - self.keep, mask_kind="random", mask_on=(self.image_view,))
+        return plan
+
+    def forwards(self) -> list[Forward]:
+        """The image tower on the image view (masked when keep < 1) and the text tower on the text view."""
+        return [Forward(self.tower_name, self.image_view, masked=self.keep < 1.0), Forward(self.text_tower_name, self.text_view)]
+
+    def embeddings(self, features: dict[Forward, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Projected (B, E) image and text embeddings (not normalised) from the feature cache."""
+        f_img, f_txt = self.forwards()
+        image = self.image_proj(self.tower.pool(features[f_img]))
+        text = self.text_proj(self.text_tower.pool(features[f_txt]))
+        return image, text
+
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        """Whole images (B, 3, H, W) -> unit-norm (B, E) embeddings (no token masking, as at evaluation)."""
+        return F.normalize(self.image_proj(self.tower.pool(self.tower.forward_tokens(images))), dim=-1)
+
+    def encode_text(self, ids: torch.Tensor) -> torch.Tensor:
+        """Token ids (B, L) -> unit-norm (B, E) embeddings."""
+        return F.normalize(self.text_proj(self.text_tower.pool(self.text_tower.forward_tokens(ids))), dim=-1)
+
+    def text_encoder(self, tokenizer) -> Callable[[Sequence[str]], torch.Tensor]:
+        """A strings -> (T, E) function for `zir.eval.zeroshot_classifier`, tokenising with `tokenizer`."""
+        device = self.image_proj.weight.device
+
+        @torch.no_grad()
+        def encode(texts: Sequence[str]) -> torch.Tensor:
+            return self.encode_text(tokenizer.encode(list(texts)).to(device))
+
+        return encode
+
+
+class CLIP(ImageText):
+    """Symmetric image-text contrastive learning with a learnable temperature (and FLIP masking, LiT)."""
+
+    name = "clip"
+
+    def __init__(
+        self,
+        towers: dict[str, nn.Module],
+        tower: str = "image",
+        text_tower: str = "text",
+        image_view: str = "image",
+        text_view: str = "text_0",
+        embed_dim: int | None = None,
+        keep: float = 1.0,
+        temperature: float = 0.07,
+        max_scale: float = 100.0,
+        learn_temperature: bool = True,
+        gather_distributed: bool = True,
+    ) -> None:
+        """CLIP between `image_view` and `text_view`; see the module docstring for the published settings."""
+        super().__init__(towers, tower, text_tower, image_view, text_view, embed_dim, keep)
+        self.loss = ClipLoss(temperature, max_scale, learn_temperature, gather_distributed)
+
+    def forward(self, batch, features) -> Loss:
+        """The contrastive loss; metrics: image->text top-1 within the local batch and the logit scale."""
+        image, text = self.embeddings(features)
+        loss = self.loss(image, text)
+        with torch.no_grad():
+            hits = (F.normalize(image, dim=-1) @ F.normalize(text, dim=-1).T).argmax(dim=1)
+            acc = (hits == torch.arange(len(hits), device=hits.device)).float().mean()
+        return Loss(loss, {"acc": float(acc), "scale": float(self.loss.scale.detach())})
+
+    def after_step(self, step: int, total_steps: int) -> None:
+        """Clamp the learnable temperature as CLIP does after each update."""
+        self.loss.clamp_()
+
+    def no_weight_decay(self) -> set[str]:
+        """The temperature is not decayed."""
+        return {"loss.logit_scale"}
+
+
+register_objective("clip", CLIP)
