@@ -5,34 +5,39 @@ from __future__ import annotations
 import csv
 import json
 import math
-import subprocess
-import textwrap
+import os
+import signal
 
 import pytest
 import torch
 
-from test_train_helpers import PY, env, recipe
+from test_train_helpers import recipe
 from zir.config import from_dict
 from zir.train import TrainingDiverged, latest_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint, train
 
-DYING_SAVE = textwrap.dedent("""
-    import os, signal, sys, torch
-    from zir.train.checkpoint import save_checkpoint
-    folder = sys.argv[1]
-    save_checkpoint(folder, 1, {"w": torch.ones(3)}, {"step": 1})
-    def dying(obj, fh, *args, **kwargs):  # the process dies half-way through writing the trainer state
-        fh.write(b"PK half a file")
-        fh.flush()
-        os.kill(os.getpid(), signal.SIGKILL)
-    torch.save = dying
-    save_checkpoint(folder, 2, {"w": torch.zeros(3)}, {"step": 2})
-""")
+def _save_then_die_mid_save(folder):
+    """In a forked child: save step 1, then die (SIGKILL) half-way through writing step 2's trainer state."""
+    pid = os.fork()
+    if pid == 0:  # the child never returns into pytest
+        try:
+            save_checkpoint(folder, 1, {"w": torch.ones(3)}, {"step": 1})
+
+            def dying(obj, fh, *args, **kwargs):
+                fh.write(b"PK half a file")
+                fh.flush()
+                os.kill(os.getpid(), signal.SIGKILL)
+
+            torch.save = dying
+            save_checkpoint(folder, 2, {"w": torch.zeros(3)}, {"step": 2})
+        finally:
+            os._exit(3)
+    return os.waitpid(pid, 0)[1]
 
 
 def test_a_kill_during_a_save_leaves_the_previous_checkpoint_loadable(tmp_path):
     folder = tmp_path / "checkpoints"
-    done = subprocess.run([PY, "-c", DYING_SAVE, str(folder)], env=env(), capture_output=True, timeout=120)
-    assert done.returncode == -9
+    status = _save_then_die_mid_save(folder)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
     assert [p.name for p in list_checkpoints(folder)] == ["step_00000001"]
     assert any(p.name.startswith(".tmp-step_00000002") for p in folder.iterdir())  # the half-written one, hidden
     path, (model, state, ema) = latest_checkpoint(folder)
