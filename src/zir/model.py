@@ -91,6 +91,13 @@ class ZirModel(nn.Module):
         merged.pipeline = min(pipes, key=lambda x: PIPELINE_ORDER.index(x) if x in PIPELINE_ORDER else len(PIPELINE_ORDER))
         if masks:
             merged.mask, merged.mask_kind = next(iter(masks.values()))
+            mask_on: list[str] = []
+            for name in masks:
+                on = plans[name].get("mask_on", ("global",))
+                for v in ([on] if isinstance(on, str) else on):
+                    if v not in mask_on:
+                        mask_on.append(v)
+            merged.mask_on = tuple(mask_on)
         tower = self.towers["image"] if "image" in self.towers else None
         if tower is not None and hasattr(tower, "patch_embed"):
             grid, patch = tower.patch_embed.grid_size, tower.patch_embed.patch_size
@@ -109,9 +116,11 @@ class ZirModel(nn.Module):
         fillers = {o.name: o for o in self.objectives.values()}
         cache: dict[Forward, torch.Tensor] = {}
         for f in self.plan_forwards:
-            if f.view not in batch.views:
+            x = batch.views.get(f.view)
+            if x is None:
+                x = batch.tokens.get(f.view)  # text views are token ids (B, L)
+            if x is None:
                 raise ConfigError(f"batch has no view {f.view!r}; build the loader from model.view_plan()")
-            x = batch.views[f.view]
             tower = self.tower_for(f.tower)
             teacher = f.tower in self.teachers
             with torch.set_grad_enabled(torch.is_grad_enabled() and not teacher):

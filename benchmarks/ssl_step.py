@@ -1,0 +1,120 @@
+"""Training-step time of the self-supervised objectives alone and combined, and MAE's masked-encoder speed-up.
+
+Prints two markdown tables:
+1. one optimiser step (forward, backward, AdamW, after_step) per objective set, with the tower forwards the
+   plan runs per step, the median of `--reps` steps on a fixed batch;
+2. the image tower's forward+backward on visible patches only (MAE, mask 0.75) against all patches.
+
+    .venv/bin/python benchmarks/ssl_step.py --threads 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import time
+
+import torch
+
+from zir.data import ViewCollate, ViewPlan
+from zir.data.masking import random_mask
+from zir.data.plan import Item
+from zir.model import build_model
+from zir.models import create_model
+
+SETS = {
+    "mae": {"mae": {}},
+    "simclr": {"simclr": {}},
+    "dino (2 global + 6 local)": {"dino": {}},
+    "ibot": {"ibot": {}},
+    "dinov2 (dino + ibot + koleo)": {"ibot": {}, "dino": {"fill": "ibot"}, "koleo": {"weight": 0.1, "fill": "ibot"}},
+    "simclr + mae": {"simclr": {}, "mae": {}},
+    "mae + dino + simclr": {"mae": {}, "dino": {}, "simclr": {}},
+}
+
+
+def batch_for(plan: ViewPlan, batch_size: int) -> object:
+    """A batch of random images with the plan's views and masks."""
+    g = torch.Generator().manual_seed(0)
+    items = [Item(str(i), torch.randint(0, 256, (3, plan.size, plan.size), generator=g, dtype=torch.uint8), 0, ["x"])
+             for i in range(batch_size)]
+    return ViewCollate(plan)(items)
+
+
+def step_times(model_name: str, batch_size: int, reps: int) -> list[tuple[str, int, int, float]]:
+    """(set, student forwards, teacher forwards, median ms per step) for each objective set."""
+    rows = []
+    for label, objectives in SETS.items():
+        torch.manual_seed(0)
+        model = build_model({"towers": {"image": {"model": model_name}}, "objectives": objectives})
+        batch = batch_for(model.view_plan(), batch_size)
+        opt = torch.optim.AdamW(model.param_groups(0.05, base_lr=1e-4))
+        times = []
+        for step in range(reps + 1):
+            t0 = time.perf_counter()
+            out = model(batch)
+            opt.zero_grad(set_to_none=True)
+            out.loss.backward()
+            opt.step()
+            model.after_step(step, reps + 1)
+            if step:  # the first step warms up allocators and kernels
+                times.append(time.perf_counter() - t0)
+        student = sum(f.tower in model.towers for f in model.plan_forwards)
+        teacher = len(model.plan_forwards) - student
+        rows.append((label, student, teacher, 1000 * statistics.median(times)))
+    return rows
+
+
+def encoder_speedup(model_name: str, batch_size: int, reps: int, ratio: float = 0.75) -> tuple[float, float, int, int]:
+    """Median ms of the tower's forward+backward on visible patches only and on all patches, alternated."""
+    torch.manual_seed(0)
+    tower = create_model(model_name, num_classes=0)
+    size = tower.patch_embed.grid_size[0] * tower.patch_embed.patch_size[0]
+    x = torch.randn(batch_size, 3, size, size)
+    keep = random_mask(batch_size, tower.patch_embed.grid_size, ratio, seed=0).keep
+
+    def run(k):
+        t0 = time.perf_counter()
+        tower.forward_tokens(x, k).float().pow(2).mean().backward()
+        return time.perf_counter() - t0
+
+    run(keep), run(None)
+    masked, full = [], []
+    for _ in range(reps):
+        masked.append(run(keep))
+        full.append(run(None))
+    return 1000 * statistics.median(masked), 1000 * statistics.median(full), keep.shape[1], tower.patch_embed.num_patches
+
+
+def main() -> None:
+    """Run both measurements and print markdown tables."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="vit_micro_patch4_32", help="image tower for the step times")
+    ap.add_argument("--encoders", default="vit_micro_patch4_32,vit_tiny_patch4_32,vit_micro_patch8_64",
+                    help="towers for the MAE encoder comparison, comma-separated")
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    cpu = platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    print(f"{args.model}, batch {args.batch_size}, fp32, {cpu}, {torch.get_num_threads()} torch threads, torch {torch.__version__}\n")
+    print("| objectives | tower forwards (student + teacher) | ms per step |")
+    print("|---|---:|---:|")
+    for label, student, teacher, ms in step_times(args.model, args.batch_size, args.reps):
+        print(f"| {label} | {student} + {teacher} | {ms:.0f} |")
+    print("\n| tower | visible / all patches | fwd+bwd ms, mask 0.75 | fwd+bwd ms, all patches | speed-up |")
+    print("|---|---:|---:|---:|---:|")
+    for name in args.encoders.split(","):
+        masked, full, k, n = encoder_speedup(name, args.batch_size, args.reps)
+        print(f"| {name} | {k} / {n} | {masked:.1f} | {full:.1f} | {full / masked:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()
