@@ -6,6 +6,9 @@ For every (model, batch size, dtype) cell the script builds one zir model per at
 candidate, alternating between them (the order rotates every repetition so none always runs first or
 last), and reports the median images/s over the repetitions. Alternating matters on a shared machine:
 load from other processes then hits every candidate alike instead of whichever ran during the spike.
+`--clock cpu` divides by this process's CPU time instead of wall time; with `--threads 1` that leaves out
+the time the thread waited for a core that other processes held, which steadies figures on a busy machine
+(the table then shows the wall-clock median beside it).
 
 Peak memory is measured on the last (untimed) warm-up step of each candidate:
 - CUDA: `torch.cuda.max_memory_allocated()` over the step (everything live, weights included).
@@ -64,7 +67,8 @@ class Candidate:
     variant: str  # zir: attention impl; timm: "default" or "unfused"
     model: torch.nn.Module
     optimizer: torch.optim.Optimizer
-    rates: list[float] = field(default_factory=list)
+    rates: list[float] = field(default_factory=list)  # images/s by the chosen clock, one per repetition
+    wall_rates: list[float] = field(default_factory=list)  # images/s by the wall clock
     peak_bytes: int | None = None
 
     @property
@@ -253,11 +257,13 @@ def run_cell(args, timm, name: str, batch: int, dtype_name: str, device: torch.d
         shift = rep % len(order)
         for i in order[shift:] + order[:shift]:
             sync(device)
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             for _ in range(args.steps):
                 steps[i]()
             sync(device)
-            cands[i].rates.append(batch * args.steps / (time.perf_counter() - start))
+            wall, cpu = time.perf_counter() - start, time.process_time() - start_cpu
+            cands[i].wall_rates.append(batch * args.steps / wall)
+            cands[i].rates.append(batch * args.steps / (cpu if args.clock == "cpu" else wall))
     if args.profile:
         for cand, step in zip(cands, steps):
             profile_step(cand, step, device, args.profile_top)
@@ -277,6 +283,7 @@ def run_cell(args, timm, name: str, batch: int, dtype_name: str, device: torch.d
             dict(
                 model=name, batch=batch, dtype=dtype_name, impl=f"{cand.family}:{impl}", params=n_params(cand.model),
                 rate=rate, spread=(min(cand.rates), max(cand.rates)), peak=cand.peak_bytes,
+                wall_rate=statistics.median(cand.wall_rates),
                 vs_default=rate / timm_rate["default"] if "default" in timm_rate else None,
                 vs_unfused=rate / timm_rate["unfused"] if "unfused" in timm_rate else None,
             )
@@ -285,18 +292,21 @@ def run_cell(args, timm, name: str, batch: int, dtype_name: str, device: torch.d
     return rows
 
 
-def print_table(rows: list[dict]) -> None:
-    """Markdown table of all rows (paste-able into docs/benchmarks.md)."""
-    head = "| model | batch | dtype | implementation | params | img/s (median) | min-max | peak MB | / timm default | / timm unfused |"
-    print(head)
-    print("|---|---:|---|---|---:|---:|---:|---:|---:|---:|")
+def print_table(rows: list[dict], clock: str) -> None:
+    """Markdown table of all rows (paste-able into docs/benchmarks.md); ratios use the chosen clock."""
+    cols = ["model", "batch", "dtype", "implementation", "params",
+            "img/s (median)" if clock == "wall" else "img per CPU-s (median)", "min-max"]
+    cols += ["img/s wall (median)"] if clock == "cpu" else []
+    cols += ["peak MB", "/ timm default", "/ timm unfused"]
+    print("| " + " | ".join(cols) + " |")
+    print("|" + "|".join("---" if c in ("model", "dtype", "implementation") else "---:" for c in cols) + "|")
     for r in rows:
-        ratio = lambda v: "" if v is None else f"{v:.2f}"  # noqa: E731
-        peak = "n/a" if r["peak"] is None else f"{r['peak'] / 2**20:.0f}"
-        print(
-            f"| {r['model']} | {r['batch']} | {r['dtype']} | {r['impl']} | {r['params']:,} | {r['rate']:.1f} "
-            f"| {r['spread'][0]:.1f}-{r['spread'][1]:.1f} | {peak} | {ratio(r['vs_default'])} | {ratio(r['vs_unfused'])} |"
-        )
+        cells = [r["model"], r["batch"], r["dtype"], r["impl"], f"{r['params']:,}", f"{r['rate']:.1f}",
+                 f"{r['spread'][0]:.1f}-{r['spread'][1]:.1f}"]
+        cells += [f"{r['wall_rate']:.1f}"] if clock == "cpu" else []
+        cells += ["n/a" if r["peak"] is None else f"{r['peak'] / 2**20:.0f}"]
+        cells += ["" if r[k] is None else f"{r[k]:.2f}" for k in ("vs_default", "vs_unfused")]
+        print("| " + " | ".join(str(c) for c in cells) + " |")
 
 
 def parse_batches(specs: list[str] | None, models: list[str]) -> dict[str, list[int]]:
@@ -346,6 +356,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--reps", type=int, default=5, help="alternating repetitions; the median is reported")
     p.add_argument("--steps", type=int, default=1, help="timed steps per candidate per repetition")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                   help="rate by wall time, or by this process's CPU time (steadier on a shared machine; "
+                        "meaningful with --threads 1, where it excludes time the thread waited for a core)")
     p.add_argument("--profile", action="store_true", help="print the top operators of one step per candidate")
     p.add_argument("--profile-top", type=int, default=15)
     args = p.parse_args(argv)
@@ -369,7 +382,8 @@ def main(argv: list[str] | None = None) -> None:
     if device.type == "cpu":
         print(f"# CPU capability {torch.backends.cpu.get_cpu_capability()}, "
               f"oneDNN bf16 {cpu_has_native_bf16()} (without it bf16 matmuls take a slow path)")
-    print(f"# mode {args.mode}, warmup {args.warmup}, reps {args.reps} x {args.steps} step(s), alternating; median img/s")
+    print(f"# mode {args.mode}, warmup {args.warmup}, reps {args.reps} x {args.steps} step(s), alternating; "
+          f"median rate by the {args.clock} clock")
     if hasattr(os, "getloadavg"):
         print("# load average at start: " + " ".join(f"{v:.2f}" for v in os.getloadavg()))
     for d in dtypes:
@@ -388,7 +402,7 @@ def main(argv: list[str] | None = None) -> None:
                 for r in cell:
                     print(f"#   {r['model']} b{r['batch']} {r['dtype']} {r['impl']}: {r['rate']:.1f} img/s", flush=True)
     print()
-    print_table(rows)
+    print_table(rows, args.clock)
     if hasattr(os, "getloadavg"):
         print("\n# load average at end: " + " ".join(f"{v:.2f}" for v in os.getloadavg()))
     print(f"# wall time {time.perf_counter() - started:.0f} s")
