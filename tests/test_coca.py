@@ -1,0 +1,88 @@
+"""CoCa: causal multimodal decoder, captioning loss over real tokens, greedy and beam decoding."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from zir.data import ShapesSource, make_loader, train_bpe
+from zir.errors import ConfigError
+from zir.model import build_model
+from zir.objectives.coca import CoCa, generate_captions
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def setup():
+    train = ShapesSource("train", n=200, size=16, objects=(1, 1))
+    tok = train_bpe(train.iter_captions(), vocab_size=300, context_length=16)
+    torch.manual_seed(0)
+    model = build_model({
+        "towers": {"image": {"model": "vit_nano_patch4_32", "img_size": 16},
+                   "text": {"model": "text_nano", "vocab_size": tok.vocab_size, "context_length": 16}},
+        "objectives": {"coca": {}},
+    })
+    batch = next(iter(make_loader(train, model.view_plan(), 16, tokenizer=tok)))
+    return model, tok, batch
+
+
+def test_decoder_is_causal_and_caption_loss_skips_padding(setup):
+    model, tok, batch = setup
+    coca = model.objectives["coca"]
+    model.eval()
+    image_tokens = model.towers["image"].forward_tokens(batch.views["image"][:2])
+    ids = batch.tokens["text_0"][:2]
+    logits = coca.decoder(model.towers["text"].forward_positions(ids), image_tokens)
+    changed = ids.clone()
+    changed[:, 6] = 7
+    logits2 = coca.decoder(model.towers["text"].forward_positions(changed), image_tokens)
+    assert torch.allclose(logits[:, :6], logits2[:, :6], atol=1e-5) and not torch.allclose(logits[:, 6:], logits2[:, 6:])
+    real = [(i, t) for i in range(2) for t in range(ids.shape[1] - 1) if ids[i, t + 1] != tok.pad_id]
+    want = torch.stack([F.cross_entropy(logits[i, t], ids[i, t + 1]) for i, t in real]).mean()
+    assert coca.caption_loss(logits, ids).item() == pytest.approx(want.item(), rel=1e-5)
+
+
+def test_loss_terms_and_a_few_steps_lower_the_caption_loss(setup):
+    model, tok, batch = setup
+    model.train()
+    first = model(batch)
+    m = first.metrics
+    assert m["coca_loss"] == pytest.approx(m["coca_contrastive_loss"] + 2.0 * m["coca_caption_loss"], rel=1e-5)
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    for step in range(10):
+        out = model(batch)
+        opt.zero_grad()
+        out.loss.backward()
+        opt.step()
+    assert out.metrics["coca_caption_loss"] < 0.9 * m["coca_caption_loss"]
+
+
+def test_greedy_and_beam_captions(setup):
+    model, tok, batch = setup
+    images = batch.views["image"][:3]
+    ids = generate_captions(model, images)
+    assert ids.shape == (3, 16) and (ids[:, 0] == tok.sot_id).all()
+    assert all((row == tok.eot_id).any() for row in ids)
+    coca = model.objectives["coca"]
+    model.eval()
+    image_tokens = model.towers["image"].forward_tokens(images)
+    for i in range(3):  # beam search with one beam is greedy decoding
+        beam = coca._beam(image_tokens[i:i + 1], 16, 1, 0.6)
+        assert torch.equal(beam, ids[i, :len(beam)])
+    texts = generate_captions(model, images, tok, beams=3)
+    assert len(texts) == 3 and all(isinstance(t, str) for t in texts)
+    with pytest.raises(ConfigError, match="no coca objective"):
+        generate_captions(torch.nn.Linear(2, 2), images)
+
+
+def test_coca_needs_a_causal_text_tower():
+    with pytest.raises(ConfigError, match="causal"):
+        build_model({"towers": {"image": {"model": "vit_nano_patch4_32"}, "text": {"model": "text_nano", "causal": False}},
+                     "objectives": {"coca": {}}})
+    assert issubclass(CoCa, torch.nn.Module)
