@@ -27,6 +27,7 @@ SETS = {
     "mae": {"mae": {}},
     "simclr": {"simclr": {}},
     "dino (2 global + 6 local)": {"dino": {}},
+    "dino, one call per view": {"dino": {}},
     "ibot": {"ibot": {}},
     "dinov2 (dino + ibot + koleo)": {"ibot": {}, "dino": {"fill": "ibot"}, "koleo": {"weight": 0.1, "fill": "ibot"}},
     "simclr + mae": {"simclr": {}, "mae": {}},
@@ -43,11 +44,12 @@ def batch_for(plan: ViewPlan, batch_size: int) -> object:
 
 
 def step_times(model_name: str, batch_size: int, reps: int) -> list[tuple[str, int, int, float]]:
-    """(set, student forwards, teacher forwards, median ms per step) for each objective set."""
+    """(set, student forwards, teacher forwards, tower calls, median ms per step) for each objective set."""
     rows = []
     for label, objectives in SETS.items():
         torch.manual_seed(0)
-        model = build_model({"towers": {"image": {"model": model_name}}, "objectives": objectives})
+        stack = "one call per view" not in label
+        model = build_model({"towers": {"image": {"model": model_name}}, "objectives": objectives}, stack_views=stack)
         batch = batch_for(model.view_plan(), batch_size)
         opt = torch.optim.AdamW(model.param_groups(0.05, base_lr=1e-4))
         times = []
@@ -62,7 +64,7 @@ def step_times(model_name: str, batch_size: int, reps: int) -> list[tuple[str, i
                 times.append(time.perf_counter() - t0)
         student = sum(f.tower in model.towers for f in model.plan_forwards)
         teacher = len(model.plan_forwards) - student
-        rows.append((label, student, teacher, 1000 * statistics.median(times)))
+        rows.append((label, student, teacher, len(model.plan_calls), 1000 * statistics.median(times)))
     return rows
 
 
@@ -105,10 +107,10 @@ def main() -> None:
     except (OSError, StopIteration):
         pass
     print(f"{args.model}, batch {args.batch_size}, fp32, {cpu}, {torch.get_num_threads()} torch threads, torch {torch.__version__}\n")
-    print("| objectives | tower forwards (student + teacher) | ms per step |")
-    print("|---|---:|---:|")
-    for label, student, teacher, ms in step_times(args.model, args.batch_size, args.reps):
-        print(f"| {label} | {student} + {teacher} | {ms:.0f} |")
+    print("| objectives | forwards (student + teacher) | tower calls | ms per step |")
+    print("|---|---:|---:|---:|")
+    for label, student, teacher, calls, ms in step_times(args.model, args.batch_size, args.reps):
+        print(f"| {label} | {student} + {teacher} | {calls} | {ms:.0f} |")
     print("\n| tower | visible / all patches | fwd+bwd ms, mask 0.75 | fwd+bwd ms, all patches | speed-up |")
     print("|---|---:|---:|---:|---:|")
     for name in args.encoders.split(","):

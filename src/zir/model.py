@@ -34,10 +34,15 @@ class ModelOutput:
 
 
 class ZirModel(nn.Module):
-    """Towers plus weighted objectives; runs each planned forward once per step and sums the objectives' losses."""
+    """Towers plus weighted objectives; runs each planned forward once per step and sums the objectives' losses.
 
-    def __init__(self, towers: dict[str, nn.Module], objectives: dict[str, tuple[Objective, float]]) -> None:
-        """`towers` by name (e.g. `image`); `objectives` by name -> (objective, weight)."""
+    `plan_forwards` lists the distinct (tower, view, masked) forwards; `plan_calls` groups them into the
+    tower calls of one step (views of one size stacked along the batch).
+    """
+
+    def __init__(self, towers: dict[str, nn.Module], objectives: dict[str, tuple[Objective, float]],
+                 stack_views: bool = True) -> None:
+        """`towers` by name (e.g. `image`); `objectives` by name -> (objective, weight); `stack_views`: one call per view size."""
         super().__init__()
         if not towers:
             raise ConfigError("model: no towers; expected at least an `image` tower")
@@ -62,6 +67,8 @@ class ZirModel(nn.Module):
                     self.teachers[tname] = teacher
                 obj.use_teacher(tname, self.teachers[tname])
         self.plan_forwards = self._plan_forwards()
+        self.plan_calls = self._plan_calls(self.plan_forwards) if stack_views else [(f,) for f in self.plan_forwards]
+        self._fillers = {o.name: o for o in self.objectives.values()}
 
     # -- the plan -------------------------------------------------------------------------------------
     def _plan_forwards(self) -> list[Forward]:
@@ -75,6 +82,16 @@ class ZirModel(nn.Module):
                     raise ConfigError(f"objective {name}: masked patches filled by {f.fill!r}, which is not in the model")
                 seen.setdefault(f, None)
         return list(seen)
+
+    @staticmethod
+    def _plan_calls(forwards: list[Forward]) -> list[tuple[Forward, ...]]:
+        """Group forwards into tower calls: same tower, masking and view size class (global/image, local, text)."""
+        calls: dict[tuple, list[Forward]] = {}
+        for f in forwards:
+            kind = f.view.split("_")[0]
+            size_class = {"global": "full", "image": "full"}.get(kind, kind)
+            calls.setdefault((f.tower, f.masked, f.fill, size_class), []).append(f)
+        return [tuple(fs) for fs in calls.values()]
 
     def view_plan(self) -> ViewPlan:
         """The union of the objectives' views as one ViewPlan (sizes from the image tower)."""
@@ -112,29 +129,55 @@ class ZirModel(nn.Module):
         return self.towers[name] if name in self.towers else self.teachers[name].module
 
     def encode(self, batch: Batch) -> dict[Forward, torch.Tensor]:
-        """Run every planned forward once: the feature cache, each entry (B, P + K, D)."""
-        fillers = {o.name: o for o in self.objectives.values()}
+        """Run every planned forward once: the feature cache, each entry (B, P + K, D).
+
+        Forwards that differ only in their view (the global crops, the local crops) run as one tower
+        call on the views stacked along the batch (as DINO's multi-crop does), which gives the same
+        features per sample and fewer, larger matrix products.
+        """
         cache: dict[Forward, torch.Tensor] = {}
-        for f in self.plan_forwards:
-            x = batch.views.get(f.view)
-            if x is None:
-                x = batch.tokens.get(f.view)  # text views are token ids (B, L)
-            if x is None:
-                raise ConfigError(f"batch has no view {f.view!r}; build the loader from model.view_plan()")
-            tower = self.tower_for(f.tower)
-            teacher = f.tower in self.teachers
-            with torch.set_grad_enabled(torch.is_grad_enabled() and not teacher):
-                if not f.masked:
-                    cache[f] = tower.forward_tokens(x)
-                    continue
-                mask = batch.masks.get(f.view)
-                if mask is None:
-                    raise ConfigError(f"batch view {f.view!r} has no mask; build the loader from model.view_plan()")
-                if f.fill:
-                    cache[f] = fillers[f.fill].encode(tower, x, mask.mask.to(x.device))
-                else:
-                    cache[f] = tower.forward_tokens(x, mask.keep.to(x.device))
+        for call in self.plan_calls:
+            inputs = [self._inputs(batch, f) for f in call]
+            # views of one call share a shape by construction of the plan; split if an override broke that
+            by_shape: dict[tuple, list[int]] = {}
+            for i, (x, m) in enumerate(inputs):
+                key = (tuple(x.shape[1:]), None if m is None else tuple(m.shape[1:]))
+                by_shape.setdefault(key, []).append(i)
+            for idx in by_shape.values():
+                fs = [call[i] for i in idx]
+                xs = torch.cat([inputs[i][0] for i in idx]) if len(idx) > 1 else inputs[idx[0]][0]
+                ms = None
+                if inputs[idx[0]][1] is not None:
+                    ms = torch.cat([inputs[i][1] for i in idx]) if len(idx) > 1 else inputs[idx[0]][1]
+                out = self._run(fs[0], xs, ms)
+                for f, part in zip(fs, out.split([inputs[i][0].shape[0] for i in idx])):
+                    cache[f] = part
         return cache
+
+    def _inputs(self, batch: Batch, f: Forward) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The input of a forward and its keep (B, K) or fill mask (B, N), or None when unmasked."""
+        x = batch.views.get(f.view)
+        if x is None:
+            x = batch.tokens.get(f.view)  # text views are token ids (B, L)
+        if x is None:
+            raise ConfigError(f"batch has no view {f.view!r}; build the loader from model.view_plan()")
+        if not f.masked:
+            return x, None
+        mask = batch.masks.get(f.view)
+        if mask is None:
+            raise ConfigError(f"batch view {f.view!r} has no mask; build the loader from model.view_plan()")
+        return x, (mask.mask if f.fill else mask.keep).to(x.device)
+
+    def _run(self, f: Forward, x: torch.Tensor, m: torch.Tensor | None) -> torch.Tensor:
+        """One tower call for forward `f` (teachers without gradients)."""
+        tower = self.tower_for(f.tower)
+        teacher = f.tower in self.teachers
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not teacher):
+            if m is None:
+                return tower.forward_tokens(x)
+            if f.fill:
+                return self._fillers[f.fill].encode(tower, x, m)
+            return tower.forward_tokens(x, m)
 
     def forward(self, batch: Batch) -> ModelOutput:
         """One step's loss: encode once, then every objective reads the cache."""
@@ -206,7 +249,7 @@ def _plan_dict(plan: ViewPlan) -> dict:
     return {f.name: getattr(plan, f.name) for f in fields(plan) if not f.name.startswith("_")}
 
 
-def build_model(spec: dict) -> ZirModel:
+def build_model(spec: dict, stack_views: bool = True) -> ZirModel:
     """A model from a recipe's model section: {towers: {name: {model: ..., **overrides}}, objectives: {name: {weight, ...}}}.
 
     An objective's registered name is its key, or its `type` field when given (two SimCLR heads on
@@ -244,4 +287,4 @@ def build_model(spec: dict) -> ZirModel:
             objectives[name] = (create_objective(kind, towers, **ospec), float(weight))
         except ConfigError as e:
             raise ConfigError(f"model.objectives.{name}: {e}") from None
-    return ZirModel(towers, objectives)
+    return ZirModel(towers, objectives, stack_views=stack_views)

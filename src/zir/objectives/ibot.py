@@ -4,7 +4,8 @@ The student sees each global crop with a block-wise mask: hidden patches are rep
 token (BEiT-style, so the student still outputs a token at every position). The teacher (the same EMA
 teacher as DINO's, shared when both objectives are in one model) sees the unmasked crop. On the hidden
 patches the student's patch logits are trained to match the teacher's centred and sharpened patch
-distribution, with a head and a centre of its own.
+distribution, with a head and a centre of its own. The heads run on the hidden patches only (DINOv2's
+saving), and the patch centre is the running mean of the teacher's logits there.
 
 Published defaults (ViT-S/16): patch head to 8192 outputs, teacher patch temperature 0.04 warmed up to
 0.07 over 30 epochs, student temperature 0.1, centre momentum 0.9, block masks hiding 10-50% of the
@@ -21,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from zir.errors import ConfigError
+from zir.models.vit import gather_tokens
 from zir.objectives.base import EMATeacher, Forward, Loss, Objective, ema_update_, register_objective
 from zir.objectives.dino import DINOHead, entropy, teacher_probs, teacher_temp_at, update_center
 
@@ -136,11 +138,13 @@ class IBOT(Objective):
         p = self.prefix
         losses, t_all = [], []
         for fs, ft in zip(self.student_forwards(), self.teacher_forwards()):
-            mask = batch.masks[fs.view].mask.to(features[fs].device)
-            s_logits = self.head(features[fs][:, p:])
+            # heads only on the hidden patches (as DINOv2): every sample hides the same count, (B, M)
+            hidden = batch.masks[fs.view].hidden.to(features[fs].device)
+            s_logits = self.head(gather_tokens(features[fs][:, p:], hidden))
             with torch.no_grad():
-                t_logits = self.teacher_head(features[ft][:, p:])
-            losses.append(ibot_patch_loss(s_logits, t_logits, mask, self.center, self.student_temp, self.teacher_temp_now))
+                t_logits = self.teacher_head(gather_tokens(features[ft][:, p:], hidden))
+            every = torch.ones(hidden.shape, dtype=torch.bool, device=hidden.device)
+            losses.append(ibot_patch_loss(s_logits, t_logits, every, self.center, self.student_temp, self.teacher_temp_now))
             t_all.append(t_logits)
         loss = torch.stack(losses).mean()
         with torch.no_grad():
