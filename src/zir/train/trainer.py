@@ -221,6 +221,8 @@ class Trainer:
         self.progress = progress
         self.dist = distributed.setup(cfg.train.device)
         self.device = self.dist.device
+        if self.dist.main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
         self._stop: int | None = None
         self._build()
 
