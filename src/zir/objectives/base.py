@@ -17,6 +17,7 @@ import torch.distributed as dist
 from torch import nn
 
 from zir.errors import ConfigError, UnknownNameError
+from zir.losses.distributed import gather_with_grad  # noqa: F401  (exact gradients through the gather)
 
 
 @dataclass
@@ -164,16 +165,6 @@ def all_mean(x: torch.Tensor) -> torch.Tensor:
     x = x.detach().clone()
     dist.all_reduce(x)
     return x / dist.get_world_size()
-
-
-def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
-    """(B, D) per rank -> (W * B, D) in rank order; the local slot is the input itself, so it keeps its gradient."""
-    if not distributed():
-        return x
-    parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
-    dist.all_gather(parts, x.detach().contiguous())
-    parts[dist.get_rank()] = x
-    return torch.cat(parts, dim=0)
 
 
 def rank() -> int:
