@@ -170,6 +170,10 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--out", default=None, help="file or folder to write (default RUN/export/model.safetensors)")
     export.add_argument("--ema", action="store_true", help="export the weight EMA (runs with train.ema)")
     export.set_defaults(func=_cmd_export)
+
+    from zir.eval.commands import add_parsers as add_eval_parsers
+
+    add_eval_parsers(sub)  # zir eval, zir explain
     return parser
 
 

@@ -1,0 +1,496 @@
+"""Evaluate a training run: its newest checkpoint through zero-shot, retrieval, linear probe and k-NN.
+
+`evaluate_run("runs/clip")` rebuilds the run's ZirModel, extracts the image tower's pooled features once
+per (dataset, split) into `RUN/features/`, runs every requested task the model supports, and writes
+`RUN/results.json`: one object per task with its metrics, dataset, split and checkpoint step. Tasks the
+model cannot do (zero-shot without a text tower) are recorded as `{"skipped": reason}`. With
+`baseline=True` each task also carries `random_init`: the same numbers for the same architecture at its
+initial weights, which is what a trained representation has to beat.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import yaml
+from torch import nn
+
+from zir.data.sources import MapSource
+from zir.errors import ZirError
+from zir.eval.features import extract_features
+from zir.eval.knn import evaluate_knn
+from zir.eval.linear_probe import evaluate_linear_probe
+from zir.eval.retrieval import evaluate_retrieval
+from zir.eval.zeroshot import DEFAULT_TEMPLATES, evaluate_zeroshot, zeroshot_classifier
+
+__all__ = ["TASKS", "EvalError", "LoadedRun", "evaluate_run", "load_run", "random_init_model", "image_tower",
+           "image_size", "image_text_objective", "run_tokenizer", "eval_data"]
+
+TASKS = ("zeroshot", "retrieval", "linear", "knn")
+BUILTIN_SPLITS = {"shapes": "test", "digits": "test", "cifar10": "test", "flickr8k": "test", "fashion_mnist": "test"}
+CAPTIONS_PER_IMAGE = 5  # Flickr and shapes both have five; retrieval reads this many per image
+SHAPES_TEMPLATES = ("a {}", "a picture of a {}", "an image of a {}")  # the wording of shapes' own captions
+
+
+def _register_objectives() -> None:
+    """Import every objective module so that any run's recipe builds (not all are imported by zir.objectives)."""
+    import importlib
+
+    for mod in ("clip", "siglip", "slip", "coca", "mae", "dino", "ibot", "simclr"):
+        try:
+            importlib.import_module(f"zir.objectives.{mod}")
+        except ImportError:
+            pass
+
+
+class EvalError(ZirError, ValueError):
+    """A folder that is not an evaluable run, or a task list zir does not know."""
+
+
+@dataclass
+class LoadedRun:
+    """A run's model at its newest weights with where they came from."""
+
+    run_dir: Path
+    config: dict
+    model: nn.Module
+    step: int
+    source: str  # the checkpoint folder or export file the weights came from
+    ema: bool = False
+    extra: dict = field(default_factory=dict)
+
+
+# -- the run ----------------------------------------------------------------------------------------
+
+def _read_config(run_dir: Path) -> dict:
+    """The run's config.yaml as a dict."""
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        raise EvalError(f"{run_dir} is not a run folder (no config.yaml)")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise EvalError(f"{path} is not valid YAML: {str(err).splitlines()[0]}") from None
+    if not isinstance(raw, dict) or not isinstance(raw.get("model"), dict):
+        raise EvalError(f"{path} has no model section")
+    return raw
+
+
+def _check_model(model: nn.Module, run_dir: Path) -> nn.Module:
+    if not hasattr(model, "towers"):
+        raise EvalError(f"{run_dir}: the model is not a ZirModel with towers; evaluate its tower with zir.eval directly")
+    return model
+
+
+def load_run(run_dir: str | os.PathLike, ema: bool = False) -> LoadedRun:
+    """The run's ZirModel at its newest checkpoint (or its export when it has no checkpoints), in eval mode."""
+    from zir.train.checkpoint import latest_checkpoint, list_checkpoints
+    from zir.train.trainer import build_model
+
+    _register_objectives()
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise EvalError(f"{run_dir} is not a run folder (it does not exist)")
+    cfg = _read_config(run_dir)
+    if list_checkpoints(run_dir / "checkpoints"):
+        path, (model_state, state, ema_state) = latest_checkpoint(run_dir / "checkpoints")
+        if ema:
+            if ema_state is None:
+                raise EvalError(f"{run_dir} keeps no weight EMA (train.ema was off)")
+            model_state = {**model_state, **ema_state}
+        model = _check_model(build_model(cfg["model"]), run_dir)
+        model.load_state_dict(model_state)
+        return LoadedRun(run_dir, cfg, model.eval(), int(state["step"]), str(path), ema)
+    for export in (run_dir / "model.safetensors", run_dir / "export" / "model.safetensors"):
+        if export.is_file():
+            from safetensors import safe_open
+
+            from zir.train.runs import load
+
+            model = _check_model(load(export), run_dir)
+            with safe_open(str(export), framework="pt") as fh:
+                meta = fh.metadata() or {}
+            step = int(meta.get("step", "0") or 0)
+            return LoadedRun(run_dir, cfg, model.eval(), step, str(export), meta.get("ema") == "True")
+    raise EvalError(f"{run_dir} has no checkpoint nor export to evaluate (train it first)")
+
+
+def random_init_model(config: dict) -> nn.Module:
+    """The run's architecture at its initial weights (seeded by train.seed, as the trainer seeds them)."""
+    from zir.train.trainer import build_model
+
+    _register_objectives()
+    seed = int((config.get("train") or {}).get("seed", 0) or 0)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = build_model(config["model"])
+    return model.eval()
+
+
+def image_tower(model: nn.Module) -> tuple[str, nn.Module]:
+    """(name, module) of the model's image tower: `image`, else the first tower with a patch embedding."""
+    towers = model.towers
+    if "image" in towers:
+        return "image", towers["image"]
+    for name, tower in towers.items():
+        if hasattr(tower, "patch_embed"):
+            return name, tower
+    raise EvalError(f"the model has no image tower (towers: {', '.join(towers)})")
+
+
+def image_size(tower: nn.Module) -> int:
+    """The side of the square images the tower was built for (its patch grid times its patch size)."""
+    grid, patch = tower.patch_embed.grid_size, tower.patch_embed.patch_size
+    patch = patch[0] if isinstance(patch, (tuple, list)) else patch
+    grid = grid[0] if isinstance(grid, (tuple, list)) else grid
+    return int(grid) * int(patch)
+
+
+def image_text_objective(model: nn.Module, tower_name: str = "image"):
+    """The model's first image-text objective (CLIP, SigLIP, CoCa, the CLIP part of SLIP), or None."""
+    from zir.objectives.clip import ImageText
+
+    for obj in model.objectives.values():
+        for module in obj.modules():
+            if isinstance(module, ImageText) and module.tower_name == tower_name:
+                return module
+    return None
+
+
+def run_tokenizer(run_dir: str | os.PathLike, config: dict, model: nn.Module):
+    """The run's text tokenizer: RUN/tokenizer.json, else data.tokenizer, else the model's own; None if none."""
+    from zir.data import load_tokenizer
+
+    run_dir = Path(run_dir)
+    candidates = [run_dir / "tokenizer.json", run_dir / "export" / "tokenizer.json"]
+    named = (config.get("data") or {}).get("tokenizer")
+    if named:
+        named = Path(named)
+        candidates += [named, run_dir / named] if not named.is_absolute() else [named]
+    for path in candidates:
+        if path.is_file() or (path.is_dir() and (path / "tokenizer.json").is_file()):
+            return load_tokenizer(path)
+    tok = getattr(model, "tokenizer", None)
+    if tok is not None:
+        return tok
+    text = model.towers["text"] if "text" in model.towers else None
+    if text is not None and type(text).__name__.lower().startswith("minilm"):
+        from zir.data.tokenizer import pretrained_tokenizer_path
+
+        path = pretrained_tokenizer_path()
+        if path is not None:
+            return load_tokenizer(path, context_length=getattr(text, "context_length", None))
+    return None
+
+
+# -- data -------------------------------------------------------------------------------------------
+
+def _plan_stats(model: nn.Module, config: dict) -> tuple[tuple, tuple]:
+    """(mean, std) the run normalised its images with (the model's plan with the recipe's overrides)."""
+    over = (config.get("data") or {}).get("plan") or {}
+    try:
+        plan = model.view_plan()
+        mean, std = tuple(plan.mean), tuple(plan.std)
+    except Exception:  # noqa: BLE001 - a custom model without a plan: the data defaults
+        from zir.data import transforms
+
+        mean, std = transforms.IMAGENET_MEAN, transforms.IMAGENET_STD
+    return tuple(over.get("mean", mean)), tuple(over.get("std", std))
+
+
+@dataclass
+class EvalData:
+    """Where each task reads: the fit split (linear, k-NN), the test split, and extra zero-shot splits."""
+
+    name: str
+    fit: Any  # a Source, or None when the data has no training split
+    fit_split: str
+    test: Any
+    test_split: str
+    extra: dict  # split name -> Source, zero-shot only (shapes: comp)
+    options: dict
+
+
+class _Subset(MapSource):
+    """A map-style source restricted to some indices (a limit, or a hold-out of a source with no splits)."""
+
+    def __init__(self, source: MapSource, indices) -> None:
+        """The samples of `source` at `indices`, in that order."""
+        self.inner, self.indices = source, [int(i) for i in indices]
+        self.name, self.classes = source.name, source.classes
+        self.has_captions, self.image_size = source.has_captions, source.image_size
+
+    def __len__(self) -> int:
+        """Number of samples kept."""
+        return len(self.indices)
+
+    def get(self, index: int):
+        """The kept sample at `index`."""
+        return self.inner.get(self.indices[index])
+
+
+def _limit(source, limit: int | None):
+    """The first `limit` samples of a map-style source (streams are cut while reading)."""
+    if limit is None or not isinstance(source, MapSource) or len(source) <= limit:
+        return source
+    return _Subset(source, range(limit))
+
+
+def eval_data(data: str | None, config: dict, data_root=None, limit: int | None = None, options: dict | None = None) -> EvalData:
+    """The sources of an evaluation: the run's training source (or `data`), its train and held-out splits."""
+    from zir.data import open_source
+
+    dcfg = config.get("data") or {}
+    spec = str(data or dcfg.get("source") or "shapes")
+    opts = dict(options if options is not None else ({} if data else dcfg.get("options") or {}))
+    opts.pop("n", None)  # the run's training-set size; evaluation reads whole splits (cut by `limit`)
+    root = data_root if data_root is not None else dcfg.get("data_root")
+    prefix, sep, rest = spec.partition(":")
+    name = prefix.lower()
+    if name in BUILTIN_SPLITS and not os.path.exists(spec):
+        test_split = rest if sep and rest else BUILTIN_SPLITS[name]
+        fit = _limit(open_source(name, split="train", data_root=root, **opts), limit)
+        test = _limit(open_source(name, split=test_split, data_root=root, **opts), limit)
+        extra = {"comp": _limit(open_source(name, split="comp", data_root=root, **opts), limit)} if name == "shapes" else {}
+        return EvalData(name, fit, "train", test, test_split, extra, opts)
+    source = open_source(spec, data_root=root, **opts)
+    if isinstance(source, MapSource):  # one source, no splits: a fixed 80/20 hold-out
+        order = np.random.default_rng(0).permutation(len(source))
+        cut = int(round(0.8 * len(order)))
+        fit, test = _Subset(source, sorted(order[:cut])), _Subset(source, sorted(order[cut:]))
+        return EvalData(spec, _limit(fit, limit), "80%", _limit(test, limit), "20%", {}, opts)
+    return EvalData(spec, None, "", source, "all", {}, opts)
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_.-")[:40] or "data"
+
+
+# -- features ---------------------------------------------------------------------------------------
+
+class _Extractor:
+    """Pooled image features and caption embeddings of one model, cached in RUN/features/ per split."""
+
+    def __init__(self, model, tag: str, cache_dir: Path, data: EvalData, mean, std, limit, batch_size, tokenizer):
+        self.model, self.tag, self.cache_dir, self.data = model, tag, cache_dir, data
+        self.tower_name, self.tower = image_tower(model)
+        self.size = image_size(self.tower)
+        self.mean, self.std, self.limit, self.batch_size, self.tokenizer = mean, std, limit, batch_size, tokenizer
+        digest = json.dumps({"opts": data.options, "limit": limit, "size": self.size, "mean": list(mean),
+                             "std": list(std)}, sort_keys=True, default=str)
+        self.hash = hashlib.sha1(digest.encode()).hexdigest()[:8]
+
+    def key(self, split: str, kind: str) -> str:
+        """The cache key of one split's features: weights tag, dataset, split, kind and a hash of the rest."""
+        return f"{self.tag}-{_slug(self.data.name)}-{_slug(split)}-{kind}-{self.hash}"
+
+    def _batches(self, source, text: bool = False) -> Iterator:
+        from zir.data import make_loader
+
+        plan = {"global": 1, "pipeline": "none", "size": self.size, "mean": self.mean, "std": self.std}
+        if text:
+            plan["text"] = CAPTIONS_PER_IMAGE
+        loader = make_loader(source, plan, self.batch_size, shuffle=False, drop_last=False,
+                             tokenizer=self.tokenizer if text else None)
+        seen = 0
+        for batch in loader:
+            if self.limit is not None and seen >= self.limit:
+                return
+            take = len(batch) if self.limit is None else min(len(batch), self.limit - seen)
+            seen += take
+            if text:  # (B, T, L) -> (B * T, L): caption j describes image j // T
+                ids = torch.stack([batch.tokens[f"text_{t}"] for t in range(CAPTIONS_PER_IMAGE)], dim=1)
+                yield ids[:take].reshape(-1, ids.shape[-1])
+            else:
+                yield batch.views["global_0"][:take], batch.labels[:take]
+
+    def pooled(self, source, split: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(N, D) pooled image-tower features and (N,) labels (-1 where unknown) of one split."""
+        tower = self.tower
+
+        def encode(x: torch.Tensor) -> torch.Tensor:
+            return tower.pool(tower.forward_tokens(x))
+
+        with torch.no_grad():
+            return extract_features(encode, self._batches(source), cache_dir=self.cache_dir, key=self.key(split, "pooled"))
+
+    def captions(self, source, split: str, obj) -> torch.Tensor:
+        """(N * 5, E) unit-norm caption embeddings of one split in the joint space of `obj`."""
+        with torch.no_grad():
+            feats, _ = extract_features(obj.encode_text, self._batches(source, text=True), cache_dir=self.cache_dir,
+                                        key=self.key(split, "captions"))
+        return feats
+
+
+def _joint_images(obj, pooled: torch.Tensor) -> torch.Tensor:
+    """Unit-norm (N, E) joint-space image embeddings from pooled features (the objective's projection)."""
+    with torch.no_grad():
+        return F.normalize(obj.image_proj(pooled.to(obj.image_proj.weight.dtype)), dim=-1)
+
+
+# -- tasks ------------------------------------------------------------------------------------------
+
+def _labelled(labels) -> bool:
+    return labels is not None and len(labels) > 0 and bool((labels >= 0).all())
+
+
+def _templates(data: EvalData) -> Sequence[str]:
+    return SHAPES_TEMPLATES if data.name == "shapes" else DEFAULT_TEMPLATES
+
+
+def _evaluate_model(model, tag: str, tasks: Sequence[str], data: EvalData, run_dir: Path, config: dict,
+                    limit, batch_size, tokenizer) -> dict[str, dict]:
+    """Every task's metrics (or skip reason) for one model."""
+    mean, std = _plan_stats(model, config)
+    ex = _Extractor(model, tag, run_dir / "features", data, mean, std, limit, batch_size, tokenizer)
+    obj = image_text_objective(model, ex.tower_name)
+    cross_reason = None
+    if obj is None:
+        cross_reason = "the model has no text tower with a contrastive objective (clip, siglip, slip, coca)"
+    elif tokenizer is None:
+        cross_reason = "the run saved no tokenizer (RUN/tokenizer.json or data.tokenizer)"
+    feats: dict[str, tuple] = {}
+
+    def pooled(split: str, source):
+        if split not in feats:
+            feats[split] = ex.pooled(source, split)
+        return feats[split]
+
+    out: dict[str, dict] = {}
+    for task in tasks:
+        where = {"dataset": data.name, "split": data.test_split}
+        if task in ("linear", "knn"):
+            if data.fit is None:
+                out[task] = {"skipped": f"{data.name} has no training split to fit on", **where}
+                continue
+            train_x, train_y = pooled(data.fit_split, data.fit)
+            test_x, test_y = pooled(data.test_split, data.test)
+            if not (_labelled(train_y) and _labelled(test_y)):
+                out[task] = {"skipped": f"{data.name} has no class labels", **where}
+                continue
+            if task == "knn":
+                res = evaluate_knn(train_x, train_y, test_x, test_y, k=min(20, len(train_y)))
+            else:
+                res = evaluate_linear_probe(train_x, train_y, test_x, test_y)
+            out[task] = {**res, **where, "train_split": data.fit_split, "n_train": len(train_y), "n_test": len(test_y)}
+        elif task == "zeroshot":
+            classes = list(getattr(data.test, "classes", None) or [])
+            if cross_reason or not classes:
+                out[task] = {"skipped": cross_reason or f"{data.name} has no class names", **where}
+                continue
+            classifier = zeroshot_classifier(obj.text_encoder(tokenizer), classes, _templates(data))
+            for split, source in [(data.test_split, data.test), *data.extra.items()]:
+                x, y = pooled(split, source)
+                key = task if split == data.test_split else f"{task}_{split}"
+                if not _labelled(y):
+                    out[key] = {"skipped": f"{data.name}:{split} has no class labels", "dataset": data.name, "split": split}
+                    continue
+                res = evaluate_zeroshot(_joint_images(obj, x), y, classifier)
+                out[key] = {**res, "dataset": data.name, "split": split, "classes": len(classes), "n_test": len(y)}
+        elif task == "retrieval":
+            if cross_reason or not getattr(data.test, "has_captions", False):
+                out[task] = {"skipped": cross_reason or f"{data.name} has no captions", **where}
+                continue
+            x, _ = pooled(data.test_split, data.test)
+            texts = ex.captions(data.test, data.test_split, obj)
+            per = texts.shape[0] // x.shape[0]
+            res = evaluate_retrieval(_joint_images(obj, x), texts, torch.arange(x.shape[0]).repeat_interleave(per))
+            out[task] = {**res, **where, "n_images": int(x.shape[0]), "n_captions": int(texts.shape[0])}
+    return out
+
+
+def _parse_tasks(tasks: str | Sequence[str]) -> tuple[str, ...]:
+    """Validated task names, in the order given."""
+    if isinstance(tasks, str):
+        tasks = [t.strip() for t in tasks.split(",") if t.strip()]
+    tasks = tuple(dict.fromkeys(tasks))
+    if not tasks:
+        raise EvalError(f"no tasks given; expected some of {', '.join(TASKS)}")
+    unknown = [t for t in tasks if t not in TASKS]
+    if unknown:
+        raise EvalError(f"unknown task {unknown[0]!r}; expected some of {', '.join(TASKS)}")
+    return tasks
+
+
+def evaluate_run(
+    run_dir: str | os.PathLike,
+    tasks: str | Sequence[str] = TASKS,
+    data: str | None = None,
+    data_root: str | os.PathLike | None = None,
+    limit: int | None = None,
+    *,
+    baseline: bool = False,
+    data_options: dict | None = None,
+    ema: bool = False,
+    batch_size: int = 256,
+    write: bool = True,
+) -> dict[str, dict]:
+    """Evaluate a run's newest weights on each task and write RUN/results.json; returns the task objects.
+
+    `data` replaces the run's training source (a built-in name such as `shapes`, `cifar10:test`, or a
+    path); `limit` caps the samples read per split; `baseline` adds each task's numbers for the same
+    architecture at its initial weights under `random_init`. Tasks evaluated earlier and not asked for
+    now stay in results.json.
+    """
+    tasks = _parse_tasks(tasks)
+    if limit is not None and int(limit) < 2:
+        raise EvalError(f"limit={limit}: expected at least 2 samples per split")
+    run = load_run(run_dir, ema=ema)
+    tokenizer = run_tokenizer(run.run_dir, run.config, run.model)
+    source = eval_data(data, run.config, data_root, limit, data_options)
+    tag = f"step{run.step}" + ("-ema" if run.ema else "")
+    results = _evaluate_model(run.model, tag, tasks, source, run.run_dir, run.config, limit, batch_size, tokenizer)
+    for entry in results.values():
+        entry["step"] = run.step
+    if baseline:
+        seed = int((run.config.get("train") or {}).get("seed", 0) or 0)
+        base = _evaluate_model(random_init_model(run.config), f"init-seed{seed}", tasks, source, run.run_dir,
+                               run.config, limit, batch_size, tokenizer)
+        for key, entry in base.items():
+            if key in results and "skipped" not in entry:
+                results[key]["random_init"] = {k: v for k, v in entry.items() if isinstance(v, (int, float))
+                                               and k not in ("n_train", "n_test", "n_images", "n_captions", "classes")}
+    if write:
+        path = run.run_dir / "results.json"
+        merged: dict = {}
+        if path.is_file():
+            try:
+                merged = json.loads(path.read_text())
+            except ValueError:
+                merged = {}
+        merged = merged if isinstance(merged, dict) else {}
+        merged.update(results)
+        tmp = path.with_name("results.json.tmp")
+        tmp.write_text(json.dumps(merged, indent=1, sort_keys=False) + "\n")
+        os.replace(tmp, path)
+    return results
+
+
+def results_rows(results: dict[str, dict]) -> list[list[str]]:
+    """Table rows (task, dataset/split, metric, trained, random init) for printing or the report."""
+    headline = {"zeroshot": ("top1",), "linear": ("top1",), "knn": ("top1",),
+                "retrieval": ("i2t_R@1", "i2t_R@5", "t2i_R@1", "t2i_R@5")}
+    rows = []
+    for task, entry in results.items():
+        if not isinstance(entry, dict):
+            continue
+        where = f"{entry.get('dataset', '?')}:{entry.get('split', '?')}"
+        if "skipped" in entry:
+            rows.append([task, where, "skipped", entry["skipped"], ""])
+            continue
+        base = entry.get("random_init") or {}
+        for metric in headline.get(task.split("_")[0], ("top1",)):
+            if metric in entry:
+                rows.append([task, where, metric, f"{entry[metric]:.1f}",
+                             f"{base[metric]:.1f}" if metric in base else "-"])
+    return rows
