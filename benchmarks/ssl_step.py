@@ -27,7 +27,7 @@ SETS = {
     "mae": {"mae": {}},
     "simclr": {"simclr": {}},
     "dino (2 global + 6 local)": {"dino": {}},
-    "dino, one call per view": {"dino": {}},
+    "dino, stack_views": {"dino": {}},
     "ibot": {"ibot": {}},
     "dinov2 (dino + ibot + koleo)": {"ibot": {}, "dino": {"fill": "ibot"}, "koleo": {"weight": 0.1, "fill": "ibot"}},
     "simclr + mae": {"simclr": {}, "mae": {}},
@@ -48,8 +48,8 @@ def step_times(model_name: str, batch_size: int, reps: int) -> list[tuple[str, i
     rows = []
     for label, objectives in SETS.items():
         torch.manual_seed(0)
-        stack = "one call per view" not in label
-        model = build_model({"towers": {"image": {"model": model_name}}, "objectives": objectives}, stack_views=stack)
+        stack = "stack_views" in label
+        model = build_model({"towers": {"image": {"model": model_name}}, "objectives": objectives, "stack_views": stack})
         batch = batch_for(model.view_plan(), batch_size)
         opt = torch.optim.AdamW(model.param_groups(0.05, base_lr=1e-4))
         times = []

@@ -36,13 +36,15 @@ class ModelOutput:
 class ZirModel(nn.Module):
     """Towers plus weighted objectives; runs each planned forward once per step and sums the objectives' losses.
 
-    `plan_forwards` lists the distinct (tower, view, masked) forwards; `plan_calls` groups them into the
-    tower calls of one step (views of one size stacked along the batch).
+    `plan_forwards` lists the distinct (tower, view, masked) forwards; `plan_calls` lists the tower calls of
+    one step: one per forward, or, with `stack_views`, one per group of same-size views stacked along the
+    batch (as DINO's multi-crop does; same features per sample, fewer and larger matrix products).
     """
 
     def __init__(self, towers: dict[str, nn.Module], objectives: dict[str, tuple[Objective, float]],
-                 stack_views: bool = True) -> None:
+                 stack_views: bool = False) -> None:
         """`towers` by name (e.g. `image`); `objectives` by name -> (objective, weight); `stack_views`: one call per view size."""
+        self.stack_views = bool(stack_views)
         super().__init__()
         if not towers:
             raise ConfigError("model: no towers; expected at least an `image` tower")
@@ -131,9 +133,8 @@ class ZirModel(nn.Module):
     def encode(self, batch: Batch) -> dict[Forward, torch.Tensor]:
         """Run every planned forward once: the feature cache, each entry (B, P + K, D).
 
-        Forwards that differ only in their view (the global crops, the local crops) run as one tower
-        call on the views stacked along the batch (as DINO's multi-crop does), which gives the same
-        features per sample and fewer, larger matrix products.
+        With `stack_views`, forwards that differ only in their view (the global crops, the local crops)
+        run as one tower call on the views stacked along the batch.
         """
         cache: dict[Forward, torch.Tensor] = {}
         for call in self.plan_calls:
@@ -249,19 +250,23 @@ def _plan_dict(plan: ViewPlan) -> dict:
     return {f.name: getattr(plan, f.name) for f in fields(plan) if not f.name.startswith("_")}
 
 
-def build_model(spec: dict, stack_views: bool = True) -> ZirModel:
+def build_model(spec: dict) -> ZirModel:
     """A model from a recipe's model section: {towers: {name: {model: ..., **overrides}}, objectives: {name: {weight, ...}}}.
 
     An objective's registered name is its key, or its `type` field when given (two SimCLR heads on
-    different views, say). Towers default to `num_classes: 0` (no classifier head).
+    different views, say). Towers default to `num_classes: 0` (no classifier head). `stack_views: true`
+    runs same-size views (the global crops, the local crops) as one stacked tower call each.
     """
     from zir.models import create_model
 
     if not isinstance(spec, dict):
         raise ConfigError(f"model: expected a mapping with towers and objectives; got {type(spec).__name__}")
-    unknown = set(spec) - {"towers", "objectives"}
+    unknown = set(spec) - {"towers", "objectives", "stack_views"}
     if unknown:
-        raise ConfigError(f"model: unknown field {sorted(unknown)[0]!r}; expected towers, objectives")
+        raise ConfigError(f"model: unknown field {sorted(unknown)[0]!r}; expected towers, objectives, stack_views")
+    stack_views = spec.get("stack_views", False)
+    if not isinstance(stack_views, bool):
+        raise ConfigError(f"model.stack_views: expected true or false; got {stack_views!r}")
     tower_specs = spec.get("towers") or {}
     if not isinstance(tower_specs, dict) or not tower_specs:
         raise ConfigError("model.towers: expected a mapping such as {image: {model: vit_micro_patch4_32}}")

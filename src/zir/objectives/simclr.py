@@ -2,8 +2,8 @@
 
 Two augmented views of each image are pooled by the tower, mapped by a projection head and compared by
 the normalised-temperature cross-entropy (NT-Xent): each of the 2B embeddings must pick its partner among
-the 2B - 1 others (and, under torch.distributed, among every rank's embeddings: they are gathered, and
-the local slot keeps its gradient).
+the 2B - 1 others (and, under torch.distributed, among every rank's embeddings, gathered with gradients
+flowing back to each rank's shard, so that DDP's averaged gradient is the global batch's).
 
 Published defaults: projection MLP 2048 -> 128 with batch norm, temperature 0.1 (the official code's
 default; 0.5 in the paper's CIFAR-10 runs), batch 4096 with LARS. Scaled for CPU-scale towers: hidden
