@@ -5,7 +5,7 @@ Prints two markdown tables:
    plan runs per step, the median of `--reps` steps on a fixed batch;
 2. the image tower's forward+backward on visible patches only (MAE, mask 0.75) against all patches.
 
-    .venv/bin/python benchmarks/ssl_step.py --threads 1
+    .venv/bin/python benchmarks/ssl_step.py --threads 1 --clock cpu
 """
 
 from __future__ import annotations
@@ -43,7 +43,11 @@ def batch_for(plan: ViewPlan, batch_size: int) -> object:
     return ViewCollate(plan)(items)
 
 
-def step_times(model_name: str, batch_size: int, reps: int) -> list[tuple[str, int, int, float]]:
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+clock = time.process_time
+
+
+def step_times(model_name: str, batch_size: int, reps: int) -> list[tuple[str, int, int, int, float]]:
     """(set, student forwards, teacher forwards, tower calls, median ms per step) for each objective set."""
     rows = []
     for label, objectives in SETS.items():
@@ -54,14 +58,14 @@ def step_times(model_name: str, batch_size: int, reps: int) -> list[tuple[str, i
         opt = torch.optim.AdamW(model.param_groups(0.05, base_lr=1e-4))
         times = []
         for step in range(reps + 1):
-            t0 = time.perf_counter()
+            t0 = clock()
             out = model(batch)
             opt.zero_grad(set_to_none=True)
             out.loss.backward()
             opt.step()
             model.after_step(step, reps + 1)
             if step:  # the first step warms up allocators and kernels
-                times.append(time.perf_counter() - t0)
+                times.append(clock() - t0)
         student = sum(f.tower in model.towers for f in model.plan_forwards)
         teacher = len(model.plan_forwards) - student
         rows.append((label, student, teacher, len(model.plan_calls), 1000 * statistics.median(times)))
@@ -77,9 +81,9 @@ def encoder_speedup(model_name: str, batch_size: int, reps: int, ratio: float = 
     keep = random_mask(batch_size, tower.patch_embed.grid_size, ratio, seed=0).keep
 
     def run(k):
-        t0 = time.perf_counter()
+        t0 = clock()
         tower.forward_tokens(x, k).float().pow(2).mean().backward()
-        return time.perf_counter() - t0
+        return clock() - t0
 
     run(keep), run(None)
     masked, full = [], []
@@ -98,7 +102,11 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--clock", choices=sorted(CLOCKS), default="cpu",
+                    help="cpu: this process's CPU time (steadier on a shared machine with 1 thread); wall: elapsed")
     args = ap.parse_args()
+    global clock
+    clock = CLOCKS[args.clock]
     torch.set_num_threads(args.threads)
     cpu = platform.machine()
     try:
@@ -106,16 +114,17 @@ def main() -> None:
             cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    print(f"{args.model}, batch {args.batch_size}, fp32, {cpu}, {torch.get_num_threads()} torch threads, torch {torch.__version__}\n")
+    print(f"{args.model}, batch {args.batch_size}, fp32, {cpu}, {torch.get_num_threads()} torch threads, "
+          f"torch {torch.__version__}, {args.clock} clock, median of {args.reps}\n", flush=True)
     print("| objectives | forwards (student + teacher) | tower calls | ms per step |")
     print("|---|---:|---:|---:|")
     for label, student, teacher, calls, ms in step_times(args.model, args.batch_size, args.reps):
-        print(f"| {label} | {student} + {teacher} | {calls} | {ms:.0f} |")
+        print(f"| {label} | {student} + {teacher} | {calls} | {ms:.0f} |", flush=True)
     print("\n| tower | visible / all patches | fwd+bwd ms, mask 0.75 | fwd+bwd ms, all patches | speed-up |")
     print("|---|---:|---:|---:|---:|")
     for name in args.encoders.split(","):
         masked, full, k, n = encoder_speedup(name, args.batch_size, args.reps)
-        print(f"| {name} | {k} / {n} | {masked:.1f} | {full:.1f} | {full / masked:.2f}x |")
+        print(f"| {name} | {k} / {n} | {masked:.1f} | {full:.1f} | {full / masked:.2f}x |", flush=True)
 
 
 if __name__ == "__main__":

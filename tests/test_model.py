@@ -49,6 +49,7 @@ def test_mae_dino_simclr_run_each_planned_forward_once():
         "mae": {"weight": 1.0}, "dino": {"weight": 1.0, "local_views": 3, "out_dim": 64}, "simclr": {"weight": 0.5}}})
     plan = model.view_plan()
     assert (plan.global_views, plan.local_views, plan.mask, plan.pipeline) == (2, 3, 0.75, "dino")
+    assert plan.masked_views() == ["global_0"]  # only MAE's view carries a mask
     # MAE: masked global_0; DINO: 2 globals + 3 locals (student), 2 globals (teacher); SimCLR shares DINO's globals
     assert sum(f.tower == "image" for f in model.plan_forwards) == 1 + 2 + 3
     assert sum(f.tower == "image_teacher" for f in model.plan_forwards) == 2
@@ -152,6 +153,8 @@ def test_build_model_and_create_objective_errors():
         create_objective("mae", {"image": create_model("vit_nano_patch4_32", num_classes=0)}, tower="text")
     with pytest.raises(ConfigError, match="different masks"):
         build_model({"towers": NANO, "objectives": {"mae": {}, "ibot": {"out_dim": 32}}}).view_plan()
+    with pytest.raises(ConfigError, match="view 'glob_1'"):
+        build_model({"towers": NANO, "objectives": {"simclr": {"views": ["global_0", "glob_1"]}}})
     with pytest.raises(ConfigError, match="not in the model"):
         build_model({"towers": NANO, "objectives": {"koleo": {"fill": "ibot"}}})
 

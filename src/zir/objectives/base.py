@@ -42,6 +42,20 @@ class Forward:
     fill: str = ""
 
 
+def views_needed(views) -> dict:
+    """The `ViewPlan.from_dict` counts that make the named views exist: ['global_1', 'local_0'] -> {global: 2, local: 1}."""
+    plan: dict = {}
+    for view in views:
+        kind, _, index = view.partition("_")
+        if view == "image":
+            plan["image"] = 1
+        elif kind in ("global", "local") and index.isdigit():
+            plan[kind] = max(plan.get(kind, 0), int(index) + 1)
+        else:
+            raise ConfigError(f"view {view!r}: expected global_<i>, local_<i> or image")
+    return plan
+
+
 class Objective(nn.Module):
     """Base of all objectives: heads as submodules, `view_plan`, `forwards`, `forward(batch, features) -> Loss`."""
 

@@ -18,7 +18,7 @@ from torch import nn
 
 from zir.errors import ConfigError
 from zir.nn import Block, sincos_2d
-from zir.objectives.base import Forward, Loss, Objective, register_objective
+from zir.objectives.base import Forward, Loss, Objective, register_objective, views_needed
 
 
 def patchify(images: torch.Tensor, patch: int) -> torch.Tensor:
@@ -102,6 +102,7 @@ class MAE(Objective):
     ) -> None:
         """MAE over `view` of `tower`; decoder width defaults to half the encoder's, at least 64."""
         super().__init__(towers, tower)
+        views_needed([view])  # a known view name
         if not 0.0 < mask_ratio < 1.0:
             raise ConfigError(f"mae mask_ratio={mask_ratio}: expected 0 < mask_ratio < 1")
         t = self.tower
@@ -115,9 +116,9 @@ class MAE(Objective):
         self.decoder = MAEDecoder(t.embed_dim, self.patch, 3, dim, decoder_depth, decoder_heads, mlp_ratio)
 
     def view_plan(self) -> dict:
-        """One masked global view with MAE's light augmentation (random resized crop and flip)."""
-        return {"global": int(self.view.split("_")[1]) + 1 if self.view.startswith("global_") else 1,
-                "mask": self.mask_ratio, "mask_kind": "random", "pipeline": "mae"}
+        """The masked view (global_0 by default) with MAE's light augmentation (random resized crop and flip)."""
+        return {**views_needed([self.view]), "mask": self.mask_ratio, "mask_kind": "random", "mask_on": [self.view],
+                "pipeline": "mae"}
 
     def forwards(self) -> list[Forward]:
         """The tower on the masked view, visible patches only."""

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from zir.errors import ConfigError
-from zir.objectives.base import Forward, Loss, Objective, gather_with_grad, rank, register_objective
+from zir.objectives.base import Forward, Loss, Objective, gather_with_grad, rank, register_objective, views_needed
 
 
 def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -84,19 +84,13 @@ class SimCLR(Objective):
             raise ConfigError(f"simclr temperature={temperature}: expected > 0")
         if layers < 1:
             raise ConfigError(f"simclr layers={layers}: expected >= 1")
+        views_needed(views)  # known view names
         self.views, self.temperature = tuple(views), float(temperature)
         self.head = ProjectionHead(self.tower.embed_dim, hidden_dim, out_dim, layers)
 
     def view_plan(self) -> dict:
-        """Enough global views for the two named ones, SimCLR's augmentation."""
-        n = max([int(v.split("_")[1]) + 1 for v in self.views if v.startswith("global_")] + [0])
-        plan = {"global": n, "pipeline": "simclr"}
-        if any(v == "image" for v in self.views):
-            plan["image"] = 1
-        n_local = max([int(v.split("_")[1]) + 1 for v in self.views if v.startswith("local_")] + [0])
-        if n_local:
-            plan["local"] = n_local
-        return plan
+        """The two named views with SimCLR's augmentation."""
+        return {**views_needed(self.views), "pipeline": "simclr"}
 
     def forwards(self) -> list[Forward]:
         """The tower on each of the two views, unmasked."""
