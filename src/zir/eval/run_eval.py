@@ -349,7 +349,7 @@ def _templates(data: EvalData) -> Sequence[str]:
 
 
 def _evaluate_model(model, tag: str, tasks: Sequence[str], data: EvalData, run_dir: Path, config: dict,
-                    limit, batch_size, tokenizer) -> dict[str, dict]:
+                    limit, batch_size, tokenizer, probe_options: dict) -> dict[str, dict]:
     """Every task's metrics (or skip reason) for one model."""
     mean, std = _plan_stats(model, config)
     ex = _Extractor(model, tag, run_dir / "features", data, mean, std, limit, batch_size, tokenizer)
@@ -381,7 +381,7 @@ def _evaluate_model(model, tag: str, tasks: Sequence[str], data: EvalData, run_d
             if task == "knn":
                 res = evaluate_knn(train_x, train_y, test_x, test_y, k=min(20, len(train_y)))
             else:
-                res = evaluate_linear_probe(train_x, train_y, test_x, test_y)
+                res = evaluate_linear_probe(train_x, train_y, test_x, test_y, **probe_options)
             out[task] = {**res, **where, "train_split": data.fit_split, "n_train": len(train_y), "n_test": len(test_y)}
         elif task == "zeroshot":
             classes = list(getattr(data.test, "classes", None) or [])
@@ -433,13 +433,15 @@ def evaluate_run(
     data_options: dict | None = None,
     ema: bool = False,
     batch_size: int = 256,
+    probe_options: dict | None = None,
     write: bool = True,
 ) -> dict[str, dict]:
     """Evaluate a run's newest weights on each task and write RUN/results.json; returns the task objects.
 
     `data` replaces the run's training source (a built-in name such as `shapes`, `cifar10:test`, or a
     path); `limit` caps the samples read per split; `baseline` adds each task's numbers for the same
-    architecture at its initial weights under `random_init`. Tasks evaluated earlier and not asked for
+    architecture at its initial weights under `random_init`; `probe_options` go to `evaluate_linear_probe`
+    (e.g. `{"Cs": (0.1, 1.0), "max_iter": 200}` for a quick probe). Tasks evaluated earlier and not asked for
     now stay in results.json.
     """
     tasks = _parse_tasks(tasks)
@@ -449,13 +451,14 @@ def evaluate_run(
     tokenizer = run_tokenizer(run.run_dir, run.config, run.model)
     source = eval_data(data, run.config, data_root, limit, data_options)
     tag = f"step{run.step}" + ("-ema" if run.ema else "")
-    results = _evaluate_model(run.model, tag, tasks, source, run.run_dir, run.config, limit, batch_size, tokenizer)
+    probe = dict(probe_options or {})
+    results = _evaluate_model(run.model, tag, tasks, source, run.run_dir, run.config, limit, batch_size, tokenizer, probe)
     for entry in results.values():
         entry["step"] = run.step
     if baseline:
         seed = int((run.config.get("train") or {}).get("seed", 0) or 0)
         base = _evaluate_model(random_init_model(run.config), f"init-seed{seed}", tasks, source, run.run_dir,
-                               run.config, limit, batch_size, tokenizer)
+                               run.config, limit, batch_size, tokenizer, probe)
         for key, entry in base.items():
             if key in results and "skipped" not in entry:
                 results[key]["random_init"] = {k: v for k, v in entry.items() if isinstance(v, (int, float))
