@@ -131,3 +131,21 @@ def test_koleo_is_minus_log_nearest_neighbour_distance():
         d = min(float((z[i] - z[j]).norm()) for j in range(6) if j != i)
         ref += -math.log(d + 1e-8)
     assert koleo_loss(x).item() == pytest.approx(ref / 6, rel=1e-5)
+
+
+def test_mae_reconstruct_keeps_visible_patches_and_fills_hidden_ones():
+    from zir.data.masking import random_mask
+    from zir.models import create_model
+    from zir.objectives import MAE
+
+    torch.manual_seed(0)
+    towers = {"image": create_model("vit_nano_patch4_32", num_classes=0)}
+    mae = MAE(towers)
+    images = torch.randn(2, 3, 32, 32)
+    m = random_mask(2, (8, 8), 0.75, seed=0)
+    out = mae.reconstruct(images, m.keep)
+    assert out.shape == images.shape
+    got, want = patchify(out, 4), patchify(images, 4)
+    visible = ~m.mask
+    assert torch.allclose(got[visible], want[visible])
+    assert not torch.allclose(got[m.mask], want[m.mask])
