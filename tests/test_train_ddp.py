@@ -1,4 +1,4 @@
-"""Distributed data parallel on CPU: two gloo processes at the same global batch follow one process's losses."""
+"""DDP and FSDP on CPU: two gloo processes at the same global batch follow one process's losses and weights."""
 
 from __future__ import annotations
 
@@ -38,8 +38,9 @@ def single(tmp_path_factory):
     return run
 
 
-def test_two_gloo_processes_match_one_process(tmp_path, single):
-    (tmp_path / "r.yaml").write_text(yaml.safe_dump(_recipe()))
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_two_gloo_processes_match_one_process(tmp_path, single, strategy):
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(_recipe(strategy=strategy)))
     run = tmp_path / "run"
     done = subprocess.run([PY, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "zir", "train",
                            str(tmp_path / "r.yaml"), "--out", str(run), "--no-progress"],

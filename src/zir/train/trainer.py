@@ -234,8 +234,9 @@ class Trainer:
             torch.set_num_threads(t.threads)
         if t.precision == "fp16" and self.device.type != "cuda":
             raise ConfigError(f"train.precision='fp16' needs CUDA (this run is on {self.device.type}); use bf16 or fp32")
-        if t.strategy == "fsdp" and d.enabled:
-            raise ConfigError("train.strategy='fsdp' is not available yet; use ddp")
+        self.fsdp = t.strategy == "fsdp" and d.enabled
+        if self.fsdp and t.ema:
+            raise ConfigError("train.ema with train.strategy='fsdp' is not available yet; use ddp or leave train.ema off")
         per = d.world_size * t.accum_steps
         if cfg.data.batch_size % per:
             raise ConfigError(f"data.batch_size={cfg.data.batch_size} is not divisible by {d.world_size} processes x "
@@ -263,6 +264,8 @@ class Trainer:
                 raise ConfigError(f"data {source.name}: fewer samples than one step of {cfg.data.batch_size}")
             self.total_steps = max(1, math.ceil(t.epochs * per_epoch))
 
+        if self.fsdp:
+            shard_model(self.model)
         groups = self.model.param_groups(cfg.optim.weight_decay, layer_decay=cfg.optim.layer_decay, base_lr=cfg.optim.lr)
         self.params = [p for g in groups for p in g["params"]]
         fused = {"fused": True} if self.device.type == "cuda" else {}
@@ -273,7 +276,7 @@ class Trainer:
         self.ema = WeightEMA(self.model, t.ema) if t.ema and d.main else None
 
         self.net: nn.Module = self.model
-        if d.enabled:
+        if d.enabled and not self.fsdp:
             self.net = nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 find_unused_parameters=t.find_unused_parameters)
@@ -290,8 +293,7 @@ class Trainer:
 
     def _restore(self) -> None:
         path, (model_state, state, ema_state) = ckpt.latest_checkpoint(self.run_dir / "checkpoints")
-        self.model.load_state_dict(model_state)
-        self.optimizer.load_state_dict(state["optimizer"])
+        self._load_states(model_state, state["optimizer"], state.get("strategy", "ddp"))
         ratio = self.cfg.optim.lr / float(state.get("base_lr", self.cfg.optim.lr))
         if ratio != 1.0:  # optim.lr overridden on resume: scale every group's base lr
             for g in self.optimizer.param_groups:
@@ -328,19 +330,43 @@ class Trainer:
         """Write a checkpoint of the current step (rank 0 writes; every rank takes part)."""
         rngs = self._gather_rng()
         path = None
+        model_state, optim_state = self._full_states()
         if self.dist.main:
             state = {
-                "step": self.step, "total_steps": self.total_steps, "optimizer": self.optimizer.state_dict(),
+                "step": self.step, "total_steps": self.total_steps, "optimizer": optim_state, "strategy": "fsdp" if self.fsdp else "ddp",
                 "scaler": self.scaler.state_dict() if self.scaler is not None else {}, "rng": rngs,
                 "data": self.stream.position(), "bad_in_row": self.bad_in_row, "skipped_total": self.skipped_total,
                 "best": self.best, "elapsed": self.elapsed_before + (time.perf_counter() - self._t0),
                 "world_size": self.dist.world_size, "base_lr": self.cfg.optim.lr,
             }
-            path = ckpt.save_checkpoint(self.run_dir / "checkpoints", self.step, self.model.state_dict(), state,
+            path = ckpt.save_checkpoint(self.run_dir / "checkpoints", self.step, model_state, state,
                                         self.ema.state_dict() if self.ema is not None else None, self.cfg.train.keep_last)
             self.last_ckpt = path
         distributed.barrier(self.dist)
         return path
+
+    def _full_states(self) -> tuple[dict, dict]:
+        """Whole (unsharded) model and optimizer states; under FSDP every rank takes part, rank 0 gets them."""
+        if not self.fsdp:
+            return self.model.state_dict(), self.optimizer.state_dict()
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_optimizer_state_dict
+
+        opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        return get_model_state_dict(self.model, options=opts), get_optimizer_state_dict(self.model, self.optimizer, options=opts)
+
+    def _load_states(self, model_state: dict, optim_state: dict, strategy: str) -> None:
+        """Put whole states back (sharding them under FSDP)."""
+        if strategy != ("fsdp" if self.fsdp else "ddp"):
+            raise ConfigError(f"the checkpoint was written with train.strategy={strategy!r}; resume it with the same strategy")
+        if not self.fsdp:
+            self.model.load_state_dict(model_state)
+            self.optimizer.load_state_dict(optim_state)
+            return
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict, set_optimizer_state_dict
+
+        opts = StateDictOptions(full_state_dict=True)
+        set_model_state_dict(self.model, model_state, options=opts)
+        set_optimizer_state_dict(self.model, self.optimizer, optim_state, options=opts)
 
     def _status(self, status: str, **extra: Any) -> None:
         if not self.dist.main:
@@ -373,7 +399,7 @@ class Trainer:
         for micro in range(accum):
             batch = next(self.stream).to(self.device, non_blocking=True)
             n_samples += len(batch)
-            sync = micro == accum - 1 or not self.dist.enabled
+            sync = micro == accum - 1 or not self.dist.enabled or self.fsdp  # FSDP reduce-scatters every micro-batch
             with (contextlib.nullcontext() if sync else self.net.no_sync()):
                 with self._autocast():
                     out = self.net(batch)
@@ -389,6 +415,8 @@ class Trainer:
             self.scaler.unscale_(self.optimizer)
         grads = [p.grad for p in self.params if p.grad is not None]
         norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros((), device=self.device)
+        if hasattr(norm, "full_tensor"):  # FSDP: the norm of the sharded gradients, over all ranks
+            norm = norm.full_tensor()
         keys = list(sums)
         # one reduction per step: the loss terms, the grad norm's finiteness and the stop flag of every rank
         vec = torch.stack([sums[k].reshape(()) for k in keys] + [
@@ -520,6 +548,17 @@ class Trainer:
     def close(self) -> None:
         """Leave the process group."""
         distributed.teardown(self.dist)
+
+
+def shard_model(model: nn.Module) -> None:
+    """FSDP (fully_shard): each transformer block of every tower is its own unit, the rest one root unit."""
+    from torch.distributed.fsdp import fully_shard
+
+    towers = getattr(model, "towers", None)
+    for tower in (towers.values() if isinstance(towers, nn.ModuleDict) else [m for m in model.children()]):
+        for block in getattr(tower, "blocks", []):
+            fully_shard(block)
+    fully_shard(model)
 
 
 def threading_main() -> bool:
