@@ -20,6 +20,7 @@ def one_thread():
 def test_slip_shares_image_features_and_learns():
     train = ShapesSource("train", n=200, size=16, objects=(1, 1))
     tok = train_bpe(train.iter_captions(), vocab_size=300, context_length=20)
+    torch.manual_seed(0)
     model = build_model({
         "towers": {"image": {"model": "vit_nano_patch4_32", "img_size": 16},
                    "text": {"model": "text_nano", "vocab_size": tok.vocab_size, "context_length": 20}},
@@ -33,7 +34,6 @@ def test_slip_shares_image_features_and_learns():
     original = image.forward_tokens
     image.forward_tokens = lambda *a, **k: (calls.append(1), original(*a, **k))[1]
     batch = next(iter(make_loader(train, plan, 32, tokenizer=tok)))
-    torch.manual_seed(0)
     first = model(batch)
     assert len(calls) == 2  # two image forwards for CLIP + SimCLR
     assert {"slip_clip_loss", "slip_simclr_loss", "slip_clip_acc", "slip_simclr_acc"} <= set(first.metrics)
