@@ -175,3 +175,15 @@ def test_cli_explain_writes_a_picture_at_the_towers_size(mae_run, tmp_path, caps
         assert png.width > 16 * 4 and png.height > 16 * 4
     assert main(["explain", str(mae_run), str(image)]) == 0
     assert (mae_run / "explain" / "red.png").is_file()
+
+
+def test_an_export_folder_is_evaluated_at_its_step(coca_run, tmp_path):
+    from zir.eval.run_eval import results_table
+    from zir.train.runs import export_run
+
+    export = export_run(coca_run, tmp_path / "export").parent
+    results = evaluate_run(export, "knn", limit=LIMIT)
+    assert results["knn"]["step"] == 2 and (export / "results.json").is_file()
+    assert results["knn"]["top1"] == json.loads((coca_run / "results.json").read_text())["knn"]["top1"]
+    table = results_table(results)
+    assert table.rows[0][:3] == ["knn", "shapes:test", "top1"] and "--baseline" in table.caption

@@ -9,15 +9,11 @@ from pathlib import Path
 def cmd_eval(args: argparse.Namespace) -> int:
     """Evaluate a run, print the results table, write results.json and the report."""
     from zir.eval.report import write_report
-    from zir.eval.run_eval import evaluate_run, results_rows
-    from zir.report_tables import TextTable
+    from zir.eval.run_eval import evaluate_run, results_table
 
     results = evaluate_run(args.run, args.tasks, data=args.data, data_root=args.data_root, limit=args.limit,
                            baseline=args.baseline)
-    table = TextTable(title=f"Evaluation of {args.run}", columns=["task", "data", "metric", "trained", "random init"])
-    table.rows = results_rows(results)
-    table.caption = "accuracies and recalls in percent" + ("" if args.baseline else "; --baseline adds random init")
-    table.print()
+    results_table(results, f"Evaluation of {args.run}").print()
     print(f"wrote {Path(args.run) / 'results.json'}")
     if not args.no_report:
         print(f"wrote {write_report(args.run, data=args.data, data_root=args.data_root)}")

@@ -34,7 +34,7 @@ from zir.eval.retrieval import evaluate_retrieval
 from zir.eval.zeroshot import DEFAULT_TEMPLATES, evaluate_zeroshot, zeroshot_classifier
 
 __all__ = ["TASKS", "EvalError", "LoadedRun", "evaluate_run", "load_run", "random_init_model", "image_tower",
-           "image_size", "image_text_objective", "run_tokenizer", "eval_data"]
+           "image_size", "image_text_objective", "run_tokenizer", "eval_data", "results_rows", "results_table"]
 
 TASKS = ("zeroshot", "retrieval", "linear", "knn")
 BUILTIN_SPLITS = {"shapes": "test", "digits": "test", "cifar10": "test", "flickr8k": "test", "fashion_mnist": "test"}
@@ -497,3 +497,14 @@ def results_rows(results: dict[str, dict]) -> list[list[str]]:
                 rows.append([task, where, metric, f"{entry[metric]:.1f}",
                              f"{base[metric]:.1f}" if metric in base else "-"])
     return rows
+
+
+def results_table(results: dict[str, dict], title: str = "Evaluation"):
+    """A printable `TextTable` of `results_rows` (call `.print()`), as `zir eval` and the demo show it."""
+    from zir.report_tables import TextTable
+
+    baseline = any(isinstance(e, dict) and "random_init" in e for e in results.values())
+    table = TextTable(title=title, columns=["task", "data", "metric", "trained", "random init"])
+    table.rows = results_rows(results)
+    table.caption = "accuracies and recalls in percent" + ("" if baseline else "; --baseline adds random init")
+    return table
