@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from zir.errors import ConfigError, ShapeError
-from zir.nn import Mlp, attend
+from zir.nn import Attention, Mlp, attend
 from zir.objectives.base import Loss, register_objective
 from zir.objectives.clip import CLIP, tower_width
 
@@ -50,8 +50,6 @@ class DecoderBlock(nn.Module):
 
     def __init__(self, dim: int, memory_dim: int, num_heads: int, mlp_ratio: float = 4.0) -> None:
         super().__init__()
-        from zir.nn import Attention
-
         self.norm1, self.attn = nn.LayerNorm(dim), Attention(dim, num_heads)
         self.norm2, self.cross = nn.LayerNorm(dim), CrossAttention(dim, memory_dim, num_heads)
         self.norm3, self.mlp = nn.LayerNorm(dim), Mlp(dim, int(dim * mlp_ratio))
@@ -159,12 +157,11 @@ class CoCa(CLIP):
         if max_length < 2 or beams < 1:
             raise ConfigError(f"generate: max_length={max_length} must be >= 2 and beams={beams} >= 1")
         image_tokens = self.tower.forward_tokens(images)
-        rows = [self._greedy(image_tokens, max_length)] if beams == 1 else [
-            self._beam(image_tokens[i:i + 1], max_length, beams, length_penalty) for i in range(len(images))]
-        out = torch.full((len(images), max_length), self.pad_id, dtype=torch.long, device=images.device)
         if beams == 1:
-            return rows[0]
-        for i, row in enumerate(rows):
+            return self._greedy(image_tokens, max_length)
+        out = torch.full((len(images), max_length), self.pad_id, dtype=torch.long, device=images.device)
+        for i in range(len(images)):  # one image at a time, its beams as the batch
+            row = self._beam(image_tokens[i:i + 1], max_length, beams, length_penalty)
             out[i, :len(row)] = row
         return out
 
