@@ -44,7 +44,7 @@ def test_train_then_extend_with_resume_then_list_and_export(tmp_path, recipe_fil
     assert "finished" in listing and "stopped" in listing and "3/3" in listing
 
     assert main(["export", str(run), "--ema"]) == 0
-    assert "zir.load(" in capsys.readouterr().out
+    assert "load(" in capsys.readouterr().out
     model = zir.train.runs.load(run / "export" / "model.safetensors")
     from safetensors.torch import load_file
 
@@ -80,3 +80,12 @@ def test_bf16_autocast_trains_on_cpu(tmp_path, recipe_file):
     assert main(["train", str(recipe_file), "train.steps=2", "train.precision=bf16", "--out", str(tmp_path / "run"),
                  "--no-progress"]) == 0
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["skipped_steps"] == 0
+
+
+def test_the_progress_bar_shows_loss_terms_and_rate(tmp_path, recipe_file, capsys):
+    from zir.config import load_config
+    from zir.train import train
+
+    train(load_config(recipe_file, ["train.steps=2"]), tmp_path / "run", progress=True)
+    out = capsys.readouterr().out
+    assert "standin" in out and "ce_loss" in out and "samples/s" in out and "2/2" in out

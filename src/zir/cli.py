@@ -99,6 +99,8 @@ def _print_summary(summary: dict) -> None:
 
 
 def _cmd_runs(args: argparse.Namespace) -> int:
+    import os
+
     from zir.report_tables import TextTable
     from zir.train.runs import list_runs
 
@@ -107,7 +109,8 @@ def _cmd_runs(args: argparse.Namespace) -> int:
     for r in rows:
         best = r["best"]
         last = r["last"].get("loss") if r["last"] else None
-        table.rows.append([r["run"], r["name"], r["status"], f"{r['step']}/{r['total_steps']}",
+        run = os.path.relpath(r["run"], args.root)
+        table.rows.append([run if run != "." else r["run"], r["name"], r["status"], f"{r['step']}/{r['total_steps']}",
                            f"{best['loss']:.4f} @ {best['step']}" if best else "-",
                            f"{last:.4f}" if isinstance(last, (int, float)) else "-", r["updated"][5:16].replace("T", " ")])
     if not rows:
@@ -119,8 +122,11 @@ def _cmd_runs(args: argparse.Namespace) -> int:
 def _cmd_export(args: argparse.Namespace) -> int:
     from zir.train.runs import export_run
 
+    import zir
+
     path = export_run(args.run, args.out, ema=args.ema)
-    print(f"wrote {path} and {path.with_name('config.yaml')}; load it with zir.load({str(path)!r})")
+    loader = "zir.load" if hasattr(zir, "load") else "zir.train.runs.load"
+    print(f"wrote {path} and {path.with_name('config.yaml')}; load it with {loader}({str(path)!r})")
     return 0
 
 
