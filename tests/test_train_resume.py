@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 from test_train_helpers import PY, env, recipe
 from zir.cli import main
 from zir.config import from_dict
-from zir.train import TrainingInterrupted, list_checkpoints, resume, train
+from zir.train import TrainingInterrupted, list_checkpoints, load_checkpoint, resume, train
 
 STEPS = 10
 
@@ -72,10 +72,12 @@ def test_a_run_killed_with_sigkill_resumes_to_the_same_weights(tmp_path, referen
 
 def test_sigterm_saves_exits_cleanly_and_resumes_to_the_same_weights(tmp_path, reference):
     run = tmp_path / "run"
-    with pytest.raises(TrainingInterrupted, match="SIGTERM at step 5/10") as stop:
-        train(from_dict(_recipe(signal_at=4)), run, progress=False)  # the signal arrives during step 5
+    with pytest.raises(TrainingInterrupted, match="SIGTERM at step 6/10") as stop:
+        # the signal arrives during step 6, the last of the first epoch, which also has a periodic checkpoint
+        train(from_dict(_recipe(signal_at=5)), run, progress=False)
     assert stop.value.signum == signal.SIGTERM
-    assert [p.name for p in list_checkpoints(run / "checkpoints")] == ["step_00000003", "step_00000005"]
+    assert [p.name for p in list_checkpoints(run / "checkpoints")] == ["step_00000003", "step_00000006"]
+    assert load_checkpoint(run / "checkpoints" / "step_00000006")[1]["data"] == {"epoch": 0, "samples": 96, "batches": 6}
     assert yaml.safe_load((run / "status.json").read_text())["status"] == "interrupted"
     cfg = yaml.safe_load((run / "config.yaml").read_text())
     cfg["model"]["signal_at"] = None  # (the stand-in would signal again at its 5th call after the resume)

@@ -90,7 +90,13 @@ class DataStream:
 
     def _start(self) -> None:
         self.loader.set_epoch(self.epoch)
-        self.loader.skip = self.samples if self.map_style else 0
+        self.loader.skip = 0
+        if self.map_style:
+            full = len(self.loader._indices()) // self.loader.batch_size * self.loader.batch_size
+            if self.samples >= full:  # saved right after an epoch's last batch: begin the next one
+                self.epoch, self.samples, self.batches = self.epoch + 1, 0, 0
+                self.loader.set_epoch(self.epoch)
+            self.loader.skip = self.samples
         self._seen0 = self.loader.report.seen - self.samples
         self._it = iter(self.loader)
         if not self.map_style:  # streams cannot seek: read and drop what was consumed before the resume
@@ -311,8 +317,13 @@ class Trainer:
         if len(rngs) == self.dist.world_size:
             _set_rng_state(rngs[self.dist.rank], self.device)
         else:
-            log.warning("checkpoint from %d processes, resuming on %d: random streams restart", len(rngs), self.dist.world_size)
-        pos = state.get("data", {})
+            torch.manual_seed(self.cfg.train.seed + self.dist.rank + 7919 * self.step)  # fresh, but not a replay
+        pos = dict(state.get("data", {}))
+        saved_world = int(state.get("world_size", self.dist.world_size))
+        if saved_world != self.dist.world_size:  # positions are per rank: keep the global count of samples seen
+            log.warning("checkpoint from %d processes, resuming on %d: the data order changes", saved_world, self.dist.world_size)
+            for key in ("samples", "batches"):
+                pos[key] = int(pos.get(key, 0)) * saved_world // self.dist.world_size
         self.stream = DataStream(self.loader, int(pos.get("epoch", 0)), int(pos.get("samples", 0)), int(pos.get("batches", 0)))
         if self.dist.main:
             log.info("resumed from %s at step %d", path, self.step)
