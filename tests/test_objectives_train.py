@@ -80,11 +80,12 @@ def test_dino_learns_without_collapse(source):
     log_k = math.log(512)
     for row in h[-4:]:
         assert row["dino_emb_std"] > 0.2  # 0 when every image maps to one embedding
-        assert 0.05 * log_k < row["dino_teacher_entropy"] < 0.98 * log_k  # 0: one-hot collapse; log K: uniform
+        assert row["dino_teacher_entropy"] < 0.98 * log_k  # log K: uniform collapse (centring alone)
+        assert row["dino_teacher_batch_entropy"] > math.log(4)  # 0: every image on one prototype (sharpening alone)
 
 
 def test_ibot_koleo_lower_their_losses(source):
     head = {"out_dim": 256, "hidden_dim": 128, "bottleneck_dim": 64, "momentum": 0.9}
-    h = run(source, {"ibot": head, "koleo": {"weight": 0.1}}, 24, lr=5e-4)
+    h = run(source, {"ibot": head, "koleo": {"weight": 0.1}}, 16, lr=5e-4)
     assert mean(h, "ibot_loss", "last") < mean(h, "ibot_loss", "first")
     assert mean(h, "koleo_loss", "last") < mean(h, "koleo_loss", "first")

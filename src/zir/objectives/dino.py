@@ -207,10 +207,12 @@ class DINO(Objective):
         with torch.no_grad():
             p_t = teacher_probs(torch.cat(t_logits), self.center, self.teacher_temp_now)
             h_t = entropy(p_t)
+            h_mean = entropy(p_t.mean(dim=0))  # entropy of the batch's average: ~0 when every image picks one prototype
             logp_s = F.log_softmax(torch.cat(s_logits[: self.global_views]).float() / self.student_temp, dim=-1)
             kl = (-(p_t * logp_s).sum(-1).mean() - h_t) if self.global_views > 0 else torch.tensor(0.0)
             metrics = {
                 "teacher_entropy": float(h_t),
+                "teacher_batch_entropy": float(h_mean),
                 "max_entropy": math.log(p_t.shape[-1]),
                 "kl": float(kl),
                 "emb_std": embedding_std(student_emb[0]),
