@@ -252,7 +252,11 @@ def run_cell(args, timm, name: str, batch: int, dtype_name: str, device: torch.d
             step()
         cand.peak_bytes = step_with_peak(cand, step, device, x, y)
         sync(device)
+    timed_from = time.perf_counter()
     for rep in range(args.reps):
+        if rep > 0 and args.cell_budget and time.perf_counter() - timed_from > args.cell_budget:
+            print(f"#   cell budget of {args.cell_budget} s spent: {rep} of {args.reps} repetitions", flush=True)
+            break
         order = list(range(len(cands)))
         shift = rep % len(order)
         for i in order[shift:] + order[:shift]:
@@ -264,6 +268,8 @@ def run_cell(args, timm, name: str, batch: int, dtype_name: str, device: torch.d
             wall, cpu = time.perf_counter() - start, time.process_time() - start_cpu
             cands[i].wall_rates.append(batch * args.steps / wall)
             cands[i].rates.append(batch * args.steps / (cpu if args.clock == "cpu" else wall))
+        print(f"#   {name} b{batch} {dtype_name} rep {rep + 1}: "
+              + ", ".join(f"{c.label} {c.rates[-1]:.2f}" for c in cands), flush=True)
     if args.profile:
         for cand, step in zip(cands, steps):
             profile_step(cand, step, device, args.profile_top)
@@ -300,10 +306,11 @@ def print_table(rows: list[dict], clock: str) -> None:
     cols += ["peak MB", "/ timm default", "/ timm unfused"]
     print("| " + " | ".join(cols) + " |")
     print("|" + "|".join("---" if c in ("model", "dtype", "implementation") else "---:" for c in cols) + "|")
+    num = lambda v: f"{v:.2f}" if v < 10 else f"{v:.1f}"  # noqa: E731  three figures for slow models
     for r in rows:
-        cells = [r["model"], r["batch"], r["dtype"], r["impl"], f"{r['params']:,}", f"{r['rate']:.1f}",
-                 f"{r['spread'][0]:.1f}-{r['spread'][1]:.1f}"]
-        cells += [f"{r['wall_rate']:.1f}"] if clock == "cpu" else []
+        cells = [r["model"], r["batch"], r["dtype"], r["impl"], f"{r['params']:,}", num(r["rate"]),
+                 f"{num(r['spread'][0])}-{num(r['spread'][1])}"]
+        cells += [num(r["wall_rate"])] if clock == "cpu" else []
         cells += ["n/a" if r["peak"] is None else f"{r['peak'] / 2**20:.0f}"]
         cells += ["" if r[k] is None else f"{r[k]:.2f}" for k in ("vs_default", "vs_unfused")]
         print("| " + " | ".join(str(c) for c in cells) + " |")
@@ -359,6 +366,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                    help="rate by wall time, or by this process's CPU time (steadier on a shared machine; "
                         "meaningful with --threads 1, where it excludes time the thread waited for a core)")
+    p.add_argument("--cell-budget", type=float, default=None,
+                   help="seconds of timed repetitions per cell after which no new repetition starts")
     p.add_argument("--profile", action="store_true", help="print the top operators of one step per candidate")
     p.add_argument("--profile-top", type=int, default=15)
     args = p.parse_args(argv)
@@ -400,7 +409,8 @@ def main(argv: list[str] | None = None) -> None:
                 cell = run_cell(args, timm, name, batch, d, device)
                 rows.extend(cell)
                 for r in cell:
-                    print(f"#   {r['model']} b{r['batch']} {r['dtype']} {r['impl']}: {r['rate']:.1f} img/s", flush=True)
+                    print(f"#   {r['model']} b{r['batch']} {r['dtype']} {r['impl']}: {r['rate']:.2f} img/s "
+                          f"({args.clock} clock)", flush=True)
     print()
     print_table(rows, args.clock)
     if hasattr(os, "getloadavg"):
