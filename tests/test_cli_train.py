@@ -52,6 +52,14 @@ def test_train_then_extend_with_resume_then_list_and_export(tmp_path, recipe_fil
     assert torch.equal(model.state_dict()["head.weight"], ema_state["head.weight"])
 
 
+def _no_tensorboard():
+    try:
+        import torch.utils.tensorboard  # noqa: F401
+    except ImportError:
+        return True
+    return False
+
+
 @pytest.mark.parametrize("argv, message", [
     (["train"], "zir train needs a recipe (e.g. configs/mae.yaml) or --resume RUN"),
     (["train", "nope.yaml"], "recipe nope.yaml does not exist"),
@@ -62,6 +70,8 @@ def test_train_then_extend_with_resume_then_list_and_export(tmp_path, recipe_fil
     (["train", "--resume", "{tmp}", "configs/mae.yaml"], "takes overrides only"),
     (["export", "{tmp}"], "is not a run folder"),
     (["runs", "{tmp}/none"], "is not a folder of runs"),
+    pytest.param(["train", "{recipe}", "train.tensorboard=true", "--out", "{tmp}/tb"], "needs the tensorboard package",
+                 marks=pytest.mark.skipif(not _no_tensorboard(), reason="tensorboard is installed")),
 ])
 def test_user_errors_are_one_line(argv, message, recipe_file, tmp_path, capsys):
     argv = [a.format(recipe=recipe_file, tmp=tmp_path) for a in argv]

@@ -75,6 +75,7 @@ class TrainConfig:
     strategy: str = "ddp"  # ddp or fsdp when started by torchrun
     find_unused_parameters: bool = False  # for DDP when some parameters get no gradient in a step
     threads: int | None = None  # torch CPU threads per process
+    tensorboard: bool = False  # also write the metrics as TensorBoard scalars to RUN/tensorboard (needs tensorboard)
 
 
 @dataclass

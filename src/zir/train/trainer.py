@@ -482,6 +482,7 @@ class Trainer:
         d, t = self.dist, self.cfg.train
         self._t0 = time.perf_counter()
         metrics = MetricsLog(self.run_dir / "metrics.csv", self.step if self.resuming else None) if d.main else None
+        board = _tensorboard(self.run_dir) if d.main and t.tensorboard else None
         old = {}
         if threading_main():
             for s in (signal.SIGINT, signal.SIGTERM):
@@ -508,6 +509,10 @@ class Trainer:
                     self.last_row = row
                     if metrics:
                         metrics.write(row)
+                    if board is not None:
+                        for k, v in row.items():
+                            if k != "step" and isinstance(v, (int, float)):
+                                board.add_scalar(k, v, self.step)
                     if show:
                         show.update(self.step, row)
                 # no periodic checkpoint during a run of bad steps: it could rotate the last good one out
@@ -541,6 +546,8 @@ class Trainer:
                 show.stop()
             if metrics:
                 metrics.close()
+            if board is not None:
+                board.close()
             for s, h in old.items():
                 signal.signal(s, h)
             if d.main and (self.loader.report.n_skipped or self.loader.report.converted):
@@ -559,6 +566,16 @@ class Trainer:
     def close(self) -> None:
         """Leave the process group."""
         distributed.teardown(self.dist)
+
+
+def _tensorboard(run_dir: Path):
+    """A TensorBoard writer into RUN/tensorboard, or a ConfigError saying what to install."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise ConfigError("train.tensorboard=true needs the tensorboard package (pip install tensorboard); "
+                          "metrics.csv has the same numbers") from None
+    return SummaryWriter(str(run_dir / "tensorboard"))
 
 
 def shard_model(model: nn.Module) -> None:
