@@ -93,6 +93,55 @@ def encoder_speedup(model_name: str, batch_size: int, reps: int, ratio: float = 
     return 1000 * statistics.median(masked), 1000 * statistics.median(full), keep.shape[1], tower.patch_embed.num_patches
 
 
+def knn_after_training(model_name: str, steps: int, batch_size: int, label: str = "shape") -> list[tuple[str, float, float]]:
+    """(objectives, loss over the first / last tenth of steps, k-NN top-1 %) after `steps` on shapes, and at init."""
+    from zir.data import make_loader, open_source
+    from zir.eval import evaluate_knn
+
+    train = open_source("shapes", split="train", n=4000, label=label)
+    val = open_source("shapes", split="val", n=1000, label=label)
+
+    @torch.no_grad()
+    def features(tower, source):
+        tower.eval()
+        feats, labels = [], []
+        for b in make_loader(source, ViewPlan.from_dict({"global": 1, "pipeline": "none"}), 250, shuffle=False, drop_last=False):
+            feats.append(tower.pool(tower.forward_tokens(b.views["global_0"])))
+            labels.append(b.labels)
+        tower.train()
+        return torch.cat(feats), torch.cat(labels)
+
+    rows = []
+    for label_set, objectives in [("random init", None), ("mae", {"mae": {}}), ("simclr", {"simclr": {}}),
+                                  ("dino", {"dino": {}}), ("mae + dino + simclr", {"mae": {}, "dino": {}, "simclr": {}})]:
+        torch.manual_seed(0)
+        model = build_model({"towers": {"image": {"model": model_name}}, "objectives": objectives or {"mae": {}}})
+        first = last = float("nan")
+        if objectives:
+            loader = make_loader(train, model.view_plan(), batch_size)
+            opt = torch.optim.AdamW(model.param_groups(0.05, base_lr=5e-4))
+            losses, step = [], 0
+            while step < steps:
+                for batch in loader:
+                    out = model(batch)
+                    opt.zero_grad(set_to_none=True)
+                    out.loss.backward()
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), 3.0)
+                    opt.step()
+                    model.after_step(step, steps)
+                    losses.append(out.loss.item())
+                    step += 1
+                    if step >= steps:
+                        break
+            tenth = max(1, steps // 10)
+            first, last = statistics.mean(losses[:tenth]), statistics.mean(losses[-tenth:])
+        tower = model.towers["image"]
+        acc = evaluate_knn(*features(tower, train), *features(tower, val))["top1"]
+        rows.append((label_set, first, last, acc))
+        print(f"| {label_set} | {first:.3f} -> {last:.3f} | {acc:.1f} |", flush=True)
+    return rows
+
+
 def main() -> None:
     """Run both measurements and print markdown tables."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -104,6 +153,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--clock", choices=sorted(CLOCKS), default="cpu",
                     help="cpu: this process's CPU time (steadier on a shared machine with 1 thread); wall: elapsed")
+    ap.add_argument("--knn-steps", type=int, default=0,
+                    help="also train each objective this many steps on shapes and report k-NN top-1 on shapes:val")
     args = ap.parse_args()
     global clock
     clock = CLOCKS[args.clock]
@@ -114,6 +165,13 @@ def main() -> None:
             cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
+    if args.knn_steps:
+        print(f"{args.model}, {args.knn_steps} steps of batch {args.batch_size} on shapes (4000 images), "
+              "k-NN (k=20, T=0.07) on shapes:val (1000), label: shape\n")
+        print("| objectives | loss, first -> last tenth of steps | k-NN top-1 % |")
+        print("|---|---:|---:|", flush=True)
+        knn_after_training(args.model, args.knn_steps, args.batch_size)
+        return
     print(f"{args.model}, batch {args.batch_size}, fp32, {cpu}, {torch.get_num_threads()} torch threads, "
           f"torch {torch.__version__}, {args.clock} clock, median of {args.reps}\n", flush=True)
     print("| objectives | forwards (student + teacher) | tower calls | ms per step |")
