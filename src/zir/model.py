@@ -44,8 +44,8 @@ class ZirModel(nn.Module):
     def __init__(self, towers: dict[str, nn.Module], objectives: dict[str, tuple[Objective, float]],
                  stack_views: bool = False) -> None:
         """`towers` by name (e.g. `image`); `objectives` by name -> (objective, weight); `stack_views`: one call per view size."""
-        self.stack_views = bool(stack_views)
         super().__init__()
+        self.stack_views = bool(stack_views)
         if not towers:
             raise ConfigError("model: no towers; expected at least an `image` tower")
         if not objectives:
@@ -69,7 +69,7 @@ class ZirModel(nn.Module):
                     self.teachers[tname] = teacher
                 obj.use_teacher(tname, self.teachers[tname])
         self.plan_forwards = self._plan_forwards()
-        self.plan_calls = self._plan_calls(self.plan_forwards) if stack_views else [(f,) for f in self.plan_forwards]
+        self.plan_calls = self._plan_calls(self.plan_forwards) if self.stack_views else [(f,) for f in self.plan_forwards]
         self._fillers = {o.name: o for o in self.objectives.values()}
 
     # -- the plan -------------------------------------------------------------------------------------

@@ -208,8 +208,9 @@ def create_objective(name: str, towers: dict[str, nn.Module], **cfg) -> Objectiv
         raise UnknownNameError(f"objective {name!r}: expected one of {', '.join(list_objectives())}")
     cls = OBJECTIVES[name]
     params = inspect.signature(cls.__init__).parameters
-    allowed = [p for p in params if p not in ("self", "towers")]
-    unknown = [k for k in cfg if k not in allowed]
+    allowed = [p for p, v in params.items() if p not in ("self", "towers") and v.kind not in (v.VAR_KEYWORD, v.VAR_POSITIONAL)]
+    open_ended = any(v.kind == v.VAR_KEYWORD for v in params.values())
+    unknown = [] if open_ended else [k for k in cfg if k not in allowed]
     if unknown:
         raise ConfigError(f"objective {name}: unknown setting {unknown[0]!r}; expected one of {', '.join(allowed)}")
     return cls(towers, **cfg)
