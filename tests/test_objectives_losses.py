@@ -149,3 +149,20 @@ def test_mae_reconstruct_keeps_visible_patches_and_fills_hidden_ones():
     visible = ~m.mask
     assert torch.allclose(got[visible], want[visible])
     assert not torch.allclose(got[m.mask], want[m.mask])
+
+
+def test_dino_last_layer_gets_no_gradient_while_frozen():
+    from zir.models import create_model
+    from zir.objectives import DINO
+
+    towers = {"image": create_model("vit_nano_patch4_32", num_classes=0)}
+    dino = DINO(towers, out_dim=16, freeze_last_layer=0.1)
+    x = torch.randn(3, 64)
+    dino.head(x).sum().backward()
+    assert dino.head.last_layer.v.grad is None and dino.head.mlp[0].weight.grad is not None
+    dino.after_step(8, 100)  # step 9 of 100: still frozen
+    assert dino.head.last_layer.frozen
+    dino.after_step(9, 100)
+    assert not dino.head.last_layer.frozen
+    dino.head(x).sum().backward()
+    assert dino.head.last_layer.v.grad is not None

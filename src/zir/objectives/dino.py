@@ -37,10 +37,12 @@ class WeightNormLinear(nn.Module):
         self.v = nn.Parameter(torch.empty(out_dim, in_dim))
         nn.init.trunc_normal_(self.v, std=0.02)
         self.g = nn.Parameter(torch.ones(out_dim, 1), requires_grad=not fix_norm)
+        self.frozen = False  # DINO freezes the last layer in the first steps: no gradient reaches it
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Apply the normalised weight."""
-        return F.linear(x, self.g * F.normalize(self.v, dim=1))
+        v, g = (self.v.detach(), self.g.detach()) if self.frozen else (self.v, self.g)
+        return F.linear(x, g * F.normalize(v, dim=1))
 
 
 class DINOHead(nn.Module):
@@ -149,9 +151,14 @@ class DINO(Objective):
         center_momentum: float = 0.9,
         momentum: float = 0.996,
         final_momentum: float = 1.0,
+        freeze_last_layer: float = 0.01,
         fill: str = "",
     ) -> None:
-        """DINO on `global_views` global and `local_views` local crops; `fill='ibot'` reads iBOT's masked globals."""
+        """DINO on `global_views` global and `local_views` local crops; `fill='ibot'` reads iBOT's masked globals.
+
+        `freeze_last_layer`: the fraction of steps at the start during which the head's last layer gets no
+        gradient (DINO: the first epoch of 100), which steadies the start.
+        """
         super().__init__(towers, tower)
         if global_views < 1 or local_views < 0 or global_views + local_views < 2:
             raise ConfigError(f"dino global_views={global_views}, local_views={local_views}: expected >= 1 global and >= 2 crops")
@@ -163,11 +170,15 @@ class DINO(Objective):
         self.global_views, self.local_views = int(global_views), int(local_views)
         self.student_temp, self.teacher_temp, self.warmup_teacher_temp = student_temp, teacher_temp, warmup_teacher_temp
         self.warmup_frac, self.center_momentum, self.fill = warmup_frac, center_momentum, fill
+        if not 0.0 <= freeze_last_layer < 1.0:
+            raise ConfigError(f"dino freeze_last_layer={freeze_last_layer}: expected a fraction of the steps, 0 <= f < 1")
+        self.freeze_last_layer = float(freeze_last_layer)
         self.teacher_temp_now = warmup_teacher_temp if warmup_frac > 0 else teacher_temp
         self.momentum_now = momentum
         dim = self.tower.embed_dim
         self.head = DINOHead(dim, out_dim, hidden_dim, bottleneck_dim, head_layers, norm_last_layer)
         self.teacher_head = copy.deepcopy(self.head).requires_grad_(False)
+        self.head.last_layer.frozen = self.freeze_last_layer > 0  # until after_step knows the run's length
         self.register_buffer("center", torch.zeros(1, out_dim))
         self.teacher = EMATeacher(self.tower, momentum, final_momentum)
         self.teacher_name = f"{self.tower_name}_teacher"
@@ -228,6 +239,7 @@ class DINO(Objective):
         m = self.teacher.update(self.tower, step, total_steps)
         ema_update_(self.teacher_head, self.head, m)
         self.momentum_now = m
+        self.head.last_layer.frozen = step + 1 < self.freeze_last_layer * total_steps
         self.teacher_temp_now = teacher_temp_at(step + 1, total_steps, self.warmup_teacher_temp, self.teacher_temp, self.warmup_frac)
 
     def train(self, mode: bool = True) -> "DINO":
