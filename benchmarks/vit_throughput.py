@@ -26,7 +26,9 @@ Run it where timm is importable, with zir on the path, e.g.::
     PYTHONPATH=src /work/timm-env/bin/python benchmarks/vit_throughput.py \
         --models vit_tiny_patch4_32 --dtypes fp32,bf16
 
-Without timm, only the zir rows are printed. `--profile` prints the top operators of one training step per
+Without timm, only the zir rows are printed. `--attention-only` times a single attention call of each
+model's (B, H, N, d) shape through `zir.nn.attention.attend`, SDPA against explicit matmuls, with and
+without backward: the evidence behind `choose_attention_impl`. `--profile` prints the top operators of one training step per
 candidate (torch.profiler, self CPU/CUDA time) to see where the time goes.
 """
 
@@ -298,6 +300,41 @@ def run_cell(args, timm, name: str, batch: int, dtype_name: str, device: torch.d
     return rows
 
 
+def attention_only(args, name: str, batch: int, dtype_name: str, device: torch.device) -> None:
+    """Time one attention call of the model's shape, SDPA against explicit matmuls, forward(+backward)."""
+    from zir.nn.attention import attend
+
+    model = zir.create_model(name)
+    size = image_size(name, model)
+    tokens = model.num_prefix_tokens + (size[0] // model.patch_size[0]) * (size[1] // model.patch_size[1])
+    heads = model.num_heads
+    shape = (batch, heads, tokens, model.embed_dim // heads)
+    dtype = DTYPES[dtype_name]
+    clock = time.process_time if args.clock == "cpu" else time.perf_counter
+    for train in (True, False):
+        g = torch.Generator().manual_seed(0)
+        q, k, v, grad = (torch.randn(shape, generator=g).to(device, dtype).requires_grad_(train) for _ in range(4))
+
+        def call(impl: str) -> None:
+            with torch.set_grad_enabled(train):
+                out, _ = attend(q, k, v, impl=impl)
+                if train:
+                    out.backward(grad.detach())
+            sync(device)
+
+        times = {"sdpa": [], "math": []}
+        for impl in times:
+            call(impl)  # warm-up
+        for rep in range(max(args.reps, 5)):
+            for impl in (("sdpa", "math") if rep % 2 else ("math", "sdpa")):
+                start = clock()
+                call(impl)
+                times[impl].append(clock() - start)
+        sdpa, math = (statistics.median(times[i]) * 1e3 for i in ("sdpa", "math"))
+        print(f"| {name} | (B, H, N, d) = {shape} | {dtype_name} | {'fwd+bwd' if train else 'fwd, no grad'} "
+              f"| {sdpa:.1f} | {math:.1f} | {sdpa / math:.2f} |", flush=True)
+
+
 def print_table(rows: list[dict], clock: str) -> None:
     """Markdown table of all rows (paste-able into docs/benchmarks.md); ratios use the chosen clock."""
     cols = ["model", "batch", "dtype", "implementation", "params",
@@ -368,6 +405,8 @@ def main(argv: list[str] | None = None) -> None:
                         "meaningful with --threads 1, where it excludes time the thread waited for a core)")
     p.add_argument("--cell-budget", type=float, default=None,
                    help="seconds of timed repetitions per cell after which no new repetition starts")
+    p.add_argument("--attention-only", action="store_true",
+                   help="time only one attention call of each model's shape: SDPA against explicit matmuls")
     p.add_argument("--profile", action="store_true", help="print the top operators of one step per candidate")
     p.add_argument("--profile-top", type=int, default=15)
     args = p.parse_args(argv)
@@ -403,6 +442,14 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     batches = parse_batches(args.batch_sizes, models)
     started = time.perf_counter()
+    if args.attention_only:
+        print("| model | attention shape | dtype | pass | SDPA ms | math ms | SDPA / math |")
+        print("|---|---|---|---|---:|---:|---:|")
+        for name in models:
+            for batch in batches[name]:
+                for d in dtypes:
+                    attention_only(args, name, batch, d, device)
+        return
     for name in models:
         for batch in batches[name]:
             for d in dtypes:
