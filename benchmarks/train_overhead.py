@@ -10,23 +10,31 @@ batch (the trainer's through a stream that forks the RNG, as its data stream doe
 not measured. Time is the process's CPU time (`time.process_time`, the trainer's clock swapped for it),
 with one torch thread: on a shared machine wall time mostly measures the neighbours. Rounds alternate
 bare and trainer; the table gives the median ms per step over rounds (the first 3 steps of each round not
-timed) and the trainer's overhead. Prints a markdown table.
+timed), the overhead of those medians, and the median and range of the rounds' paired overheads (the
+spread shows how much of the difference is the machine). A first `null` case (a linear layer on pixels,
+whose step costs almost nothing) measures the trainer's fixed cost per step directly; each recipe's row
+also gives that fixed cost as a share of its step. Prints a markdown table.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import platform
 import statistics
 import sys
 import tempfile
 import time
 import types
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
+from torch import nn
 
-from zir.config import load_config
+from zir.config import apply_overrides, from_dict, load_config
+from zir.data import ViewPlan
 import zir.train.trainer
 from zir.train.trainer import Trainer
 
@@ -46,6 +54,52 @@ class FixedStream:
 
     def position(self):
         return {"epoch": 0, "samples": 0, "batches": 0}
+
+
+@dataclass
+class NullOutput:
+    """What a model returns to the trainer."""
+
+    loss: torch.Tensor
+    terms: dict = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)
+
+
+class NullModel(nn.Module):
+    """A linear classifier on raw pixels: a step costs next to nothing, so what remains is the loop's own cost."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(3 * 32 * 32, 10)
+
+    def view_plan(self) -> ViewPlan:
+        return ViewPlan(global_views=1, pipeline="none", size=32, patch_size=4)
+
+    def forward(self, batch) -> NullOutput:
+        loss = F.cross_entropy(self.fc(batch.views["global_0"].flatten(1)), batch.labels)
+        return NullOutput(loss, {"ce_loss": loss.detach()}, {})
+
+    def after_step(self, step: int, total_steps: int) -> None:
+        pass
+
+    def param_groups(self, weight_decay, layer_decay=None, base_lr=None):
+        return [{"params": [self.fc.weight], "weight_decay": weight_decay, "lr": base_lr},
+                {"params": [self.fc.bias], "weight_decay": 0.0, "lr": base_lr}]
+
+
+def null_model(section: dict) -> nn.Module:
+    """The factory of the `null` case (model.factory=train_overhead:null_model)."""
+    return NullModel()
+
+
+def _config(name: str, args):
+    overrides = [f"data.batch_size={args.batch_size}", f"train.steps={args.steps}", "train.ckpt_every=0",
+                 f"train.threads={args.threads}", "data.options.n=256", "train.log_every=100000"]
+    if name == "null":
+        raw = {"name": "null", "model": {"factory": "train_overhead:null_model"}, "data": {"options": {"size": 32}},
+               "train": {"steps": 1}}
+        return from_dict(apply_overrides(raw, overrides))
+    return load_config(CONFIGS / f"{name}.yaml", overrides + [f"model.towers.image.model={args.model}"])
 
 
 def bare(model, batch, steps: int, cfg) -> list[float]:
@@ -82,7 +136,7 @@ def trainer(cfg, batch, run_dir: Path) -> list[float]:
 def main(argv=None) -> None:
     """Parse arguments, run the rounds and print the table."""
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--recipes", nargs="+", default=["mae", "dino"])
+    p.add_argument("--recipes", nargs="*", default=["mae", "dino"])
     p.add_argument("--model", default="vit_micro_patch4_32")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--steps", type=int, default=25, help="steps per round")
@@ -94,12 +148,11 @@ def main(argv=None) -> None:
     zir.train.trainer.time = types.SimpleNamespace(perf_counter=time.process_time, strftime=time.strftime)
     print(f"machine: {platform.processor() or platform.machine()}, {args.threads} torch threads, torch {torch.__version__}",
           file=sys.stderr)
-    lines = ["| recipe | bare loop, CPU ms/step | zir trainer, CPU ms/step | overhead |", "|---|---:|---:|---:|"]
-    for name in args.recipes:
-        overrides = [f"model.towers.image.model={args.model}", f"data.batch_size={args.batch_size}",
-                     f"train.steps={args.steps}", "train.ckpt_every=0", f"train.threads={args.threads}",
-                     "data.options.n=256", "train.log_every=100000"]
-        cfg = load_config(CONFIGS / f"{name}.yaml", overrides)
+    lines = ["| recipe | bare loop, CPU ms/step | zir trainer, CPU ms/step | overhead | paired overhead, median (range) |",
+             "|---|---:|---:|---:|---:|"]
+    fixed = None
+    for name in ["null", *args.recipes]:
+        cfg = _config(name, args)
         b_ms, t_ms = [], []
         with tempfile.TemporaryDirectory() as tmp:
             for r in range(args.rounds):
@@ -108,10 +161,17 @@ def main(argv=None) -> None:
                 torch.manual_seed(0)
                 model = probe.model
                 b_ms.append(1000 * statistics.median(bare(model, batch, args.steps, cfg)))
-                t_ms.append(1000 * statistics.median(trainer(cfg, batch, Path(tmp) / f"run{r}")))
+                with contextlib.redirect_stdout(sys.stderr):  # its last progress line stays out of the table
+                    t_ms.append(1000 * statistics.median(trainer(cfg, batch, Path(tmp) / f"run{r}")))
                 print(f"{name} round {r}: bare {b_ms[-1]:.1f} ms, trainer {t_ms[-1]:.1f} ms", file=sys.stderr)
         b, t = statistics.median(b_ms), statistics.median(t_ms)
-        lines.append(f"| {name} | {b:.1f} | {t:.1f} | {100 * (t - b) / b:+.1f}% |")
+        paired = [100 * (y - x) / x for x, y in zip(b_ms, t_ms)]
+        if name == "null":
+            fixed = statistics.median(y - x for x, y in zip(b_ms, t_ms))
+            lines.append(f"| null (linear on pixels) | {b:.2f} | {t:.2f} | fixed cost {fixed:+.2f} ms/step | - |")
+            continue
+        lines.append(f"| {name} | {b:.1f} | {t:.1f} | {100 * (t - b) / b:+.1f}% (fixed cost: {100 * fixed / b:.1f}%) | "
+                     f"{statistics.median(paired):+.1f}% ({min(paired):+.0f}% .. {max(paired):+.0f}%) |")
     print("\n".join(lines))
 
 
