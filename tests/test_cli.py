@@ -14,9 +14,17 @@ from zir.report_tables import models_table
 
 def test_models_table_rows_carry_exact_counts_and_flops():
     table = models_table("vit_base_patch16_224")
-    assert table.columns == ["name", "params", "GFLOPs", "image", "patch"]
+    assert table.columns == ["name", "params", "GFLOPs", "input", "patch"]
     assert table.rows == [["vit_base_patch16_224", "86,567,656", "35.13", "224", "16"]]
     assert "FlopCounterMode" in table.caption and "2 x multiply-adds" in table.caption
+
+
+def test_models_table_covers_text_towers():
+    table = models_table("text_nano")
+    name, params, gflops, shown_input, patch = table.rows[0]
+    assert name == "text_nano" and shown_input == "16 tokens" and patch == "-"
+    assert gflops == f"{zir.models.count_flops('text_nano') / 1e9:.2f}" and zir.models.count_flops("text_nano") > 0
+    assert int(params.replace(",", "")) == zir.count_parameters("text_nano")
 
 
 def test_models_command_prints_the_matching_models(capsys):

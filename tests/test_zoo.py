@@ -74,3 +74,13 @@ def test_overrides_are_checked_and_recorded():
     assert model.zir_config == {"model": "vit_nano_patch4_32", "num_classes": 3}
     with pytest.raises(ConfigError, match="no option widht"):
         zir.create_model("vit_nano_patch4_32", widht=3)
+
+
+def test_top_level_entry_points_resolve():
+    from zir.model import build_model
+    from zir.objectives.coca import generate_captions
+    from zir.train.runs import load
+
+    assert zir.load is load and zir.generate_captions is generate_captions and zir.build_model is build_model
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        zir.nope  # noqa: B018

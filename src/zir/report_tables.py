@@ -29,7 +29,7 @@ class TextTable:
 
 def models_table(pattern: str = "*", with_flops: bool = True) -> TextTable:
     """The `zir models` table: name, parameters, GFLOPs at native resolution, image and patch size."""
-    from zir.errors import UnknownNameError
+    from zir.errors import UnknownNameError, ZirError
     from zir.models import count_flops, count_parameters, list_models, native_size
 
     names = list_models(pattern)
@@ -37,15 +37,25 @@ def models_table(pattern: str = "*", with_flops: bool = True) -> TextTable:
         raise UnknownNameError(f"no model matches {pattern!r}; `zir models` lists them all")
     table = TextTable(
         title=f"zir models matching {pattern!r}",
-        columns=["name", "params", "GFLOPs", "image", "patch"],
-        caption="Parameters with a 1000-class head. GFLOPs: one image at the native resolution, "
-                "FLOPs = 2 x multiply-adds, counted with torch.utils.flop_counter.FlopCounterMode.",
+        columns=["name", "params", "GFLOPs", "input", "patch"],
+        caption="Parameters with a 1000-class head where the model has one. GFLOPs: one image at the native "
+                "resolution (text towers: one full context), FLOPs = 2 x multiply-adds, counted with "
+                "torch.utils.flop_counter.FlopCounterMode.",
     )
     for name in names:
         size = native_size(name)
-        flops = f"{count_flops(name) / 1e9:.2f}" if with_flops else "-"
-        img, patch = size["img_size"], size["patch_size"]
-        table.rows.append([name, f"{count_parameters(name):,}", flops, _size(img), _size(patch)])
+        flops = "-"
+        if with_flops:
+            try:
+                flops = f"{count_flops(name) / 1e9:.2f}"
+            except ZirError:
+                pass  # a tower whose input the counter cannot make up (e.g. a pretrained text encoder)
+        if size["img_size"] is not None:
+            shown_input, patch = _size(size["img_size"]), _size(size["patch_size"])
+        else:
+            context = size["context_length"]
+            shown_input, patch = (f"{context} tokens" if context else "text"), "-"
+        table.rows.append([name, f"{count_parameters(name):,}", flops, shown_input, patch])
     return table
 
 

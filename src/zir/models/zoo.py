@@ -85,28 +85,43 @@ def count_parameters(name: str, **overrides: Any) -> int:
 
 
 def count_flops(name: str, batch_size: int = 1, **overrides: Any) -> int:
-    """Forward FLOPs at the native resolution, 2 x multiply-adds, counted with torch's FlopCounterMode."""
+    """Forward FLOPs at the native input size, 2 x multiply-adds, counted with torch's FlopCounterMode.
+
+    Image towers take one image at their native resolution, causal text towers a full context of tokens.
+    """
+    try:
+        return _count_flops_on(torch.device("meta"), name, batch_size, overrides)
+    except RuntimeError:  # a data-dependent step (e.g. finding the end-of-text token) needs real tensors
+        return _count_flops_on(torch.device("cpu"), name, batch_size, overrides)
+
+
+def _count_flops_on(device: torch.device, name: str, batch_size: int, overrides: dict[str, Any]) -> int:
     from torch.utils.flop_counter import FlopCounterMode
 
-    with torch.device("meta"):
+    with device:
         model = create_model(name, **overrides).eval()
         if hasattr(model, "set_attention_impl"):
             model.set_attention_impl("math")  # explicit matmuls, which the counter sees on any device
-        height, width = model.patch_embed.img_size
-        images = torch.empty(batch_size, model.patch_embed.in_chans, height, width)
+        if hasattr(model, "patch_embed"):
+            height, width = model.patch_embed.img_size
+            inputs = torch.zeros(batch_size, model.patch_embed.in_chans, height, width)
+        elif hasattr(model, "context_length"):
+            inputs = torch.ones(batch_size, model.context_length, dtype=torch.long)
+        else:
+            raise ConfigError(f"{name}: FLOPs are counted for image and text towers only")
         counter = FlopCounterMode(display=False)
         with counter, torch.no_grad():
-            model(images)
+            model(inputs)
     return counter.get_total_flops()
 
 
 def native_size(name: str) -> dict[str, Any]:
-    """The native image size and patch size of a zoo model, read from its config without building it."""
+    """A zoo model's native input (image and patch size, or text context length), read without building it."""
     spec = get_model_spec(name)
     params = inspect.signature(spec.cls.__init__).parameters
     merged = {k: p.default for k, p in params.items() if p.default is not inspect.Parameter.empty}
     merged.update(spec.kwargs)
-    return {"img_size": merged.get("img_size"), "patch_size": merged.get("patch_size")}
+    return {key: merged.get(key) for key in ("img_size", "patch_size", "context_length")}
 
 
 # -- ViT and DeiT --------------------------------------------------------------------------------------
