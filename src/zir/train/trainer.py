@@ -490,6 +490,10 @@ class Trainer:
         self._stop_everywhere = False
         show = Progress(self, enabled=self.progress) if d.main else None
         self._status("running")
+        if d.main:
+            log.info("%s: steps %d-%d into %s; batch %d = %d processes x %d accumulation x %d on %s, %s", self.cfg.name,
+                     self.step + 1, self.total_steps, self.run_dir, self.cfg.data.batch_size, d.world_size,
+                     t.accum_steps, self.micro_batch, self.device, t.precision)
         start_step = self.step
         rate = None
         try:
@@ -632,19 +636,27 @@ class Progress:
 
 # -- entry points ------------------------------------------------------------------------------------
 
-def _setup_logging(run_dir: Path, main: bool) -> None:
+class _Stderr(logging.Handler):
+    """Log lines to whatever sys.stderr is at the time (so captured and redirected streams get them)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        print(self.format(record), file=sys.stderr, flush=True)
+
+
+def _setup_logging(run_dir: Path, main: bool) -> logging.Handler | None:
+    """Console lines (INFO on rank 0, warnings elsewhere) and, on rank 0, RUN/train.log; returns the file handler."""
     logger = logging.getLogger("zir")
-    if main and not any(isinstance(h, logging.FileHandler) and Path(h.baseFilename) == (run_dir / "train.log").resolve()
-                        for h in logger.handlers):
-        handler = logging.FileHandler(run_dir / "train.log")
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        logger.addHandler(handler)
-    if not any(type(h) is logging.StreamHandler for h in logger.handlers):
-        console = logging.StreamHandler(sys.stderr)
-        console.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
-        console.setLevel(logging.WARNING if not main else logging.INFO)
-        logger.addHandler(console)
     logger.setLevel(logging.INFO)
+    if not any(isinstance(h, _Stderr) for h in logger.handlers):
+        console = _Stderr(logging.INFO if main else logging.WARNING)
+        console.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+        logger.addHandler(console)
+    if not main:
+        return None
+    handler = logging.FileHandler(run_dir / "train.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logger.addHandler(handler)
+    return handler
 
 
 def _run(cfg: Config, run_dir: Path, resume: bool, progress: bool | None) -> dict[str, Any]:
@@ -653,12 +665,17 @@ def _run(cfg: Config, run_dir: Path, resume: bool, progress: bool | None) -> dic
         run_dir.mkdir(parents=True, exist_ok=True)
         if not resume:
             save_config(cfg, run_dir / "config.yaml")
-    _setup_logging(run_dir, main)
-    trainer = Trainer(cfg, run_dir, resume=resume, progress=progress)
+    handler = _setup_logging(run_dir, main)
     try:
-        return trainer.fit()
+        trainer = Trainer(cfg, run_dir, resume=resume, progress=progress)
+        try:
+            return trainer.fit()
+        finally:
+            trainer.close()
     finally:
-        trainer.close()
+        if handler is not None:
+            logging.getLogger("zir").removeHandler(handler)
+            handler.close()
 
 
 def train(cfg: Config | str | os.PathLike, out: str | os.PathLike, overrides: list[str] | tuple[str, ...] = (),
