@@ -20,6 +20,14 @@ Run::
     .venv/bin/python benchmarks/attention_scaling.py --svg docs/attention_scaling.svg   # and a log-log plot
 
 The plot is written as plain SVG, so the benchmark needs nothing beyond torch and zir.
+
+`--tome` measures token merging's speed/accuracy trade-off instead: it trains a small ViT (patch 2 on
+32x32 `shapes` images, so 256 patch tokens, width 96, depth 4) to classify a single object by colour
+(`--tome-label`; a from-scratch ViT this size needs far more CPU time to learn shapes), then, without
+retraining, evaluates test accuracy and inference throughput while merging r tokens per
+block (`zir.models.tome.set_token_merging`)::
+
+    .venv/bin/python benchmarks/attention_scaling.py --tome --threads 1
 """
 
 from __future__ import annotations
@@ -259,6 +267,98 @@ def svg_plot(results: dict[str, dict[int, dict[str, float | None]]], tokens: lis
     return "\n".join(out)
 
 
+def train_shapes_vit(args: argparse.Namespace) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    """Train the ToMe benchmark's ViT on shapes; returns it with the test images and labels."""
+    from zir.data.builtin import ShapesSource
+    from zir.models.vit import VisionTransformer
+
+    def arrays(split: str, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        source = ShapesSource(split, n=n, size=32, objects=(1, 1), label=args.tome_label)
+        images = torch.from_numpy(source.data.images).permute(0, 3, 1, 2).float().div(255).sub(0.5).div(0.5)
+        return images, torch.from_numpy(source.labels()).long()
+
+    test_x, test_y = arrays("test", args.tome_test)
+    torch.manual_seed(0)
+    classes = {"colour": 6, "shape": 5, "size": 2}.get(args.tome_label, int(test_y.max()) + 1)
+    model = VisionTransformer(img_size=32, patch_size=2, embed_dim=96, depth=4, num_heads=3, num_classes=classes)
+    if args.tome_weights and os.path.exists(args.tome_weights):
+        from zir.models.weights import load_weights
+
+        load_weights(model, args.tome_weights)
+        print(f"  loaded the trained ViT from {args.tome_weights}", file=sys.stderr)
+        return model.eval(), test_x, test_y
+    train_x, train_y = arrays("train", args.tome_train)
+    steps = args.tome_epochs * (len(train_x) // args.batch_train)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=1e-3, total_steps=steps, pct_start=0.1)
+    model.train()
+    start = time.perf_counter()
+    for epoch in range(args.tome_epochs):
+        order = torch.randperm(len(train_x))
+        for i in range(0, len(order) - args.batch_train + 1, args.batch_train):
+            idx = order[i:i + args.batch_train]
+            x, y = train_x[idx], train_y[idx]
+            flip = torch.rand(len(x)) < 0.5
+            x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+            loss = torch.nn.functional.cross_entropy(model(x), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+        print(f"  epoch {epoch + 1}/{args.tome_epochs}: loss {loss.item():.3f}, "
+              f"{time.perf_counter() - start:.0f} s", file=sys.stderr)
+    if args.tome_weights:
+        from zir.models.weights import save_weights
+
+        save_weights(model, args.tome_weights)
+    return model.eval(), test_x, test_y
+
+
+def tome_tradeoff(args: argparse.Namespace) -> str:
+    """Accuracy, FLOPs and throughput of the trained ViT for each merge count; a Markdown table.
+
+    Throughput is timed in rounds that alternate between the merge counts (rotating who goes first), and
+    the median over rounds is reported, so load from other processes hits every setting alike.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from zir.models.tome import set_token_merging
+
+    model, test_x, test_y = train_shapes_vit(args)
+    batch = test_x[: args.tome_batch]
+    stats: dict[int, dict[str, float]] = {}
+    for r in args.tome_r:
+        set_token_merging(model, r)
+        with torch.no_grad():
+            correct = sum(int((model(test_x[i:i + 250]).argmax(-1) == test_y[i:i + 250]).sum())
+                          for i in range(0, len(test_x), 250))
+            counter = FlopCounterMode(display=False)
+            with counter:
+                tokens = model.forward_tokens(test_x[:1]).shape[1]
+            model(batch)  # warm-up
+        stats[r] = {"tokens": tokens, "gflops": counter.get_total_flops() / 1e9,
+                    "top1": 100.0 * correct / len(test_x), "times": []}
+    for rep in range(args.repeats):
+        order = args.tome_r[rep % len(args.tome_r):] + args.tome_r[: rep % len(args.tome_r)]
+        for r in order:
+            set_token_merging(model, r)
+            with torch.no_grad():
+                stats[r]["times"].append(time_once(lambda: model(batch), torch.device("cpu"), args.min_seconds))
+    set_token_merging(model, 0)
+    base = stats[args.tome_r[0]]
+    base_speed = args.tome_batch / statistics.median(base["times"])
+    rows = []
+    for r in args.tome_r:
+        st = stats[r]
+        speed = args.tome_batch / statistics.median(st["times"])
+        rows.append(f"| {r} | {st['tokens']} | {st['gflops']:.3f} | {speed:.0f} | {speed / base_speed:.2f}x | "
+                    f"{st['top1']:.1f} | {st['top1'] - base['top1']:+.1f} |")
+        print(f"  r={r}: {st['tokens']} tokens, {speed:.0f} img/s, top-1 {st['top1']:.1f}", file=sys.stderr)
+    head = ("| r (tokens merged per block) | tokens after the last block | GFLOPs / image | images/s | speed-up | "
+            "top-1 % | change |\n|---:|---:|---:|---:|---:|---:|---:|")
+    return head + "\n" + "\n".join(rows)
+
+
 def machine() -> str:
     """One line naming the machine, threads and torch version."""
     cpu = platform.processor() or platform.machine()
@@ -283,10 +383,27 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, help="torch CPU threads (on a shared, loaded machine, 1 is steadiest)")
     parser.add_argument("--svg", help="also write a log-log plot of forward+backward time to this SVG file")
+    parser.add_argument("--tome", action="store_true", help="measure token merging's speed/accuracy trade-off instead")
+    parser.add_argument("--tome-r", default="0,4,8,16,24,32", help="merge counts per block to evaluate")
+    parser.add_argument("--tome-label", default="colour", help="shapes task: colour, shape, size")
+    parser.add_argument("--tome-train", type=int, default=4000, help="shapes training images")
+    parser.add_argument("--tome-test", type=int, default=1000, help="shapes test images")
+    parser.add_argument("--tome-epochs", type=int, default=3)
+    parser.add_argument("--batch-train", type=int, default=64)
+    parser.add_argument("--tome-batch", type=int, default=64, help="inference batch for the throughput")
+    parser.add_argument("--tome-weights", help="safetensors file: load the trained ViT from it, or save it there")
     args = parser.parse_args(argv)
-    args.tokens = [int(t) for t in args.tokens.split(",")]
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.tome:
+        args.tome_r = [int(r) for r in args.tome_r.split(",")]
+        table = tome_tradeoff(args)
+        print(f"ViT (patch 2, width 96, depth 4, 256 patch tokens) on shapes (32x32, one object, by {args.tome_label}), "
+              f"{args.tome_train} training images x {args.tome_epochs} epochs, {args.tome_test} test images; "
+              f"inference batch {args.tome_batch}, fp32, on {machine()}.\n")
+        print(table)
+        return
+    args.tokens = [int(t) for t in args.tokens.split(",")]
     for n in args.tokens:
         side = math.isqrt(n)
         if side * side != n or (side > args.window and side % args.window):
