@@ -187,3 +187,38 @@ def test_an_export_folder_is_evaluated_at_its_step(coca_run, tmp_path):
     assert results["knn"]["top1"] == json.loads((coca_run / "results.json").read_text())["knn"]["top1"]
     table = results_table(results)
     assert table.rows[0][:3] == ["knn", "shapes:test", "top1"] and "--baseline" in table.caption
+
+
+def test_text_relevance_scores_are_the_zero_shot_cosines_and_maps_lie_on_the_patch_grid(coca_run):
+    from zir.data import load_tokenizer
+    from zir.eval.run_eval import image_text_objective
+    from zir.eval.saliency import text_relevance
+
+    run = load_run(coca_run)
+    obj = image_text_objective(run.model)
+    tok = load_tokenizer(coca_run.parent / "tokenizer.json")
+    text = obj.text_encoder(tok)(["a red circle"])[0]
+    images = torch.randn(3, 3, 16, 16)
+    run.model.train()
+    scores, maps = text_relevance(obj.tower, obj.image_proj, images, text)
+    assert run.model.towers["image"].training  # its mode is given back
+    assert all(p.grad is None for p in run.model.parameters())
+    with torch.no_grad():
+        run.model.eval()
+        expected = obj.encode_image(images) @ text
+    assert torch.allclose(scores, expected, atol=1e-5)
+    assert maps.shape == (3, 4, 4) and maps.min() >= 0 and maps.max() <= 1
+    assert torch.allclose(maps.flatten(1).amax(1), torch.ones(3))
+
+
+def test_cli_explain_text_shows_which_patches_moved_each_score(coca_run, mae_run, tmp_path, capsys):
+    from PIL import Image
+
+    image = tmp_path / "red.png"
+    Image.new("RGB", (16, 16), (220, 20, 20)).save(image)
+    out = tmp_path / "e.png"
+    assert main(["explain", str(coca_run), str(image), "--out", str(out), "--text", "a red circle", "--text", "a blue cross"]) == 0
+    printed = capsys.readouterr().out
+    assert "a red circle" in printed and "a blue cross" in printed and (tmp_path / "e-text.png").is_file()
+    assert main(["explain", str(mae_run), str(image), "--text", "a red circle"]) == 2
+    assert "needs a run with an image-text objective" in capsys.readouterr().err

@@ -32,7 +32,30 @@ def cmd_explain(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path(args.run) / "explain" / f"{Path(args.image).stem}.png"
     info = explain_image(tower, images, out)
     print(f"wrote {info['png']} (patch grid {info['grid'][0]}x{info['grid'][1]}, {info['heads']} heads, step {run.step})")
+    if args.text:
+        _explain_texts(run, tower, images, args.text, out.with_name(f"{out.stem}-text.png"))
     return 0
+
+
+def _explain_texts(run, tower, images, texts: list[str], out: Path) -> None:
+    """Write and print which patches moved each text's score (needs an image-text objective and tokenizer)."""
+    import torch
+
+    from zir.eval.run_eval import EvalError, image_text_objective, image_tower, run_tokenizer
+    from zir.eval.saliency import explain_text
+
+    obj = image_text_objective(run.model, image_tower(run.model)[0])
+    if obj is None:
+        raise EvalError(f"--text needs a run with an image-text objective (clip, siglip, slip, coca); {run.run_dir} has none")
+    tokenizer = run_tokenizer(run.run_dir, run.config, run.model)
+    if tokenizer is None:
+        raise EvalError(f"--text needs the run's tokenizer; {run.run_dir} has no tokenizer.json and no data.tokenizer")
+    with torch.no_grad():
+        embeddings = obj.text_encoder(tokenizer)(texts)
+    info = explain_text(tower, obj.image_proj, images, texts, embeddings, out)
+    for text, score in zip(texts, info["scores"]):
+        print(f"  {score:+.3f}  {text}")
+    print(f"wrote {info['png']} (which patches raised each text's score)")
 
 
 def add_parsers(sub) -> None:
@@ -53,4 +76,6 @@ def add_parsers(sub) -> None:
     ex.add_argument("run", help="run folder (from zir train)")
     ex.add_argument("image", help="an image file (resized to the tower's input size)")
     ex.add_argument("--out", default=None, help="PNG to write (default RUN/explain/IMAGE.png)")
+    ex.add_argument("--text", action="append", default=[], metavar="TEXT",
+                    help="also show which patches raised this text's score (repeatable; image-text runs)")
     ex.set_defaults(func=cmd_explain)
