@@ -345,8 +345,9 @@ def _labelled(labels) -> bool:
 
 
 def _probe(train_x, train_y, test_x, test_y, options: dict) -> dict:
-    """The linear probe with one BLAS thread: on a busy machine OpenBLAS threads spin and L-BFGS on
-    (2000, 128) features took 44 s per fit instead of 1 s (measured on the shared 2-core box)."""
+    """The linear probe with one BLAS thread."""
+    # On a busy machine OpenBLAS threads spin: L-BFGS on (2000, 128) features took 44 s per fit with two
+    # threads and 1 s with one (measured on the shared 2-core box).
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:  # scikit-learn depends on it; without it the probe just runs as configured
@@ -447,14 +448,10 @@ def evaluate_run(
     probe_options: dict | None = None,
     write: bool = True,
 ) -> dict[str, dict]:
-    """Evaluate a run's newest weights on each task and write RUN/results.json; returns the task objects.
-
-    `data` replaces the run's training source (a built-in name such as `shapes`, `cifar10:test`, or a
-    path); `limit` caps the samples read per split; `baseline` adds each task's numbers for the same
-    architecture at its initial weights under `random_init`; `probe_options` go to `evaluate_linear_probe`
-    (e.g. `{"Cs": (0.1, 1.0), "max_iter": 200}` for a quick probe). Tasks evaluated earlier and not asked for
-    now stay in results.json.
-    """
+    """Evaluate a run's newest weights on each task and write RUN/results.json; returns the task objects."""
+    # `data` replaces the run's training source (`shapes`, `cifar10:test`, a path); `limit` caps the samples
+    # per split; `baseline` adds each task's numbers at the initial weights under `random_init`;
+    # `probe_options` go to `evaluate_linear_probe`. Tasks evaluated earlier and not asked for now stay.
     tasks = _parse_tasks(tasks)
     if limit is not None and int(limit) < 2:
         raise EvalError(f"limit={limit}: expected at least 2 samples per split")
