@@ -27,7 +27,7 @@ def test_train_then_extend_with_resume_then_list_and_export(tmp_path, recipe_fil
     assert "step 2/2" in out and "Run standin finished" in out and "best loss" in out
     saved = yaml.safe_load((run / "config.yaml").read_text())
     assert saved["train"]["steps"] == 2 and saved["train"]["ema"] == 0.9 and saved["optim"]["betas"] == [0.9, 0.999]
-    assert main(["train", "--resume", str(run), "train.steps=3", "--no-progress"]) == 0
+    assert main(["train", "--resume", str(run), "--no-progress", "train.steps=3"]) == 0  # overrides after options too
     assert "step 3/3" in capsys.readouterr().out
     assert yaml.safe_load((run / "config.yaml").read_text())["train"]["steps"] == 3
 

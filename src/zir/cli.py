@@ -187,7 +187,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `zir` console script."""
     from zir.errors import ZirError
 
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # key=value overrides may also come after options: zir train R --out RUN optim.lr=1e-3
+        if getattr(args, "command", None) == "train" and all("=" in e and not e.startswith("-") for e in extra):
+            args.overrides = [*args.overrides, *extra]
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return args.func(args)
     except ZirError as err:
