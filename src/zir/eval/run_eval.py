@@ -286,7 +286,7 @@ class _Extractor:
         self.tower_name, self.tower = image_tower(model)
         self.size = image_size(self.tower)
         self.mean, self.std, self.limit, self.batch_size, self.tokenizer = mean, std, limit, batch_size, tokenizer
-        digest = json.dumps({"opts": data.options, "limit": limit, "size": self.size, "mean": list(mean),
+        digest = json.dumps({"data": data.name, "opts": data.options, "limit": limit, "size": self.size, "mean": list(mean),
                              "std": list(std)}, sort_keys=True, default=str)
         self.hash = hashlib.sha1(digest.encode()).hexdigest()[:8]
 
