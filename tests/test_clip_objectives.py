@@ -15,14 +15,6 @@ from zir.model import build_model
 from zir.objectives import Forward
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny towers on a shared CPU
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def shapes():
     train = ShapesSource("train", n=2000, size=16, objects=(1, 1))

@@ -9,14 +9,6 @@ from zir.model import build_model
 from zir.objectives import Forward
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_slip_shares_image_features_and_learns():
     train = ShapesSource("train", n=200, size=16, objects=(1, 1))
     tok = train_bpe(train.iter_captions(), vocab_size=300, context_length=20)

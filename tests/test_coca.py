@@ -10,14 +10,6 @@ from zir.model import build_model
 from zir.objectives.coca import CoCa, generate_captions
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def setup():
     train = ShapesSource("train", n=200, size=16, objects=(1, 1))

@@ -13,16 +13,6 @@ from zir.nn import Attention
 from zir.nn.linear_attention import CascadedGroupAttention, SeparableSelfAttention
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny test models gain nothing from intra-op threads, and on a loaded machine OpenMP's barriers
-    make them 10-100x slower; run this module single-threaded and restore the setting after."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def reference_separable(attn: SeparableSelfAttention, x: torch.Tensor) -> torch.Tensor:
     """MobileViT v2 separable self-attention written out token by token."""
     D = attn.dim

@@ -11,16 +11,6 @@ from zir.models.mobilevit import ConvSeparableAttention, MobileViTv2, MobileViTv
 from zir.nn.linear_attention import SeparableSelfAttention
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny test models gain nothing from intra-op threads, and on a loaded machine OpenMP's barriers
-    make them 10-100x slower; run this module single-threaded and restore the setting after."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny(**overrides) -> MobileViTv2:
     torch.manual_seed(0)
     return MobileViTv2(**{"img_size": 64, "width_multiplier": 0.25, "transformer_depths": (1, 1, 1),

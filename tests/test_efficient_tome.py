@@ -11,16 +11,6 @@ from zir.models.tome import merged_forward_tokens, merging_block, set_token_merg
 from zir.nn.token_merging import bipartite_soft_matching, merge_schedule, merge_tokens
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny test models gain nothing from intra-op threads, and on a loaded machine OpenMP's barriers
-    make them 10-100x slower; run this module single-threaded and restore the setting after."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def vit(**overrides):
     torch.manual_seed(0)
     return zir.create_model("vit_nano_patch4_32", num_classes=10, **overrides).eval()

@@ -11,16 +11,6 @@ from zir.models import count_parameters
 from zir.models.efficientvit import EfficientViT, LocalWindowAttention, abs_offset_index
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny test models gain nothing from intra-op threads, and on a loaded machine OpenMP's barriers
-    make them 10-100x slower; run this module single-threaded and restore the setting after."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 TINY = dict(img_size=64, embed_dim=(16, 24, 32), depth=(1, 1, 1), num_heads=(2, 2, 2), window_size=(4, 4, 4),
             kernels=(3, 3), num_classes=5)
 

@@ -14,16 +14,6 @@ from zir.nn.window import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny test models gain nothing from intra-op threads, and on a loaded machine OpenMP's barriers
-    make them 10-100x slower; run this module single-threaded and restore the setting after."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 TINY = dict(img_size=32, patch_size=2, window_size=4, embed_dim=16, depths=(2, 2, 2), num_heads=(1, 2, 4),
             num_classes=7, mlp_ratio=2.0)
 

@@ -17,14 +17,6 @@ SENTENCES = ["This is an example sentence", "Each sentence is converted",
              "A man is playing a guitar.", "Someone plays an acoustic guitar.", "The stock market fell sharply today."]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # small matmuls on a shared CPU: one thread is several times faster
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def tower():
     return create_model("all_minilm_l6_v2").eval()
