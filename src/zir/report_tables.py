@@ -51,7 +51,8 @@ def models_table(pattern: str = "*", with_flops: bool = True) -> TextTable:
             except ZirError:
                 pass  # a tower whose input the counter cannot make up (e.g. a pretrained text encoder)
         if size["img_size"] is not None:
-            shown_input, patch = _size(size["img_size"]), _size(size["patch_size"])
+            shown_input = _size(size["img_size"])
+            patch = _size(size["patch_size"]) if size["patch_size"] is not None else "-"  # convolutional stems
         else:
             context = size["context_length"]
             shown_input, patch = (f"{context} tokens" if context else "text"), "-"
