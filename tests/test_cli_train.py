@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -99,3 +100,11 @@ def test_the_progress_bar_shows_loss_terms_and_rate(tmp_path, recipe_file, capsy
     train(load_config(recipe_file, ["train.steps=2"]), tmp_path / "run", progress=True)
     out = capsys.readouterr().out
     assert "standin" in out and "ce_loss" in out and "samples/s" in out and "2/2" in out
+
+
+def test_print_config_shows_the_resolved_recipe_and_trains_nothing(tmp_path, capsys):
+    dino = Path(__file__).resolve().parents[1] / "configs" / "dino.yaml"
+    assert main(["train", str(dino), "optim.lr=2e-4", "model.objectives.dino.out_dim=512", "--print-config"]) == 0
+    cfg = yaml.safe_load(capsys.readouterr().out)
+    assert cfg["optim"]["lr"] == 2e-4 and cfg["model"]["objectives"]["dino"]["out_dim"] == 512
+    assert cfg["train"]["precision"] == "fp32"  # defaults filled in

@@ -49,6 +49,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
             from zir.config import load_config
 
             cfg = load_config(args.recipe, overrides)
+            if args.print_config:
+                import yaml
+
+                print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
+                return 0
             out = args.out or _free_run_dir(cfg.name)
             summary = train(cfg, out, progress=progress)
     except TrainingInterrupted as stop:
@@ -165,6 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--out", default=None, help="run folder (default runs/NAME, numbered when taken)")
     tr.add_argument("--resume", default=None, metavar="RUN", help="continue the run in this folder from its newest checkpoint")
     tr.add_argument("--no-progress", action="store_true", help="print a line every train.log_every steps instead of a bar")
+    tr.add_argument("--print-config", action="store_true", help="print the resolved config (recipe + overrides) and stop")
     tr.set_defaults(func=_cmd_train)
 
     runs = sub.add_parser("runs", help="list run folders with status and best loss")
