@@ -4,8 +4,6 @@ import json
 import subprocess
 import sys
 
-import pytest
-
 import zir
 import zir.demo
 from zir.cli import main
@@ -40,18 +38,30 @@ def test_errors_are_one_line_without_traceback():
     assert "Traceback" not in result.stderr
 
 
-def test_demo_trains_saves_weights_and_results(tmp_path, capsys):
-    results = zir.demo.run_demo(out_dir=tmp_path, steps=3, batch_size=16)
-    assert (tmp_path / "weights.safetensors").is_file()
-    saved = json.loads((tmp_path / "results.json").read_text())
-    assert saved["steps"] == 3 and saved["model"] == "vit_nano_patch4_32"
-    for key in ("classifier_top1", "knn_top1"):
-        assert 0.0 <= saved["trained"][key] <= 100.0 and 0.0 <= saved["random_init"][key] <= 100.0
-    assert results["chance_top1"] == pytest.approx(10.0)
-    loaded = zir.create_model("vit_nano_patch4_32", num_classes=10, weights=tmp_path / "weights.safetensors")
-    assert loaded.head.weight.shape == (10, 64)
+def test_demo_trains_the_unified_recipe_evaluates_it_and_writes_the_report(tmp_path, capsys):
+    results = zir.demo.run_demo(out_dir=tmp_path / "demo", steps=2, batch_size=8, model_name="vit_nano_patch4_32",
+                                limit=24, threads=1, probe_options={"Cs": (1.0,), "max_iter": 50}, progress=False)
+    run = tmp_path / "demo"
+    assert results["run"] == str(run) and results["steps"] == 2
+    assert [p.name for p in (run / "checkpoints").iterdir()] == ["step_00000002"]
+    assert (run / "export" / "model.safetensors").is_file() and (run / "tokenizer.json").is_file()
+    saved = json.loads((run / "results.json").read_text())
+    assert {"zeroshot", "retrieval", "linear", "knn"} <= set(saved)
+    for task in ("zeroshot", "linear", "knn"):
+        for entry in (saved[task], saved[task]["random_init"]):
+            assert 0.0 <= entry["top1"] <= 100.0
+    assert "i2t_R@1" in saved["retrieval"] and "i2t_R@1" in saved["retrieval"]["random_init"]
+    report = run / "report.html"
+    assert results["report"] == str(report) and report.stat().st_size > 1000
     out = capsys.readouterr().out
-    assert "random init" in out and "k-NN top-1" in out
+    assert "unified (MAE + DINO + CLIP + CoCa) on shapes" in out and "random init" in out
+    for task in ("zeroshot", "retrieval", "linear", "knn"):
+        assert task in out
+    assert str(report) in out and str(run / "results.json") in out
+    # a second demo into the same folder goes beside it instead of failing
+    again = zir.demo.run_demo(out_dir=run, steps=1, batch_size=8, model_name="vit_nano_patch4_32", limit=24,
+                              threads=1, probe_options={"Cs": (1.0,), "max_iter": 50}, progress=False)
+    assert again["run"] == str(tmp_path / "demo-2")
 
 
 def test_demo_rejects_a_bad_step_count(capsys):

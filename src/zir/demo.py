@@ -1,116 +1,89 @@
-"""The main job on built-in data, for `make demo` / `zir demo`.
+"""The main job, for `make demo` / `zir demo`: the unified recipe on built-in shapes, against random init.
 
-Until the training engine and the unified recipe land, this is a short real training run of a zoo ViT:
-supervised classification of the built-in `digits` (scikit-learn's 1,797 real 8x8 scans, resized to 32x32;
-70/15/15 stratified splits), compared with the same tower at random initialisation by k-NN on frozen features and by its
-classifier. It prints the tables and writes the weights (safetensors) and `results.json` into the run folder.
+Trains `configs/unified.yaml` (MAE + DINO + CLIP + CoCa on one shared ViT and a small text tower) on
+built-in `shapes` with captions, at a scale that takes a few minutes on 2 CPU cores (batch 32, two local
+crops, a 256-way DINO head), evaluates the run with `zir.eval.run_eval.evaluate_run` (zero-shot
+classification, image-text retrieval, linear probe and k-NN) beside the same towers at random
+initialisation, prints one table, exports the weights and writes the HTML report into the run folder.
 """
 
 from __future__ import annotations
 
-import json
-import math
+import shutil
 import time
 from pathlib import Path
 
-import torch
-import torch.nn.functional as F
-
-from zir.data.builtin import digits
 from zir.errors import ConfigError
-from zir.eval.knn import evaluate_knn
-from zir.models import count_parameters, create_model, save_weights
-from zir.report_tables import TextTable
 
-MEAN, STD = 0.5, 0.25
+REPO_CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
-def _tensors(split: str, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """One split of zir's built-in `digits` as (N, 3, 32, 32) normalised images and (N,) labels."""
-    source = digits(split, size=32, seed=seed)
-    images = torch.from_numpy(source.images).permute(0, 3, 1, 2).float() / 255.0
-    return ((images - MEAN) / STD).contiguous(), torch.from_numpy(source.labels())
+def _recipe_files() -> tuple[Path, Path]:
+    """configs/unified.yaml and configs/shapes_tokenizer.json of this checkout (or of the working directory)."""
+    for folder in (REPO_CONFIGS, Path("configs")):
+        recipe, tokenizer = folder / "unified.yaml", folder / "shapes_tokenizer.json"
+        if recipe.is_file() and tokenizer.is_file():
+            return recipe.resolve(), tokenizer.resolve()
+    raise ConfigError(f"zir demo needs configs/unified.yaml and configs/shapes_tokenizer.json; neither {REPO_CONFIGS} "
+                      "nor ./configs has them (run it from the zir checkout)")
 
 
-@torch.no_grad()
-def _evaluate(model: torch.nn.Module, train_x, train_y, test_x, test_y) -> dict[str, float]:
-    """Classifier top-1 and k-NN top-1 (frozen pooled features) on the test split, in percent."""
-    model.eval()
-    feats = [model.forward_head(model.forward_tokens(x), pre_logits=True) for x in (train_x, test_x)]
-    logits = model.head(feats[1])
-    top1 = (logits.argmax(1) == test_y).float().mean().item() * 100
-    knn = evaluate_knn(F.normalize(feats[0], dim=1), train_y, F.normalize(feats[1], dim=1), test_y)
-    return {"classifier_top1": top1, "knn_top1": knn["top1"]}
+def _free_folder(out: Path) -> Path:
+    """`out`, or out-2, out-3, ... when `out` already holds a run."""
+    base, i = out, 1
+    while (out / "config.yaml").exists() or (out / "metrics.csv").exists() or (out / "checkpoints").exists():
+        i += 1
+        out = base.with_name(f"{base.name}-{i}")
+    return out
 
 
 def run_demo(
     out_dir: str | Path = "runs/demo",
     steps: int = 200,
     seed: int = 0,
-    batch_size: int = 64,
-    model_name: str = "vit_nano_patch4_32",
-    lr: float = 1e-3,
+    batch_size: int = 32,
+    model_name: str | None = None,
+    limit: int = 500,
+    threads: int | None = None,
+    probe_options: dict | None = None,
+    progress: bool | None = None,
 ) -> dict:
-    """Train `model_name` for `steps` steps on digits, evaluate against random init, save and print results."""
+    """Train the unified recipe for `steps` steps on shapes, evaluate against random init, print and save the results."""
     if steps < 1:
         raise ConfigError(f"--steps must be at least 1; got {steps}")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(seed)
-    train_x, train_y = _tensors("train", seed)
-    test_x, test_y = _tensors("test", seed)
-    num_classes = 10
-    model = create_model(model_name, num_classes=num_classes)
-    before = _evaluate(model, train_x, train_y, test_x, test_y)
+    if limit < 2:
+        raise ConfigError(f"limit must be at least 2 samples per split; got {limit}")
+    from zir.eval.report import write_report
+    from zir.eval.run_eval import evaluate_run, results_table
+    from zir.train import train
+    from zir.train.runs import export_run
 
-    decay = [p for n, p in model.named_parameters() if p.ndim > 1 and n not in model.no_weight_decay()]
-    no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1 or n in model.no_weight_decay()]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": 0.05}, {"params": no_decay, "weight_decay": 0.0}],
-                                  lr=lr, betas=(0.9, 0.999))
-    warmup = max(1, steps // 10)
-    schedule = lambda step: min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * step / steps))  # noqa: E731
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-    generator = torch.Generator().manual_seed(seed)
-
-    log = TextTable(title=f"Training {model_name} on digits (32x32, {num_classes} classes)",
-                    columns=["step", "loss", "batch acc %", "lr", "img/s"])
-    model.train()
+    recipe, tokenizer = _recipe_files()
+    out = _free_folder(Path(out_dir))
+    overrides = [f"train.steps={steps}", f"train.seed={seed}", f"data.batch_size={batch_size}",
+                 f"data.tokenizer={tokenizer}", "model.objectives.dino.local_views=2",
+                 "model.objectives.dino.out_dim=256", "train.ckpt_every=0", "train.keep_last=1",
+                 f"train.log_every={max(1, steps // 10)}"]
+    if model_name:
+        overrides.append(f"model.towers.image.model={model_name}")
+    if threads:
+        overrides.append(f"train.threads={threads}")
     started = time.perf_counter()
-    seen = 0
-    for step in range(steps):
-        index = torch.randint(0, len(train_x), (batch_size,), generator=generator)
-        x, y = train_x[index], train_y[index]
-        logits = model(x)
-        loss = F.cross_entropy(logits, y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        scheduler.step()
-        seen += batch_size
-        if step % max(1, steps // 6) == 0 or step == steps - 1:
-            acc = (logits.argmax(1) == y).float().mean().item() * 100
-            rate = seen / (time.perf_counter() - started)
-            log.rows.append([str(step + 1), f"{loss.item():.3f}", f"{acc:.1f}",
-                             f"{scheduler.get_last_lr()[0]:.2e}", f"{rate:.0f}"])
-    seconds = time.perf_counter() - started
-    after = _evaluate(model, train_x, train_y, test_x, test_y)
+    summary = train(recipe, out, overrides, progress=progress)
+    trained_s = time.perf_counter() - started
+    shutil.copyfile(tokenizer, out / "tokenizer.json")  # the run folder is self-contained for zir eval / explain
+    weights = export_run(out)
 
-    chance = 100.0 / num_classes
-    summary = TextTable(title=f"Test split ({len(test_y)} images): trained vs random initialisation",
-                        columns=["metric", "random init", "trained", "chance"],
-                        caption=f"{count_parameters(model_name, num_classes=num_classes):,} parameters, "
-                                f"{steps} steps of batch {batch_size} in {seconds:.0f} s "
-                                f"({seen / seconds:.0f} img/s on this machine).")
-    summary.rows.append(["classifier top-1 %", f"{before['classifier_top1']:.1f}", f"{after['classifier_top1']:.1f}", f"{chance:.1f}"])
-    summary.rows.append(["k-NN top-1 % (k=20)", f"{before['knn_top1']:.1f}", f"{after['knn_top1']:.1f}", f"{chance:.1f}"])
+    started = time.perf_counter()
+    results = evaluate_run(out, limit=limit, baseline=True, probe_options=probe_options)
+    evaluated_s = time.perf_counter() - started
+    report = write_report(out)
 
-    weights = save_weights(model, out / "weights.safetensors")
-    results = {"model": model_name, "steps": steps, "batch_size": batch_size, "seconds": seconds,
-               "images_per_second": seen / seconds, "random_init": before, "trained": after,
-               "chance_top1": chance, "dataset": f"digits (train {len(train_y)} / test {len(test_y)}, 32x32)"}
-    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    log.print()
-    summary.print()
-    print(f"Weights: {weights}\nResults: {out / 'results.json'}")
-    return results
+    table = results_table(results, title=f"unified (MAE + DINO + CLIP + CoCa) on shapes, {steps} steps: "
+                                         "trained vs random initialisation")
+    table.caption = (f"accuracies and recalls in percent on up to {limit} test images; trained {trained_s:.0f} s, "
+                     f"evaluated {evaluated_s:.0f} s on this machine")
+    table.print()
+    print(f"Run:     {out}\nResults: {out / 'results.json'}\nWeights: {weights}\nReport:  {report}")
+    return {"run": str(out), "steps": summary["steps"], "train_seconds": trained_s, "eval_seconds": evaluated_s,
+            "results": results, "weights": str(weights), "report": str(report)}
