@@ -48,7 +48,7 @@ def run_demo(
     probe_options: dict | None = None,
     progress: bool | None = None,
 ) -> dict:
-    """Train the unified recipe for `steps` steps on shapes, evaluate against random init, print and save the results."""
+    """Train the unified recipe for `steps` steps on shapes, evaluate it against random init, print and save."""
     if steps < 1:
         raise ConfigError(f"--steps must be at least 1; got {steps}")
     if limit < 2:
