@@ -20,14 +20,6 @@ LIMIT = 48  # samples per split: enough for every protocol, small enough for a s
 QUICK_PROBE = {"Cs": (0.1, 1.0), "max_iter": 200}  # the full sweep is tested in test_eval_linear_probe.py
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny_recipe(objectives: dict, tokenizer=None, vocab: int = 300) -> dict:
     """A 16-px nano ViT (and a nano text tower when a tokenizer is given) on shapes, two steps."""
     towers = {"image": {"model": "vit_nano_patch4_32", "img_size": 16}}

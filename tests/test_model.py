@@ -13,15 +13,6 @@ from zir.objectives import Forward, create_objective
 NANO = {"image": {"model": "vit_nano_patch4_32"}}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # small ops on a shared 2-core machine: one thread is faster and steadier
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def make_batch(plan: ViewPlan, b: int = 8, seed: int = 0) -> Batch:
     """A batch of random images collated for `plan`."""
     g = torch.Generator().manual_seed(seed)

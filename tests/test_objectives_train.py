@@ -14,15 +14,6 @@ def source():
     return open_source("shapes", split="train", n=128)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # small ops on a shared 2-core machine: one thread is faster and steadier
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def run(source, objectives: dict, steps: int, lr: float = 1e-3, batches: int = 4, batch_size: int = 32, keep=None):
     """Train a nano ViT on a few fixed batches; returns the per-step metrics (and model and batches with `keep`)."""
     torch.manual_seed(0)

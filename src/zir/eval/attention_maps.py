@@ -6,9 +6,23 @@ All maps come from one forward pass (`forward_with_attention`) and are laid out 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 
 from zir.errors import ShapeError
+
+
+@contextmanager
+def _eval_mode(tower: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """Put the tower in eval mode for a picture and give the caller's mode back afterwards."""
+    was_training = tower.training
+    tower.eval()
+    try:
+        yield tower
+    finally:
+        tower.train(was_training)
 
 
 def _grid(tower: torch.nn.Module, images: torch.Tensor) -> tuple[int, int]:
@@ -23,12 +37,8 @@ def cls_attention(tower: torch.nn.Module, images: torch.Tensor, block: int = -1)
     """
     if getattr(tower, "cls_token", None) is None:
         raise ShapeError("cls_attention needs a tower with a class token; use attention_rollout or patch_pca")
-    was_training = tower.training
-    tower.eval()
-    try:
+    with _eval_mode(tower):
         _, weights = tower.forward_with_attention(images)
-    finally:
-        tower.train(was_training)
     rows, cols = _grid(tower, images)
     attn = weights[block][:, :, 0, tower.num_prefix_tokens:]  # (B, H, N)
     return attn.reshape(attn.shape[0], attn.shape[1], rows, cols)
@@ -58,12 +68,8 @@ def attention_rollout(tower: torch.nn.Module, images: torch.Tensor, residual: fl
 
     Read from the CLS token's row when the tower has one, else averaged over the patch tokens' rows.
     """
-    was_training = tower.training
-    tower.eval()
-    try:
+    with _eval_mode(tower):
         _, weights = tower.forward_with_attention(images)
-    finally:
-        tower.train(was_training)
     flow = rollout(weights, residual)
     prefix = tower.num_prefix_tokens
     source = flow[:, 0] if getattr(tower, "cls_token", None) is not None else flow[:, prefix:].mean(dim=1)
@@ -79,12 +85,8 @@ def patch_pca(tower: torch.nn.Module, images: torch.Tensor, components: int = 3)
 
     As DINOv2 shows them: patches of the same part of an object get the same colour across images.
     """
-    was_training = tower.training
-    tower.eval()
-    try:
+    with _eval_mode(tower):
         tokens = tower.forward_tokens(images)
-    finally:
-        tower.train(was_training)
     patches = tokens[:, tower.num_prefix_tokens:].float()  # (B, N, D)
     B, N, D = patches.shape
     flat = patches.reshape(B * N, D)
