@@ -8,7 +8,7 @@ import re
 import pytest
 import torch
 
-from test_eval_run import QUICK_PROBE, coca_run, mae_run, one_thread  # noqa: F401  (shared fixtures)
+from test_eval_run import QUICK_PROBE, coca_run, mae_run  # noqa: F401  (shared fixtures)
 from zir.eval.report import SECTIONS, read_metrics, training_curves_png, write_report
 from zir.eval.run_eval import EvalError, evaluate_run
 
