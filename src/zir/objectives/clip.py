@@ -84,6 +84,13 @@ class ImageText(Objective):
         """The image tower on the image view (masked when keep < 1) and the text tower on the text view."""
         return [Forward(self.tower_name, self.image_view, masked=self.keep < 1.0), Forward(self.text_tower_name, self.text_view)]
 
+    @staticmethod
+    @torch.no_grad()
+    def batch_top1(image: torch.Tensor, text: torch.Tensor) -> float:
+        """Share of images whose nearest caption in the local batch is their own (a training metric)."""
+        hits = (F.normalize(image, dim=-1) @ F.normalize(text, dim=-1).T).argmax(dim=1)
+        return float((hits == torch.arange(len(hits), device=hits.device)).float().mean())
+
     def embeddings(self, features: dict[Forward, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Projected (B, E) image and text embeddings (not normalised) from the feature cache."""
         f_img, f_txt = self.forwards()
@@ -137,10 +144,7 @@ class CLIP(ImageText):
         """The contrastive loss; metrics: image->text top-1 within the local batch and the logit scale."""
         image, text = self.embeddings(features)
         loss = self.loss(image, text)
-        with torch.no_grad():
-            hits = (F.normalize(image, dim=-1) @ F.normalize(text, dim=-1).T).argmax(dim=1)
-            acc = (hits == torch.arange(len(hits), device=hits.device)).float().mean()
-        return Loss(loss, {"acc": float(acc), "scale": float(self.loss.scale.detach())})
+        return Loss(loss, {"acc": self.batch_top1(image, text), "scale": float(self.loss.scale.detach())})
 
     def after_step(self, step: int, total_steps: int) -> None:
         """Clamp the learnable temperature as CLIP does after each update."""

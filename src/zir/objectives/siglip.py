@@ -6,8 +6,6 @@ Each image-text pair is scored independently, so no batch-wide normalisation is 
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
 from torch import nn
 
 from zir.losses import SigLipLoss
@@ -41,10 +39,7 @@ class SigLIP(ImageText):
         """The sigmoid loss; metrics: image->text top-1 within the local batch, temperature scale and bias."""
         image, text = self.embeddings(features)
         loss = self.loss(image, text)
-        with torch.no_grad():
-            hits = (F.normalize(image, dim=-1) @ F.normalize(text, dim=-1).T).argmax(dim=1)
-            acc = (hits == torch.arange(len(hits), device=hits.device)).float().mean()
-        return Loss(loss, {"acc": float(acc), "scale": float(self.loss.logit_scale.detach().exp()), "bias": float(self.loss.logit_bias.detach())})
+        return Loss(loss, {"acc": self.batch_top1(image, text), "scale": float(self.loss.logit_scale.detach().exp()), "bias": float(self.loss.logit_bias.detach())})
 
     def no_weight_decay(self) -> set[str]:
         """Temperature and bias are not decayed."""
