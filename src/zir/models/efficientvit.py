@@ -22,6 +22,7 @@ from torch.utils.checkpoint import checkpoint
 
 from zir.errors import ConfigError, ShapeError
 from zir.nn.patch_embed import to_2tuple
+from zir.models.pooled import MeanPooledHead
 
 
 class ConvNorm(nn.Sequential):
@@ -245,7 +246,7 @@ def _halve(size: int) -> int:
     return (size - 1) // 2 + 1
 
 
-class EfficientViT(nn.Module):
+class EfficientViT(MeanPooledHead, nn.Module):
     """EfficientViT (MSRA): conv stem, three stages of sandwich blocks with cascaded group attention."""
 
     keep_drops_tokens = False
@@ -325,23 +326,6 @@ class EfficientViT(nn.Module):
         if keep is not None:
             raise ConfigError("EfficientViT is convolutional and cannot drop or mask tokens; use keep=None")
         return self.forward_maps(x)[-1].flatten(2).transpose(1, 2)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Images -> token features (B, N, D)."""
-        return self.forward_tokens(x)
-
-    def pool(self, tokens: torch.Tensor) -> torch.Tensor:
-        """(B, N, D) -> (B, D), the mean."""
-        return tokens.mean(dim=1)
-
-    def forward_head(self, tokens: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """Token features -> logits (B, classes), or the pooled embedding when `pre_logits`."""
-        pooled = self.pool(tokens)
-        return pooled if pre_logits else self.head(self.head_drop(pooled))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Images -> logits (B, classes), or embeddings (B, D) without a head."""
-        return self.forward_head(self.forward_tokens(x))
 
     def reset_classifier(self, num_classes: int) -> None:
         """Replace the head with a fresh one for `num_classes` (0 removes it)."""

@@ -24,6 +24,7 @@ from torch.utils.checkpoint import checkpoint
 from zir.errors import ConfigError, ShapeError
 from zir.nn.drop import DropPath
 from zir.nn.patch_embed import to_2tuple
+from zir.models.pooled import MeanPooledHead
 
 
 def make_divisible(value: float, divisor: int = 8) -> int:
@@ -160,7 +161,7 @@ class MobileViTv2Block(nn.Module):
         return self.conv_proj(x)
 
 
-class MobileViTv2(nn.Module):
+class MobileViTv2(MeanPooledHead, nn.Module):
     """MobileViT v2: conv stem, inverted-residual stages, three of them ending in separable-attention blocks."""
 
     keep_drops_tokens = False
@@ -246,29 +247,6 @@ class MobileViTv2(nn.Module):
         if keep is not None:
             raise ConfigError("MobileViT v2 is convolutional and cannot drop or mask tokens; use keep=None")
         return self.forward_maps(x)[-1].flatten(2).transpose(1, 2)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Images -> token features (B, N, D)."""
-        return self.forward_tokens(x)
-
-    def pool(self, tokens: torch.Tensor) -> torch.Tensor:
-        """(B, N, D) -> (B, D), the mean."""
-        return tokens.mean(dim=1)
-
-    def forward_head(self, tokens: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """Token features -> logits (B, classes), or the pooled embedding when `pre_logits`."""
-        pooled = self.head_drop(self.pool(tokens))
-        return pooled if pre_logits else self.head(pooled)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Images -> logits (B, classes), or embeddings (B, D) without a head."""
-        return self.forward_head(self.forward_tokens(x))
-
-    def reset_classifier(self, num_classes: int) -> None:
-        """Replace the head with a fresh one for `num_classes` (0 removes it)."""
-        self.num_classes = num_classes
-        device = self.stem.conv.weight.device
-        self.head = nn.Linear(self.num_features, num_classes, device=device) if num_classes > 0 else nn.Identity()
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Recompute each transformer layer in the backward pass instead of storing its activations."""

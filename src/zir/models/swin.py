@@ -19,6 +19,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from zir.errors import ConfigError, ShapeError
+from zir.models.pooled import MeanPooledHead
 from zir.nn import DropPath, Mlp, PatchEmbed, to_2tuple
 from zir.nn.attention import check_attention_impl
 from zir.nn.window import (
@@ -123,7 +124,7 @@ class SwinStage(nn.Module):
         return x
 
 
-class SwinTransformer(nn.Module):
+class SwinTransformer(MeanPooledHead, nn.Module):
     """Swin Transformer: hierarchical stages of shifted-window attention joined by patch merging."""
 
     keep_drops_tokens = False  # `keep` masks patches with the mask token; the output keeps the full grid
@@ -299,30 +300,7 @@ class SwinTransformer(nn.Module):
             feats = stage(feats)
         return self.norm(feats.flatten(1, 2))
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Images -> all token features (B, N, D) (timm's name for `forward_tokens` without masking)."""
-        return self.forward_tokens(x)
-
-    def pool(self, tokens: torch.Tensor) -> torch.Tensor:
-        """(B, N, D) token features -> (B, D), their mean."""
-        return tokens.mean(dim=1)
-
-    def forward_head(self, tokens: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """Token features -> logits (B, classes), or the pooled embedding when `pre_logits`."""
-        pooled = self.head_drop(self.pool(tokens))
-        return pooled if pre_logits else self.head(pooled)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Images (B, C, H, W) -> logits (B, classes), or embeddings (B, D) without a head."""
-        return self.forward_head(self.forward_tokens(x))
-
     # -- housekeeping ---------------------------------------------------------------------------------
-    def reset_classifier(self, num_classes: int) -> None:
-        """Replace the head with a fresh one for `num_classes` (0 removes it)."""
-        self.num_classes = num_classes
-        device = self.norm.weight.device
-        self.head = nn.Linear(self.num_features, num_classes, device=device) if num_classes > 0 else nn.Identity()
-
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Recompute each block in the backward pass instead of storing its activations."""
         self.grad_checkpointing = enable
