@@ -12,3 +12,28 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def run_two_ranks(tmp_path):
+    """Run a worker script under `torchrun --nproc_per_node 2` (gloo, CPU) and return each rank's verdict.
+
+    The worker writes `rank{R}.result` in its working folder: "OK", or "FAIL ..." with what differed. Files,
+    not printed lines, because two processes printing at once interleave their output.
+    """
+    import os
+    import subprocess
+    import sys
+
+    def run(worker_source: str, timeout: int = 180) -> list[str]:
+        script = tmp_path / "worker.py"
+        script.write_text(worker_source)
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1"}
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "0",
+               "--rdzv_backend", "c10d", "--rdzv_endpoint", "127.0.0.1:0", str(script)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=tmp_path)
+        out = proc.stdout + proc.stderr
+        assert proc.returncode == 0, out[-3000:]
+        return [(tmp_path / f"rank{r}.result").read_text() for r in (0, 1)]
+
+    return run

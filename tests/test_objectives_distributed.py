@@ -1,8 +1,5 @@
 """Two gloo processes: SimCLR's NT-Xent and DINO's centre equal one process on the global batch."""
 
-import os
-import subprocess
-import sys
 import textwrap
 
 WORKER = textwrap.dedent('''
@@ -65,14 +62,6 @@ WORKER = textwrap.dedent('''
 ''')
 
 
-def test_two_process_nt_xent_and_center_equal_single_process(tmp_path):
-    script = tmp_path / "worker.py"
-    script.write_text(WORKER)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "0",
-           "--rdzv_backend", "c10d", "--rdzv_endpoint", "127.0.0.1:0", str(script)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180, env=env, cwd=tmp_path)
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out[-3000:]
-    results = [(tmp_path / f"rank{r}.result").read_text() for r in (0, 1)]
-    assert results == ["OK", "OK"], (results, out[-3000:])
+def test_two_process_nt_xent_and_center_equal_single_process(run_two_ranks):
+    results = run_two_ranks(WORKER, timeout=180)
+    assert results == ["OK", "OK"], results
