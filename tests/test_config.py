@@ -48,7 +48,7 @@ def test_the_resolved_config_round_trips(recipe, tmp_path):
     (["optim.schedule=step"], "optim.schedule='step': expected one of cosine, linear, constant"),
     (["optim.warmup=1.5"], "optim.warmup=1.5: expected a fraction of the steps, 0 <= warmup < 1"),
     (["optim.betas=[0.9]"], "optim.betas=[0.9]: expected a list of 2 numbers"),
-    (["train.steps=null"], "train.steps and train.epochs are both unset"),
+    (["train.steps=null"], "train.steps, train.epochs and train.time_budget are all unset"),
     (["train.accum_steps=3"], "data.batch_size=64 is not divisible by train.accum_steps=3"),
     (["trian.steps=3"], "unknown section 'trian'; sections: name, model, data, optim, train"),
     (["optim.lr"], "override 'optim.lr': expected section.field=value"),

@@ -39,6 +39,7 @@ class StandIn(nn.Module):
         self.head = nn.Linear(self.tower.embed_dim, classes)
         self.pipeline, self.nan_at, self.sleep, self.signal_at = pipeline, set(nan_at), sleep, signal_at
         self.calls = 0  # forward calls in this process
+        self.positions: list[tuple[int, int]] = []  # what after_step was told, in this process
         self.register_buffer("after_calls", torch.zeros((), dtype=torch.long))
 
     def view_plan(self) -> ViewPlan:
@@ -60,6 +61,7 @@ class StandIn(nn.Module):
 
     def after_step(self, step: int, total_steps: int) -> None:
         self.after_calls += 1
+        self.positions.append((step, total_steps))
 
     def param_groups(self, weight_decay, layer_decay=None, base_lr=None):
         decay = [p for n, p in self.named_parameters() if p.ndim > 1]

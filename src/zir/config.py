@@ -24,6 +24,7 @@ from zir.errors import ConfigError
 PRECISIONS = ("fp32", "bf16", "fp16")
 SCHEDULES = ("cosine", "linear", "constant")
 STRATEGIES = ("ddp", "fsdp")
+BUDGET_CLOCKS = ("wall", "cpu")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
 
@@ -76,6 +77,10 @@ class TrainConfig:
     find_unused_parameters: bool = False  # for DDP when some parameters get no gradient in a step
     threads: int | None = None  # torch CPU threads per process
     tensorboard: bool = False  # also write the metrics as TensorBoard scalars to RUN/tensorboard (needs tensorboard)
+    # a time budget in seconds: training stops once it is spent, and the lr and objective schedules follow the
+    # spent fraction instead of the step count (steps/epochs, if given, stay an upper limit)
+    time_budget: float | None = None
+    budget_clock: str = "wall"  # wall (elapsed time) or cpu (this process's CPU time: fair on a shared machine)
 
 
 @dataclass
@@ -203,8 +208,10 @@ def _check(cfg: Config) -> None:
     need(o.clip_grad is None or o.clip_grad >= 0, "optim.clip_grad", o.clip_grad, "a number >= 0 or null")
     need(t.steps is None or t.steps >= 1, "train.steps", t.steps, "a whole number >= 1")
     need(t.epochs is None or t.epochs > 0, "train.epochs", t.epochs, "a number > 0")
-    if t.steps is None and t.epochs is None:
-        raise ConfigError("train.steps and train.epochs are both unset: give one, e.g. train.steps=100")
+    need(t.time_budget is None or t.time_budget > 0, "train.time_budget", t.time_budget, "seconds > 0 or null")
+    need(t.budget_clock in BUDGET_CLOCKS, "train.budget_clock", t.budget_clock, "one of " + ", ".join(BUDGET_CLOCKS))
+    if t.steps is None and t.epochs is None and t.time_budget is None:
+        raise ConfigError("train.steps, train.epochs and train.time_budget are all unset: give one, e.g. train.steps=100")
     need(t.accum_steps >= 1, "train.accum_steps", t.accum_steps, "a whole number >= 1")
     need(t.precision in PRECISIONS, "train.precision", t.precision, "one of " + ", ".join(PRECISIONS))
     need(t.device in DEVICES or t.device.startswith("cuda:"), "train.device", t.device, "one of " + ", ".join(DEVICES) + " or cuda:N")

@@ -35,6 +35,7 @@ from zir.errors import ConfigError, ZirError
 from zir.train import checkpoint as ckpt
 from zir.train import distributed
 from zir.train.ema import WeightEMA
+from zir.train.budget import BUDGET_RESOLUTION, NO_STEP_LIMIT, BudgetClock
 from zir.train.schedule import Schedule
 
 log = logging.getLogger("zir.train")
@@ -57,6 +58,7 @@ class TrainingInterrupted(ZirError):
 def build_model(section: dict) -> nn.Module:
     """The model of a recipe's model section; `factory: module:function` plugs in a model of your own."""
     section = dict(section)
+    section.pop("init", None)  # pretrained weights: applied by the Trainer to a new run, never to a loaded one
     factory = section.pop("factory", None)
     if factory:
         mod_name, _, fn_name = str(factory).partition(":")
@@ -251,6 +253,13 @@ class Trainer:
 
         torch.manual_seed(t.seed)  # same initial weights on every rank
         self.model = build_model(cfg.model).to(self.device)
+        if not self.resuming and cfg.model.get("init"):  # before the weight EMA copies the model
+            from zir.train.init_weights import init_from
+
+            copied = init_from(self.model, cfg.model["init"])
+            if d.main:
+                log.info("model.init: towers %s from %s", ", ".join(f"{k} <- {v}" for k, v in copied.items()),
+                         cfg.model["init"])
         self.plan = _plan(self.model, cfg)
         source = open_source(cfg.data.source, split=cfg.data.split, data_root=cfg.data.data_root, **cfg.data.options)
         tokenizer = None
@@ -264,6 +273,8 @@ class Trainer:
                                       drop_last=True, tokenizer=tokenizer, rank=d.rank, world_size=d.world_size)
         if t.steps is not None:
             self.total_steps = t.steps
+        elif t.epochs is None:  # a time budget alone: no step limit
+            self.total_steps = NO_STEP_LIMIT
         else:
             per_epoch = len(self.loader) // t.accum_steps
             if per_epoch < 1:
@@ -276,8 +287,9 @@ class Trainer:
         self.params = [p for g in groups for p in g["params"]]
         fused = {"fused": True} if self.device.type == "cuda" else {}
         self.optimizer = torch.optim.AdamW(groups, lr=cfg.optim.lr, betas=cfg.optim.betas, eps=cfg.optim.eps, **fused)
-        self.schedule = Schedule(self.optimizer, self.total_steps, cfg.optim.warmup, cfg.optim.schedule,
-                                 cfg.optim.min_lr / cfg.optim.lr)
+        self.budget = BudgetClock(t.time_budget, t.budget_clock) if t.time_budget else None
+        self.schedule = Schedule(self.optimizer, BUDGET_RESOLUTION if self.budget else self.total_steps, cfg.optim.warmup,
+                                 cfg.optim.schedule, cfg.optim.min_lr / cfg.optim.lr)
         self.scaler = torch.amp.GradScaler("cuda") if t.precision == "fp16" else None
         self.ema = WeightEMA(self.model, t.ema) if t.ema and d.main else None
 
@@ -292,6 +304,7 @@ class Trainer:
         self.step, self.bad_in_row, self.skipped_total = 0, 0, 0
         self.best: dict[str, Any] = {}
         self.elapsed_before = 0.0
+        self._spent = 0.0  # of the time budget, as rank 0 counted it at the start of the step
         torch.manual_seed(t.seed + d.rank)  # per-rank stream for dropout and drop-path
         self.stream = DataStream(self.loader)
         if self.resuming:
@@ -313,6 +326,8 @@ class Trainer:
         self.skipped_total = int(state.get("skipped_total", 0))
         self.best = dict(state.get("best") or {})
         self.elapsed_before = float(state.get("elapsed", 0.0))
+        if self.budget is not None:
+            self.budget.before = float(state.get("budget_spent", 0.0))
         rngs = state.get("rng") or []
         if len(rngs) == self.dist.world_size:
             _set_rng_state(rngs[self.dist.rank], self.device)
@@ -349,6 +364,7 @@ class Trainer:
                 "data": self.stream.position(), "bad_in_row": self.bad_in_row, "skipped_total": self.skipped_total,
                 "best": self.best, "elapsed": self.elapsed_before + (time.perf_counter() - self._t0),
                 "world_size": self.dist.world_size, "base_lr": self.cfg.optim.lr,
+                "budget_spent": self.budget.spent() if self.budget is not None else 0.0,
             }
             path = ckpt.save_checkpoint(self.run_dir / "checkpoints", self.step, model_state, state,
                                         self.ema.state_dict() if self.ema is not None else None, self.cfg.train.keep_last)
@@ -403,7 +419,8 @@ class Trainer:
         """One optimizer step over accum_steps micro-batches; returns the logged values (`skipped` 1 when not applied)."""
         t = self.cfg.train
         accum = t.accum_steps
-        factor = self.schedule.set(self.step)
+        at, total = self.position()
+        factor = self.schedule.set(at)
         sums: dict[str, torch.Tensor] = {}
         extra: dict[str, float] = {}
         n_samples = 0
@@ -471,16 +488,32 @@ class Trainer:
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.bad_in_row = 0
-        _unwrap(self.model).after_step(self.step, self.total_steps)
+        _unwrap(self.model).after_step(at, total)
         if self.ema is not None:
             self.ema.update(self.model)
         self.step += 1
         return {**values, **extra, "lr": self.cfg.optim.lr * factor, "grad_norm": float(norm), "samples": n_samples, "skipped": 0}
 
+    def position(self) -> tuple[int, int]:
+        """Where the schedules stand: (step, total steps), or the spent share of the time budget in the same form."""
+        if self.budget is None:
+            return self.step, self.total_steps
+        return min(BUDGET_RESOLUTION - 1, int(self._spent / self.budget.seconds * BUDGET_RESOLUTION)), BUDGET_RESOLUTION
+
+    def _budget_left(self) -> bool:
+        """Whether time is left; rank 0's clock decides for every rank, so all stop at the same step."""
+        if self.budget is None:
+            return True
+        mine = self.budget.spent() if self.dist.main else 0.0
+        self._spent = float(distributed.all_sum(torch.tensor([mine], dtype=torch.float64), self.dist)[0])
+        return self._spent < self.budget.seconds
+
     def fit(self) -> dict[str, Any]:
         """Train to the last step; returns the summary (also written to summary.json)."""
         d, t = self.dist, self.cfg.train
         self._t0 = time.perf_counter()
+        if self.budget is not None:
+            self.budget.start()
         metrics = MetricsLog(self.run_dir / "metrics.csv", self.step if self.resuming else None) if d.main else None
         board = _tensorboard(self.run_dir) if d.main and t.tensorboard else None
         old = {}
@@ -491,15 +524,17 @@ class Trainer:
         show = Progress(self, enabled=self.progress) if d.main else None
         self._status("running")
         if d.main:
-            log.info("%s: steps %d-%d into %s; batch %d = %d processes x %d accumulation x %d on %s, %s", self.cfg.name,
-                     self.step + 1, self.total_steps, self.run_dir, self.cfg.data.batch_size, d.world_size,
+            span = (f"{self.budget.seconds:g} s of {t.budget_clock} time" if self.budget else "steps")
+            span += f" (steps {self.step + 1}-{self.total_steps})" if self.total_steps < NO_STEP_LIMIT else ""
+            log.info("%s: %s into %s; batch %d = %d processes x %d accumulation x %d on %s, %s", self.cfg.name,
+                     span, self.run_dir, self.cfg.data.batch_size, d.world_size,
                      t.accum_steps, self.micro_batch, self.device, t.precision)
         start_step = self.step
         rate = None
         try:
             if show:
                 show.start(start_step)
-            while self.step < self.total_steps:
+            while self.step < self.total_steps and self._budget_left():
                 tick = time.perf_counter()
                 out = self.train_step()
                 dt = time.perf_counter() - tick
@@ -560,8 +595,10 @@ class Trainer:
     def _summary(self) -> dict[str, Any]:
         elapsed = self.elapsed_before + time.perf_counter() - self._t0
         last = getattr(self, "last_row", {})
+        budget = {"time_budget_s": self.budget.seconds, "budget_clock": self.budget.clock,
+                  "budget_spent_s": round(self.budget.spent(), 3)} if self.budget is not None else {}
         return {
-            "name": self.cfg.name, "steps": self.step, "epochs": self.stream.epoch, "time_s": round(elapsed, 3),
+            **budget, "name": self.cfg.name, "steps": self.step, "epochs": self.stream.epoch, "time_s": round(elapsed, 3),
             "samples_per_s": last.get("samples_per_s"), "final_loss": last.get("loss"), "best": self.best,
             "skipped_steps": self.skipped_total, "data": self.loader.report.summary(),
             "checkpoint": str(getattr(self, "last_ckpt", "")), "run": str(self.run_dir),
@@ -617,16 +654,20 @@ class Progress:
         self.bar = RichProgress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                                 TimeRemainingColumn(), TextColumn("{task.fields[info]}"), transient=False)
         self.bar.start()
-        self.task = self.bar.add_task(self.trainer.cfg.name, total=self.trainer.total_steps, completed=step, info="")
+        budget = self.trainer.budget
+        total, done = (budget.seconds, budget.spent()) if budget else (self.trainer.total_steps, step)
+        self.task = self.bar.add_task(self.trainer.cfg.name, total=total, completed=done, info="")
 
     def update(self, step: int, row: dict[str, Any]) -> None:
         """Show one step's values."""
         terms = "  ".join(f"{k} {v:.4g}" for k, v in row.items() if k.endswith("loss") and isinstance(v, float))
         info = f"{terms}  lr {row['lr']:.2e}  {row['samples_per_s']:.0f} samples/s"
+        budget = self.trainer.budget
         if self.bar is not None:
-            self.bar.update(self.task, completed=step, info=info)
+            self.bar.update(self.task, completed=budget.spent() if budget else step, info=info)
         elif step % self.trainer.cfg.train.log_every == 0 or step == self.trainer.total_steps:
-            print(f"step {step}/{self.trainer.total_steps}  {info}", flush=True)
+            where = f"step {step}, {budget.spent():.1f}/{budget.seconds:g} s" if budget else f"step {step}/{self.trainer.total_steps}"
+            print(f"{where}  {info}", flush=True)
 
     def stop(self) -> None:
         """Remove the live display."""
@@ -686,6 +727,9 @@ def train(cfg: Config | str | os.PathLike, out: str | os.PathLike, overrides: li
     elif overrides:
         cfg = from_dict(apply_overrides(cfg.to_dict(), list(overrides)))
     run_dir = Path(out)
+    from zir.train.init_weights import check_init
+
+    check_init(cfg.model)
     if ckpt.list_checkpoints(run_dir / "checkpoints") or (run_dir / "metrics.csv").exists():
         raise ConfigError(f"run folder {run_dir} already holds a run: continue it with `zir train --resume {run_dir}` "
                           f"or choose another --out")
