@@ -1,7 +1,7 @@
 """Objectives, each a module with its heads that reads cached tower features and returns a `Loss`.
 
-Self-supervised: MAE, SimCLR, DINO, iBOT, KoLeo. Cross-modal: CLIP, SigLIP, SLIP, CoCa. Importing this
-package registers all of them, so recipes can name any.
+Self-supervised: MAE, SimCLR, DINO, iBOT, KoLeo. Cross-modal: CLIP, SigLIP, SLIP, CoCa. Fine-tuning:
+supervised cross-entropy. Importing this package registers all of them, so recipes can name any.
 """
 
 from zir.objectives.base import (
@@ -12,9 +12,10 @@ from zir.objectives.ibot import IBOT
 from zir.objectives.koleo import KoLeo
 from zir.objectives.mae import MAE
 from zir.objectives.simclr import SimCLR
+from zir.objectives.supervised import Supervised
 from zir.objectives import clip, coca, siglip, slip  # noqa: E402,F401  (registers clip, coca, siglip, slip)
 
 __all__ = [
     "DINO", "DINOHead", "IBOT", "MAE", "OBJECTIVES", "EMATeacher", "Forward", "KoLeo", "Loss", "Objective", "SimCLR",
-    "create_objective", "list_objectives", "register_objective",
+    "Supervised", "create_objective", "list_objectives", "register_objective",
 ]
