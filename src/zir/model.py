@@ -17,7 +17,8 @@ import torch
 from torch import nn
 
 from zir.data.plan import Batch, ViewPlan
-from zir.errors import ConfigError
+from zir.data.transforms import local_size_for
+from zir.errors import ConfigError, ShapeError
 from zir.objectives import Forward, Objective, create_objective
 
 # strongest augmentation first: a shared view is augmented for the objective that needs the most
@@ -98,18 +99,20 @@ class ZirModel(nn.Module):
     def view_plan(self) -> ViewPlan:
         """The union of the objectives' views as one ViewPlan (sizes from the image tower)."""
         plans = {name: obj.view_plan() for name, obj in self.objectives.items()}
-        masks = {name: (float(p.get("mask", 0.0)), p.get("mask_kind", "random")) for name, p in plans.items() if p.get("mask", 0.0)}
+        masks = {name: (float(p.get("mask", 0.0)), p.get("mask_kind", "random"), p.get("mask_patch_size"))
+                 for name, p in plans.items() if p.get("mask", 0.0)}
         if len(set(masks.values())) > 1:
-            desc = ", ".join(f"{n} mask={m} {k}" for n, (m, k) in masks.items())
+            desc = ", ".join(f"{n} mask={m} {k}" + (f" in {s}px squares" if s else "") for n, (m, k, s) in masks.items())
             raise ConfigError(f"model: objectives ask for different masks ({desc}); one mask per view is supported")
         merged: ViewPlan | None = None
         for p in plans.values():
-            plan = ViewPlan.from_dict({k: v for k, v in p.items() if k != "pipeline"})
+            # pixel mask sizes are checked once the tower's image and patch size are known (below)
+            plan = ViewPlan.from_dict({k: v for k, v in p.items() if k not in ("pipeline", "mask_patch_size")})
             merged = plan if merged is None else merged.merge(plan)
         pipes = [p.get("pipeline", "simclr") for p in plans.values()]
         merged.pipeline = min(pipes, key=lambda x: PIPELINE_ORDER.index(x) if x in PIPELINE_ORDER else len(PIPELINE_ORDER))
         if masks:
-            merged.mask, merged.mask_kind = next(iter(masks.values()))
+            merged.mask, merged.mask_kind, mask_patch_size = next(iter(masks.values()))
             mask_on: list[str] = []
             for name in masks:
                 on = plans[name].get("mask_on", ("global",))
@@ -117,13 +120,28 @@ class ZirModel(nn.Module):
                     if v not in mask_on:
                         mask_on.append(v)
             merged.mask_on = tuple(mask_on)
+        spec = {**_plan_dict(merged), "mask_patch_size": mask_patch_size if masks else None}
         tower = self.towers["image"] if "image" in self.towers else None
         if tower is not None and hasattr(tower, "patch_embed"):
             grid, patch = tower.patch_embed.grid_size, tower.patch_embed.patch_size
             patch = patch[0] if isinstance(patch, (tuple, list)) else patch
             size = grid[0] * patch
-            merged = ViewPlan.from_dict({**_plan_dict(merged), "size": size, "patch_size": patch, "local_size": None})
-        return merged
+            spec.update(size=size, patch_size=patch, local_size=fitting_local_size(tower, size, patch))
+        return ViewPlan.from_dict(spec)
+
+    def check_plan(self, plan: ViewPlan, where: str = "data.plan") -> None:
+        """Raise a ConfigError naming the plan field whose crops the image tower cannot take (Swin's windows)."""
+        tower = self.towers["image"] if "image" in self.towers else None
+        if tower is None or not hasattr(tower, "stage_grids"):
+            return
+        for name, side, used in (("size", plan.size, plan.global_views + plan.image), ("local_size", plan.local_size, plan.local_views)):
+            if not used:
+                continue
+            try:
+                tower.stage_grids(side, side)
+            except ShapeError as err:
+                hint = nearest_fitting_side(tower, side, plan.size if name == "local_size" else 2 * side)
+                raise ConfigError(f"{where}.{name}={side}: {err}" + (f"; e.g. {where}.{name}={hint}" if hint else "")) from None
 
     # -- a step ---------------------------------------------------------------------------------------
     def tower_for(self, name: str) -> nn.Module:
@@ -241,6 +259,29 @@ class ZirModel(nn.Module):
                 seen.add(id(p))
                 add(p, p.ndim > 1 and n not in skip, 1.0, f"objectives.{oname}.{n}")
         return list(groups.values())
+
+
+def fitting_local_size(tower: nn.Module, size: int, patch: int) -> int | None:
+    """DINO's local crop side (96/224 of `size`) moved to the nearest side a windowed tower (Swin) accepts.
+
+    Swin needs sides whose patch grid halves at every merge and whose stage grids the window divides, so the
+    default rounding to the patch size is not enough (14 px at 32 px would break Swin). None for other towers.
+    """
+    return nearest_fitting_side(tower, local_size_for(size, patch), size)
+
+
+def nearest_fitting_side(tower: nn.Module, target: float, limit: int) -> int | None:
+    """The image side nearest `target` (at most `limit`) that a tower with `stage_grids` (Swin) accepts, or None."""
+    if not hasattr(tower, "stage_grids"):
+        return None
+    unit = tower.feature_stride[0]
+    for side in sorted(range(unit, max(limit, unit) + 1, unit), key=lambda s: (abs(s - target), -s)):
+        try:
+            tower.stage_grids(side, side)
+            return side
+        except ShapeError:
+            continue
+    return None
 
 
 def _plan_dict(plan: ViewPlan) -> dict:

@@ -126,6 +126,21 @@ def block_mask(
     return _from_bool(torch.from_numpy(flat), (h, w))
 
 
+def upsample_mask(mask: Mask, scale: int) -> Mask:
+    """Each cell of a coarse mask becomes `scale` x `scale` patches: SimMIM's mask patches larger than the tower's.
+
+    A (B, h * w) mask over mask patches -> a (B, h * s * w * s) mask over the tower's patches, still hiding
+    the same count in every sample, so `keep` stays rectangular.
+    """
+    if scale < 1:
+        raise ConfigError(f"mask upsampling scale {scale}: expected a whole number >= 1")
+    if scale == 1:
+        return mask
+    h, w = mask.grid
+    fine = mask.mask.reshape(-1, h, w).repeat_interleave(scale, dim=1).repeat_interleave(scale, dim=2)
+    return _from_bool(fine.reshape(fine.shape[0], -1), (h * scale, w * scale))
+
+
 def make_mask(kind: str, batch: int, grid, ratio: float, seed: int = 0) -> Mask:
     """A mask by kind name: 'random' (MAE) or 'block' (BEiT/iBOT)."""
     if kind == "random":

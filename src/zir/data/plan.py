@@ -8,7 +8,8 @@ workers nor on which worker built it, and builds:
 - `global_0 .. global_{G-1}`: (B, 3, size, size) normalised, augmented by the plan's pipeline;
 - `local_0 .. local_{L-1}`: (B, 3, local_size, local_size), DINO's small crops;
 - `image` when asked: (B, 3, size, size), a light crop and flip (CLIP, MAE beside SimCLR/DINO views);
-- a `Mask` for each masked view, with `keep` (B, K) for `forward_tokens(x, keep)`;
+- a `Mask` for each masked view, with `keep` (B, K) for `forward_tokens(x, keep)`, drawn over squares of
+  `mask_patch_size` pixels (SimMIM) or, by default, over the tower's patches;
 - `text_0 ..`: one caption drawn per sample per text view, as token ids (B, context_length) when a
   tokenizer is given, and always as strings in `captions`.
 """
@@ -37,6 +38,7 @@ class ViewPlan:
     mask: float = 0.0  # fraction of patches hidden in each masked view
     mask_kind: str = "random"  # 'random' (MAE) or 'block' (BEiT/iBOT)
     mask_on: tuple[str, ...] = ("global",)  # which views get a mask: 'global', 'image', or view names
+    mask_patch_size: int | None = None  # side in pixels of the squares masked together (SimMIM); None: patch_size
     size: int = 32  # side of global and image views
     local_size: int | None = None  # side of local views; default DINO's 96/224 of `size`
     patch_size: int = 4  # the tower's patch size, for mask grids and local sizes
@@ -66,6 +68,12 @@ class ViewPlan:
             self.local_size = transforms.local_size_for(self.size, self.patch_size)
         elif self.local_size % self.patch_size:
             raise ConfigError(f"view plan field local_size={self.local_size}: expected a multiple of patch_size={self.patch_size}")
+        if self.mask_patch_size is not None:
+            mps = self.mask_patch_size
+            if isinstance(mps, bool) or not isinstance(mps, (int, np.integer)) or mps < 1 or mps % self.patch_size:
+                raise ConfigError(f"view plan field mask_patch_size={mps!r}: expected a multiple of patch_size={self.patch_size}")
+            if self.size % mps:
+                raise ConfigError(f"view plan field mask_patch_size={mps}: expected a divisor of size={self.size}")
         if isinstance(self.mask_on, str):
             self.mask_on = (self.mask_on,)
         self.mask_on = tuple(self.mask_on)
@@ -231,9 +239,14 @@ class ViewCollate:
             raw = transforms.to_float(torch.stack([it.image for it in good]))
             for name, aug in self._augs.items():
                 views[name] = transforms.normalize(aug(raw, hash_seed(seed, name)), plan.mean, plan.std)
+            unit = (plan.mask_patch_size or plan.patch_size) // plan.patch_size  # tower patches per mask-patch side
             for name in plan.masked_views():
                 side = views[name].shape[-1] // plan.patch_size
-                masks[name] = masking.make_mask(plan.mask_kind, b, (side, side), plan.mask, hash_seed(seed, name, "mask"))
+                if side % unit:
+                    raise ConfigError(f"view {name}: its {side}x{side} patch grid is not divisible into mask patches "
+                                      f"of {plan.mask_patch_size} pixels; set a mask_patch_size that divides the view")
+                coarse = masking.make_mask(plan.mask_kind, b, (side // unit, side // unit), plan.mask, hash_seed(seed, name, "mask"))
+                masks[name] = masking.upsample_mask(coarse, unit)
         captions: dict[str, list[str]] = {}
         tokens: dict[str, torch.Tensor] = {}
         if plan.text:

@@ -137,9 +137,12 @@ def _plan(model: nn.Module, cfg: Config) -> ViewPlan:
         spec["local_size"] = None
     spec.update(over)
     try:
-        return ViewPlan.from_dict(spec)
+        plan = ViewPlan.from_dict(spec)
     except ConfigError as err:
         raise ConfigError(f"data.plan: {err}") from None
+    if hasattr(model, "check_plan"):
+        model.check_plan(plan)  # crops a windowed tower (Swin) cannot take fail here, naming the field
+    return plan
 
 
 # -- state helpers -----------------------------------------------------------------------------------
