@@ -38,6 +38,10 @@ class EfficientAttentionViT(VisionTransformer):
         width of each cascaded group head. Other arguments are `VisionTransformer`'s."""
         if attention not in ATTENTION_KINDS:
             raise ConfigError(f"attention must be one of {', '.join(ATTENTION_KINDS)}; got {attention!r}")
+        if attention != "softmax" and kwargs.get("less_attention"):
+            raise ConfigError(
+                f"less_attention reuses softmax attention scores; it does not combine with attention={attention!r}"
+            )
         super().__init__(**kwargs)
         self.attention = attention
         if attention == "softmax":

@@ -16,6 +16,9 @@ from torch.utils.checkpoint import checkpoint
 
 from zir.errors import ConfigError, ShapeError
 from zir.nn import Block, PatchEmbed, check_attention_impl, resample_pos_embed, sincos_2d
+from zir.nn.less_attention import (
+    ScoreSharingBlock, check_score_transform, less_attention_schedule, run_score_sharing, token_positions,
+)
 
 GLOBAL_POOLS = ("token", "avg")
 POS_EMBEDS = ("learn", "sincos")
@@ -53,12 +56,18 @@ class VisionTransformer(nn.Module):
         attn_drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
         layer_norm_eps: float = 1e-6,
+        less_attention: int = 0,
+        less_attention_stages: int = 1,
+        less_attention_transform: str = "heads",
     ) -> None:
         """Build the tower.
 
         `embed_prefix`: the prefix tokens get position embeddings of their own (original ViT); registers
         usually come with `embed_prefix=False`. `fc_norm`: normalise after pooling instead of normalising
         tokens (MAE fine-tuning style; `forward_tokens` then returns un-normalised tokens).
+        `less_attention` K > 0: LaViT's less attention (`zir.nn.less_attention`): the blocks form
+        `less_attention_stages` equal groups, the first K blocks of each compute attention and the others
+        reuse the previous block's scores through `less_attention_transform` ('heads' or 'tokens').
         """
         super().__init__()
         if global_pool not in GLOBAL_POOLS:
@@ -100,11 +109,19 @@ class VisionTransformer(nn.Module):
         self.pos_drop = nn.Dropout(drop_rate)
 
         rates = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]  # linear stochastic-depth rule
-        self.blocks = nn.ModuleList(
-            Block(embed_dim, num_heads, mlp_ratio, qkv_bias, qk_norm, init_values, drop_rate, attn_drop_rate,
-                  rates[i], norm_layer=norm_layer)
-            for i in range(depth)
-        )
+        block_args = (embed_dim, num_heads, mlp_ratio, qkv_bias, qk_norm, init_values, drop_rate, attn_drop_rate)
+        self.less_attention = less_attention
+        if less_attention:
+            reuse = less_attention_schedule(depth, less_attention, less_attention_stages)
+            transform = check_score_transform(less_attention_transform)
+            native_tokens = self.num_prefix_tokens + self.patch_embed.num_patches
+            self.blocks = nn.ModuleList(
+                ScoreSharingBlock(*block_args, rates[i], norm_layer=norm_layer, reuse=reuse[i], transform=transform,
+                                  num_tokens=native_tokens)
+                for i in range(depth)
+            )
+        else:
+            self.blocks = nn.ModuleList(Block(*block_args, rates[i], norm_layer=norm_layer) for i in range(depth))
         self.norm = nn.Identity() if fc_norm else norm_layer(embed_dim)
         self.fc_norm = norm_layer(embed_dim) if fc_norm else nn.Identity()
         self.head_drop = nn.Dropout(drop_rate)
@@ -161,19 +178,29 @@ class VisionTransformer(nn.Module):
 
     def forward_tokens(self, x: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
         """Images (B, C, H, W) -> token features (B, P + K, D); `keep` (B, K) picks the patches to encode."""
-        tokens = self.embed(x, keep)
+        return self.norm(self.forward_blocks(self.embed(x, keep), keep))
+
+    def forward_blocks(self, tokens: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+        """Run the blocks on (B, P + K, D) input tokens; `keep`: the patches they hold (less attention's token maps)."""
+        if self.less_attention:
+            positions = token_positions(self.num_prefix_tokens, keep)
+            return run_score_sharing(self.blocks, tokens, positions, checkpointing=self.grad_checkpointing)[0]
         for block in self.blocks:
             if self.grad_checkpointing and torch.is_grad_enabled():
                 tokens = checkpoint(block, tokens, use_reentrant=False)
             else:
                 tokens = block(tokens)
-        return self.norm(tokens)
+        return tokens
 
     def forward_with_attention(
         self, x: torch.Tensor, keep: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Like `forward_tokens`, also returning each block's (B, H, T, T) attention weights, in one pass."""
         tokens = self.embed(x, keep)
+        if self.less_attention:
+            positions = token_positions(self.num_prefix_tokens, keep)
+            tokens, weights = run_score_sharing(self.blocks, tokens, positions, need_weights=True)
+            return self.norm(tokens), weights
         weights = []
         for block in self.blocks:
             tokens, attn = block(tokens, need_weights=True)

@@ -160,6 +160,9 @@ register_model("vit_micro_patch4_reg4_32", VisionTransformer, _CPU + ", 4 regist
                img_size=32, patch_size=4, embed_dim=128, depth=4, num_heads=4, reg_tokens=4, embed_prefix=False)
 register_model("vit_nano_patch4_32", VisionTransformer, _CPU + " (tests)", img_size=32, patch_size=4,
                embed_dim=64, depth=2, num_heads=2)
+# LaViT-style less attention (Zhang et al. 2024): block 1 attends, blocks 2-4 reuse its scores (head mixing).
+register_model("vit_micro_lessattn_patch4_32", VisionTransformer, _CPU + ", less attention (LaViT)", img_size=32,
+               patch_size=4, embed_dim=128, depth=4, num_heads=4, less_attention=1)
 
 # -- Swin (efficient-ViT family, issue 8) ---------------------------------------------------------------
 from zir.models.swin import SwinTransformer  # noqa: E402  (registers below; swin does not import the zoo)

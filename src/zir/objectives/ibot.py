@@ -36,13 +36,7 @@ def encode_with_mask_token(tower: nn.Module, x: torch.Tensor, mask: torch.Tensor
     patches = patches + tower.patch_pos_embed(tower.patch_embed.grid_for(x.shape[-2], x.shape[-1]))
     prefix = tower.prefix_tokens(patches.shape[0])
     tokens = patches if prefix is None else torch.cat([prefix.to(patches.dtype), patches], dim=1)
-    tokens = tower.pos_drop(tokens)
-    for block in tower.blocks:
-        if getattr(tower, "grad_checkpointing", False) and torch.is_grad_enabled():
-            tokens = torch.utils.checkpoint.checkpoint(block, tokens, use_reentrant=False)
-        else:
-            tokens = block(tokens)
-    return tower.norm(tokens)
+    return tower.norm(tower.forward_blocks(tower.pos_drop(tokens)))
 
 
 def ibot_patch_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, mask: torch.Tensor, center: torch.Tensor,
