@@ -102,7 +102,8 @@ class ZirModel(nn.Module):
         masks = {name: (float(p.get("mask", 0.0)), p.get("mask_kind", "random"), p.get("mask_patch_size"))
                  for name, p in plans.items() if p.get("mask", 0.0)}
         if len(set(masks.values())) > 1:
-            desc = ", ".join(f"{n} mask={m} {k}" + (f" in {s}px squares" if s else "") for n, (m, k, s) in masks.items())
+            desc = ", ".join(f"{n} mask={m} {k}" + (f" in {s}px squares" if s else "")
+                             for n, (m, k, s) in masks.items())
             raise ConfigError(f"model: objectives ask for different masks ({desc}); one mask per view is supported")
         merged: ViewPlan | None = None
         for p in plans.values():
@@ -134,14 +135,16 @@ class ZirModel(nn.Module):
         tower = self.towers["image"] if "image" in self.towers else None
         if tower is None or not hasattr(tower, "stage_grids"):
             return
-        for name, side, used in (("size", plan.size, plan.global_views + plan.image), ("local_size", plan.local_size, plan.local_views)):
+        sides = (("size", plan.size, plan.global_views + plan.image), ("local_size", plan.local_size, plan.local_views))
+        for name, side, used in sides:
             if not used:
                 continue
             try:
                 tower.stage_grids(side, side)
             except ShapeError as err:
                 hint = nearest_fitting_side(tower, side, plan.size if name == "local_size" else 2 * side)
-                raise ConfigError(f"{where}.{name}={side}: {err}" + (f"; e.g. {where}.{name}={hint}" if hint else "")) from None
+                suggestion = f"; e.g. {where}.{name}={hint}" if hint else ""
+                raise ConfigError(f"{where}.{name}={side}: {err}{suggestion}") from None
 
     # -- a step ---------------------------------------------------------------------------------------
     def tower_for(self, name: str) -> nn.Module:

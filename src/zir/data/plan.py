@@ -71,7 +71,8 @@ class ViewPlan:
         if self.mask_patch_size is not None:
             mps = self.mask_patch_size
             if isinstance(mps, bool) or not isinstance(mps, (int, np.integer)) or mps < 1 or mps % self.patch_size:
-                raise ConfigError(f"view plan field mask_patch_size={mps!r}: expected a multiple of patch_size={self.patch_size}")
+                raise ConfigError(f"view plan field mask_patch_size={mps!r}: "
+                                  f"expected a multiple of patch_size={self.patch_size}")
             if self.size % mps:
                 raise ConfigError(f"view plan field mask_patch_size={mps}: expected a divisor of size={self.size}")
         if isinstance(self.mask_on, str):

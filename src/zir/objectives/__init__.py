@@ -1,6 +1,6 @@
 """Objectives, each a module with its heads that reads cached tower features and returns a `Loss`.
 
-Self-supervised: MAE, SimCLR, DINO, iBOT, KoLeo. Cross-modal: CLIP, SigLIP, SLIP, CoCa. Fine-tuning:
+Self-supervised: MAE, SimMIM, SimCLR, DINO, iBOT, KoLeo. Cross-modal: CLIP, SigLIP, SLIP, CoCa. Fine-tuning:
 supervised cross-entropy. Importing this package registers all of them, so recipes can name any.
 """
 
@@ -12,10 +12,11 @@ from zir.objectives.ibot import IBOT
 from zir.objectives.koleo import KoLeo
 from zir.objectives.mae import MAE
 from zir.objectives.simclr import SimCLR
+from zir.objectives.simmim import SimMIM
 from zir.objectives.supervised import Supervised
 from zir.objectives import clip, coca, siglip, slip  # noqa: E402,F401  (registers clip, coca, siglip, slip)
 
 __all__ = [
     "DINO", "DINOHead", "IBOT", "MAE", "OBJECTIVES", "EMATeacher", "Forward", "KoLeo", "Loss", "Objective", "SimCLR",
-    "Supervised", "create_objective", "list_objectives", "register_objective",
+    "SimMIM", "Supervised", "create_objective", "list_objectives", "register_objective",
 ]
