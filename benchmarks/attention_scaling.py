@@ -1,9 +1,12 @@
 """How attention cost grows with the number of tokens: global softmax (ViT), shifted windows (Swin),
-separable (MobileViT v2, linear) and cascaded group (EfficientViT) attention.
+separable (MobileViT v2, linear), cascaded group (EfficientViT) and less (LaViT) attention.
 
 Each mechanism is measured as one attention layer (input projection, attention, output projection; Swin's
 layer includes its cyclic shift, window partition and mask) on a (B, N, D) batch whose N tokens form a
-square grid: 64, 256, 1024 and 4096 tokens = 8x8 ... 64x64. For every (mechanism, N) the script reports
+square grid: 64, 256, 1024 and 4096 tokens = 8x8 ... 64x64. A less-attention (LaViT) layer is a block that
+reuses an earlier block's scores: it is timed with fixed incoming (B, H, N, N) scores that take gradients
+(as the earlier block's would), with head mixing (zir's default) or the paper's N x N token maps (whose
+2 H N^3 cost is measured up to `--token-maps-max` tokens only). For every (mechanism, N) the script reports
 
 - forward time (under `torch.no_grad()`) and forward+backward time, the median over repetitions that are
   alternated between mechanisms (so load from other processes hits all alike);
@@ -18,6 +21,8 @@ Run::
 
     .venv/bin/python benchmarks/attention_scaling.py                 # prints a Markdown table
     .venv/bin/python benchmarks/attention_scaling.py --svg docs/attention_scaling.svg   # and a log-log plot
+    .venv/bin/python benchmarks/attention_scaling.py --only "softmax,less" --tokens 64,256,1024 --threads 1
+    .venv/bin/python benchmarks/attention_scaling.py --lavit --threads 1       # whole towers, with/without
 
 The plot is written as plain SVG, so the benchmark needs nothing beyond torch and zir.
 
@@ -50,6 +55,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 from zir.nn import Attention
+from zir.nn.less_attention import LessAttention
 from zir.nn.linear_attention import CascadedGroupAttention, SeparableSelfAttention
 from zir.nn.window import WindowAttention, shifted_window_mask, window_and_shift, window_partition, window_reverse
 
@@ -80,8 +86,24 @@ class ShiftedWindowLayer(nn.Module):
         return y.reshape(B, N, D)
 
 
-def make_layers(dim: int, heads: int, window: int) -> dict[str, Callable[[], nn.Module]]:
-    """The mechanisms under test, by label; each builder returns a fresh layer."""
+class ReusedScoresLayer(nn.Module):
+    """A less-attention layer with the (B, H, N, N) scores an earlier block would hand it, as a parameter
+    so that the backward pass also computes their gradient."""
+
+    def __init__(self, dim: int, heads: int, tokens: int, transform: str) -> None:
+        super().__init__()
+        self.attn = LessAttention(dim, heads, transform=transform, num_tokens=tokens)
+        self.scores = nn.Parameter(torch.randn(1, heads, tokens, tokens))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, N, D) -> (B, N, D)."""
+        return self.attn.forward_scores(x, self.scores.expand(x.shape[0], -1, -1, -1))[0]
+
+
+def make_layers(dim: int, heads: int, window: int, tokens: int = 64,
+                token_maps_max: int = 1024) -> dict[str, Callable[[], nn.Module | None]]:
+    """The mechanisms under test, by label; each builder returns a fresh layer for `tokens` tokens, or None
+    where a mechanism is not measured at that size."""
 
     def softmax(impl: str) -> Callable[[], nn.Module]:
         def build() -> nn.Module:
@@ -96,6 +118,10 @@ def make_layers(dim: int, heads: int, window: int) -> dict[str, Callable[[], nn.
         f"shifted window {window}x{window} (Swin)": lambda: ShiftedWindowLayer(dim, heads, window),
         "separable (MobileViT v2)": lambda: SeparableSelfAttention(dim),
         "cascaded group, key 16 (EfficientViT)": lambda: CascadedGroupAttention(dim, heads, key_dim=16),
+        "less attention, head mixing (LaViT, zir)": lambda: ReusedScoresLayer(dim, heads, tokens, "heads"),
+        "less attention, N x N token maps (LaViT)": (
+            lambda: ReusedScoresLayer(dim, heads, tokens, "tokens") if tokens <= token_maps_max else None
+        ),
     }
 
 
@@ -165,11 +191,17 @@ def fitted_exponent(tokens: list[int], seconds: list[float]) -> float:
 
 def measure(args: argparse.Namespace, device: torch.device) -> dict[str, dict[int, dict[str, float | None]]]:
     """{label: {tokens: {fwd_ms, fwdbwd_ms, peak_mb}}} for every mechanism and token count."""
-    builders = make_layers(args.dim, args.heads, args.window)
-    results: dict[str, dict[int, dict[str, float | None]]] = {label: {} for label in builders}
+    chosen = lambda label: not args.only or any(part in label for part in args.only.split(","))  # noqa: E731
+    measured = [label for label in make_layers(args.dim, args.heads, args.window) if chosen(label)]
+    results: dict[str, dict[int, dict[str, float | None]]] = {label: {} for label in measured}
     for tokens in args.tokens:
         torch.manual_seed(0)
-        layers = {label: build().to(device) for label, build in builders.items()}
+        builders = make_layers(args.dim, args.heads, args.window, tokens, args.token_maps_max)
+        layers = {label: builders[label]() for label in measured}
+        for label in [label for label, layer in layers.items() if layer is None]:
+            results[label][tokens] = {"fwd_ms": None, "fwdbwd_ms": None, "peak_mb": None}
+            del layers[label]
+        layers = {label: layer.to(device) for label, layer in layers.items()}
         x = torch.randn(args.batch, tokens, args.dim, device=device)
         xg = x.clone().requires_grad_(True)
 
@@ -226,7 +258,8 @@ def markdown(results: dict[str, dict[int, dict[str, float | None]]], tokens: lis
                 cells.append("n/a" if value is None else (f"{value:.1f}" if key == "peak_mb" else f"{value:.3f}"))
             row = f"| {label} | " + " | ".join(cells) + " |"
             if key != "peak_mb":
-                row += f" {fitted_exponent(fit, [by_n[n][key] for n in fit]):.2f} |"
+                sizes = [n for n in fit if by_n[n][key] is not None]
+                row += f" {fitted_exponent(sizes, [by_n[n][key] for n in sizes]):.2f} |" if len(sizes) >= 2 else " n/a |"
             lines.append(row)
         lines.append("")
     lines.append(f"Exponent: least-squares slope of log(time) on log(tokens) over {', '.join(map(str, fit))} tokens.")
@@ -359,6 +392,71 @@ def tome_tradeoff(args: argparse.Namespace) -> str:
     return head + "\n" + "\n".join(rows)
 
 
+def less_attention_models(args: argparse.Namespace) -> str:
+    """Whole towers with and without less attention: parameters, FLOPs and step times; a Markdown table.
+
+    The same ViT (`--lavit-model`, no head) at its native size, as published (softmax attention in every
+    block, SDPA and math kernels) and with `less_attention=1` (block 1 attends, the rest reuse) for each
+    transformation. Times are medians over rounds that alternate between the variants.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    import zir
+
+    variants = {
+        "softmax attention in every block, SDPA": ({}, "sdpa"),
+        "softmax attention in every block, math": ({}, "math"),
+        "less attention, head mixing (zir default)": ({"less_attention": 1}, "math"),
+        "less attention, N x N token maps (paper)": ({"less_attention": 1, "less_attention_transform": "tokens"}, "math"),
+    }
+    models, stats = {}, {}
+    for label, (kwargs, impl) in variants.items():
+        torch.manual_seed(0)
+        model = zir.create_model(args.lavit_model, num_classes=0, **kwargs)
+        model.set_attention_impl(impl)
+        side = model.patch_embed.img_size
+        x = torch.randn(args.lavit_batch, 3, *side)
+        model.eval().set_attention_impl("math")  # explicit matmuls, which the FLOP counter sees
+        counter = FlopCounterMode(display=False)
+        with counter, torch.no_grad():
+            model(x[:1])
+        model.set_attention_impl(impl)
+        models[label] = (model, x)
+        stats[label] = {"params": sum(p.numel() for p in model.parameters()), "gflops": counter.get_total_flops() / 1e9,
+                        "fwd": [], "train": []}
+
+    def forward(model: nn.Module, x: torch.Tensor) -> Callable[[], None]:
+        def run() -> None:
+            with torch.no_grad():
+                model.eval()(x)
+        return run
+
+    def train(model: nn.Module, x: torch.Tensor) -> Callable[[], None]:
+        def run() -> None:
+            model.train()(x).square().mean().backward()
+            model.zero_grad(set_to_none=True)
+        return run
+
+    for model, x in models.values():
+        forward(model, x)()
+        train(model, x)()
+    labels = list(models)
+    for rep in range(args.repeats):
+        for label in labels[rep % len(labels):] + labels[: rep % len(labels)]:
+            model, x = models[label]
+            stats[label]["fwd"].append(time_once(forward(model, x), torch.device("cpu"), args.min_seconds))
+            stats[label]["train"].append(time_once(train(model, x), torch.device("cpu"), args.min_seconds))
+    base = statistics.median(stats[labels[0]]["train"])
+    rows = ["| tower | params | GFLOPs / image | forward, ms | forward+backward, ms | vs SDPA |",
+            "|---|---:|---:|---:|---:|---:|"]
+    for label in labels:
+        st = stats[label]
+        fwd, step = 1e3 * statistics.median(st["fwd"]), 1e3 * statistics.median(st["train"])
+        rows.append(f"| {label} | {st['params']:,} | {st['gflops']:.3f} | {fwd:.1f} | {step:.1f} | {step / 1e3 / base:.2f}x |")
+        print(f"  {label}: fwd {fwd:.1f} ms, fwd+bwd {step:.1f} ms", file=sys.stderr)
+    return "\n".join(rows)
+
+
 def machine() -> str:
     """One line naming the machine, threads and torch version."""
     cpu = platform.processor() or platform.machine()
@@ -382,6 +480,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--min-seconds", type=float, default=0.2, help="time per repetition")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, help="torch CPU threads (on a shared, loaded machine, 1 is steadiest)")
+    parser.add_argument("--only", help="comma-separated parts of mechanism labels to measure (default: all)")
+    parser.add_argument("--token-maps-max", type=int, default=1024,
+                        help="largest token count at which LaViT's N x N token maps are measured")
+    parser.add_argument("--lavit", action="store_true", help="compare whole towers with and without less attention")
+    parser.add_argument("--lavit-model", default="vit_micro_patch4_32", help="zoo ViT for --lavit")
+    parser.add_argument("--lavit-batch", type=int, default=32)
     parser.add_argument("--svg", help="also write a log-log plot of forward+backward time to this SVG file")
     parser.add_argument("--tome", action="store_true", help="measure token merging's speed/accuracy trade-off instead")
     parser.add_argument("--tome-r", default="0,4,8,16,24,32", help="merge counts per block to evaluate")
@@ -395,6 +499,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.lavit:
+        table = less_attention_models(args)
+        print(f"{args.lavit_model} (no head) at its native size, batch {args.lavit_batch}, fp32, on {machine()}.\n")
+        print(table)
+        return
     if args.tome:
         args.tome_r = [int(r) for r in args.tome_r.split(",")]
         table = tome_tradeoff(args)
