@@ -12,7 +12,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from zir.eval.run_eval import evaluate_run, results_table
 
     results = evaluate_run(args.run, args.tasks, data=args.data, data_root=args.data_root, limit=args.limit,
-                           baseline=args.baseline)
+                           baseline=args.baseline, teacher=args.teacher)
     results_table(results, f"Evaluation of {args.run}").print()
     print(f"wrote {Path(args.run) / 'results.json'}")
     if not args.no_report:
@@ -64,7 +64,10 @@ def add_parsers(sub) -> None:
                         description="Evaluate RUN's newest checkpoint, write RUN/results.json and RUN/report.html.")
     ev.add_argument("run", help="run folder (from zir train)")
     ev.add_argument("--tasks", default="zeroshot,retrieval,linear,knn",
-                    help="comma-separated: zeroshot, retrieval, linear, knn (default all)")
+                    help="comma-separated: zeroshot, retrieval, linear, knn (default these four), finetune (the "
+                         "run's own classifier head, from the supervised objective)")
+    ev.add_argument("--teacher", action="store_true",
+                    help="evaluate the EMA teacher (dino, ibot) instead of the student; results keyed TASK_teacher")
     ev.add_argument("--data", default=None, help="evaluate on this source instead of the run's (e.g. shapes, cifar10)")
     ev.add_argument("--data-root", default=None, help="folder holding cifar10/ and flickr8k/ (default $ZIR_DATA)")
     ev.add_argument("--limit", type=int, default=None, help="samples per split at most (default all)")

@@ -6,6 +6,10 @@ per (dataset, split) into `RUN/features/`, runs every requested task the model s
 model cannot do (zero-shot without a text tower) are recorded as `{"skipped": reason}`. With
 `baseline=True` each task also carries `random_init`: the same numbers for the same architecture at its
 initial weights, which is what a trained representation has to beat.
+
+`finetune` (asked for by name, not in the default set) is the top-1 of the run's own classifier (the
+`supervised` objective's head) on the held-out split. `teacher=True` evaluates the EMA teacher of a DINO or
+iBOT run instead of the student tower; its results are stored as `<task>_teacher` with `tower` saying so.
 """
 
 from __future__ import annotations
@@ -33,10 +37,12 @@ from zir.eval.linear_probe import evaluate_linear_probe
 from zir.eval.retrieval import evaluate_retrieval
 from zir.eval.zeroshot import DEFAULT_TEMPLATES, evaluate_zeroshot, zeroshot_classifier
 
-__all__ = ["TASKS", "EvalError", "LoadedRun", "evaluate_run", "load_run", "random_init_model", "image_tower",
-           "image_size", "image_text_objective", "run_tokenizer", "eval_data", "results_rows", "results_table"]
+__all__ = ["TASKS", "EXTRA_TASKS", "EvalError", "LoadedRun", "evaluate_run", "load_run", "random_init_model",
+           "image_tower", "teacher_tower", "image_size", "image_text_objective", "supervised_objective", "run_tokenizer",
+           "eval_data", "results_rows", "results_table"]
 
-TASKS = ("zeroshot", "retrieval", "linear", "knn")
+TASKS = ("zeroshot", "retrieval", "linear", "knn")  # the default set
+EXTRA_TASKS = ("finetune",)  # run when named: the fine-tuned run's own classifier head
 BUILTIN_SPLITS = {"shapes": "test", "digits": "test", "cifar10": "test", "flickr8k": "test", "fashion_mnist": "test"}
 CAPTIONS_PER_IMAGE = 5  # Flickr and shapes both have five; retrieval reads this many per image
 SHAPES_TEMPLATES = ("a {}", "a picture of a {}", "an image of a {}")  # the wording of shapes' own captions
@@ -46,7 +52,7 @@ def _register_objectives() -> None:
     """Import every objective module so that any run's recipe builds (not all are imported by zir.objectives)."""
     import importlib
 
-    for mod in ("clip", "siglip", "slip", "coca", "mae", "dino", "ibot", "simclr"):
+    for mod in ("clip", "siglip", "slip", "coca", "mae", "dino", "ibot", "simclr", "supervised"):
         try:
             importlib.import_module(f"zir.objectives.{mod}")
         except ImportError:
@@ -146,6 +152,26 @@ def image_tower(model: nn.Module) -> tuple[str, nn.Module]:
         if hasattr(tower, "patch_embed"):
             return name, tower
     raise EvalError(f"the model has no image tower (towers: {', '.join(towers)})")
+
+
+def teacher_tower(model: nn.Module, tower_name: str = "image") -> tuple[str, nn.Module]:
+    """(name, module) of the EMA teacher of `tower_name` (DINO, iBOT), or an EvalError when the run has none."""
+    teachers = getattr(model, "teachers", None) or {}
+    name = f"{tower_name}_teacher"
+    if name not in teachers:
+        raise EvalError(f"--teacher: the run has no EMA teacher of its {tower_name} tower "
+                        f"(dino and ibot keep one; this run's teachers: {', '.join(teachers) or 'none'})")
+    return name, teachers[name].module
+
+
+def supervised_objective(model: nn.Module, tower_name: str = "image"):
+    """The model's first `supervised` objective (classifier head) on `tower_name`, or None."""
+    from zir.objectives.supervised import Supervised
+
+    for obj in model.objectives.values():
+        if isinstance(obj, Supervised) and obj.tower_name == tower_name:
+            return obj
+    return None
 
 
 def image_size(tower: nn.Module) -> int:
@@ -281,9 +307,10 @@ def _slug(text: str) -> str:
 class _Extractor:
     """Pooled image features and caption embeddings of one model, cached in RUN/features/ per split."""
 
-    def __init__(self, model, tag: str, cache_dir: Path, data: EvalData, mean, std, limit, batch_size, tokenizer):
+    def __init__(self, model, tag: str, cache_dir: Path, data: EvalData, mean, std, limit, batch_size, tokenizer,
+                 tower: tuple[str, nn.Module] | None = None):
         self.model, self.tag, self.cache_dir, self.data = model, tag, cache_dir, data
-        self.tower_name, self.tower = image_tower(model)
+        self.tower_name, self.tower = tower or image_tower(model)
         self.size = image_size(self.tower)
         self.mean, self.std, self.limit, self.batch_size, self.tokenizer = mean, std, limit, batch_size, tokenizer
         digest = json.dumps({"data": data.name, "opts": data.options, "limit": limit, "size": self.size, "mean": list(mean),
@@ -354,13 +381,19 @@ def _templates(data: EvalData) -> Sequence[str]:
 
 
 def _evaluate_model(model, tag: str, tasks: Sequence[str], data: EvalData, run_dir: Path, config: dict,
-                    limit, batch_size, tokenizer, probe_options: dict) -> dict[str, dict]:
-    """Every task's metrics (or skip reason) for one model."""
+                    limit, batch_size, tokenizer, probe_options: dict, teacher: bool = False) -> dict[str, dict]:
+    """Every task's metrics (or skip reason) for one model (its image tower, or that tower's EMA teacher)."""
     mean, std = _plan_stats(model, config)
-    ex = _Extractor(model, tag, run_dir / "features", data, mean, std, limit, batch_size, tokenizer)
-    obj = image_text_objective(model, ex.tower_name)
+    student = image_tower(model)
+    tower = teacher_tower(model, student[0]) if teacher else student
+    ex = _Extractor(model, tag, run_dir / "features", data, mean, std, limit, batch_size, tokenizer, tower)
+    # heads (CLIP's projection, the classifier) were trained on the student's features, not the teacher's
+    obj = None if teacher else image_text_objective(model, student[0])
+    head = None if teacher else supervised_objective(model, student[0])
     cross_reason = None
-    if obj is None:
+    if teacher:
+        cross_reason = "the image-text projection was trained on the student's features, not the teacher's"
+    elif obj is None:
         cross_reason = "the model has no text tower with a contrastive objective (clip, siglip, slip, coca)"
     elif tokenizer is None:
         cross_reason = "the run saved no tokenizer (RUN/tokenizer.json or data.tokenizer)"
@@ -411,6 +444,26 @@ def _evaluate_model(model, tag: str, tasks: Sequence[str], data: EvalData, run_d
             per = texts.shape[0] // x.shape[0]
             res = evaluate_retrieval(_joint_images(obj, x), texts, torch.arange(x.shape[0]).repeat_interleave(per))
             out[task] = {**res, **where, "n_images": int(x.shape[0]), "n_captions": int(texts.shape[0])}
+        elif task == "finetune":
+            classes = len(getattr(data.test, "classes", None) or [])
+            reason = None
+            if head is None:
+                reason = ("the classifier head was trained on the student's features" if teacher else
+                          "the model has no supervised objective (a classifier head); see configs/finetune.yaml")
+            elif classes and classes != head.num_classes:
+                reason = f"{data.name} has {classes} classes, the head {head.num_classes}"
+            x, y = pooled(data.test_split, data.test) if reason is None else (None, None)
+            if reason is None and not _labelled(y):
+                reason = f"{data.name} has no class labels"
+            if reason:
+                out[task] = {"skipped": reason, **where}
+                continue
+            with torch.no_grad():
+                logits = head.head(x.to(head.head.fc.weight.dtype))
+            top1 = 100.0 * float((logits.argmax(dim=-1) == y).float().mean())
+            out[task] = {"top1": top1, **where, "objective": head.name, "classes": head.num_classes, "n_test": len(y)}
+    for entry in out.values():
+        entry["tower"] = ex.tower_name
     return out
 
 
@@ -420,10 +473,10 @@ def _parse_tasks(tasks: str | Sequence[str]) -> tuple[str, ...]:
         tasks = [t.strip() for t in tasks.split(",") if t.strip()]
     tasks = tuple(dict.fromkeys(tasks))
     if not tasks:
-        raise EvalError(f"no tasks given; expected some of {', '.join(TASKS)}")
-    unknown = [t for t in tasks if t not in TASKS]
+        raise EvalError(f"no tasks given; expected some of {', '.join(TASKS + EXTRA_TASKS)}")
+    unknown = [t for t in tasks if t not in TASKS + EXTRA_TASKS]
     if unknown:
-        raise EvalError(f"unknown task {unknown[0]!r}; expected some of {', '.join(TASKS)}")
+        raise EvalError(f"unknown task {unknown[0]!r}; expected some of {', '.join(TASKS + EXTRA_TASKS)}")
     return tasks
 
 
@@ -440,30 +493,37 @@ def evaluate_run(
     batch_size: int = 256,
     probe_options: dict | None = None,
     write: bool = True,
+    teacher: bool = False,
 ) -> dict[str, dict]:
     """Evaluate a run's newest weights on each task and write RUN/results.json; returns the task objects."""
     # `data` replaces the run's training source (`shapes`, `cifar10:test`, a path); `limit` caps the samples
     # per split; `baseline` adds each task's numbers at the initial weights under `random_init`;
     # `probe_options` go to `evaluate_linear_probe`. Tasks evaluated earlier and not asked for now stay.
+    # `teacher` evaluates the DINO/iBOT EMA teacher; its results are keyed `<task>_teacher`.
     tasks = _parse_tasks(tasks)
     if limit is not None and int(limit) < 2:
         raise EvalError(f"limit={limit}: expected at least 2 samples per split")
     run = load_run(run_dir, ema=ema)
     tokenizer = run_tokenizer(run.run_dir, run.config, run.model)
     source = eval_data(data, run.config, data_root, limit, data_options)
-    tag = f"step{run.step}" + ("-ema" if run.ema else "")
+    if teacher:
+        teacher_tower(run.model, image_tower(run.model)[0])  # a one-line error before any feature is extracted
+    tag = f"step{run.step}" + ("-ema" if run.ema else "") + ("-teacher" if teacher else "")
     probe = dict(probe_options or {})
-    results = _evaluate_model(run.model, tag, tasks, source, run.run_dir, run.config, limit, batch_size, tokenizer, probe)
+    results = _evaluate_model(run.model, tag, tasks, source, run.run_dir, run.config, limit, batch_size, tokenizer, probe,
+                              teacher)
     for entry in results.values():
         entry["step"] = run.step
     if baseline:
         seed = int((run.config.get("train") or {}).get("seed", 0) or 0)
         base = _evaluate_model(random_init_model(run.config), f"init-seed{seed}", tasks, source, run.run_dir,
-                               run.config, limit, batch_size, tokenizer, probe)
+                               run.config, limit, batch_size, tokenizer, probe, teacher)
         for key, entry in base.items():
             if key in results and "skipped" not in entry:
                 results[key]["random_init"] = {k: v for k, v in entry.items() if isinstance(v, (int, float))
                                                and k not in ("n_train", "n_test", "n_images", "n_captions", "classes")}
+    if teacher:
+        results = {f"{task}_teacher": entry for task, entry in results.items()}
     if write:
         path = run.run_dir / "results.json"
         merged: dict = {}
@@ -482,7 +542,7 @@ def evaluate_run(
 
 def results_rows(results: dict[str, dict]) -> list[list[str]]:
     """Table rows (task, dataset/split, metric, trained, random init) for printing or the report."""
-    headline = {"zeroshot": ("top1",), "linear": ("top1",), "knn": ("top1",),
+    headline = {"zeroshot": ("top1",), "linear": ("top1",), "knn": ("top1",), "finetune": ("top1",),
                 "retrieval": ("i2t_R@1", "i2t_R@5", "t2i_R@1", "t2i_R@5")}
     rows = []
     for task, entry in results.items():
