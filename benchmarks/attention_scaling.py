@@ -33,6 +33,11 @@ retraining, evaluates test accuracy and inference throughput while merging r tok
 block (`zir.models.tome.set_token_merging`)::
 
     .venv/bin/python benchmarks/attention_scaling.py --tome --threads 1
+
+`--tome-run RUN` measures a run fine-tuned through `configs/finetune.yaml` instead (its tower and
+`supervised` head, on the test split of its own data), so the trade-off can be read on a harder task::
+
+    .venv/bin/python benchmarks/attention_scaling.py --tome --tome-run runs/finetune --threads 1
 """
 
 from __future__ import annotations
@@ -347,6 +352,45 @@ def train_shapes_vit(args: argparse.Namespace) -> tuple[nn.Module, torch.Tensor,
     return model.eval(), test_x, test_y
 
 
+class RunClassifier(nn.Module):
+    """A fine-tuned zir run as one classifier: its image tower, pooled, through its `supervised` head."""
+
+    def __init__(self, tower: nn.Module, head: nn.Module) -> None:
+        super().__init__()
+        self.tower, self.head = tower, head
+
+    def forward_tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) -> the tower's token features (B, T, D), merged when ToMe is on."""
+        return self.tower.forward_tokens(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) -> class logits (B, classes)."""
+        return self.head(self.tower.pool(self.tower.forward_tokens(x)))
+
+
+def load_run_classifier(args: argparse.Namespace) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    """A run trained with configs/finetune.yaml, with its held-out test images normalised as it trained."""
+    from zir.data import make_loader
+    from zir.eval.run_eval import _plan_stats, eval_data, image_size, image_tower, load_run, supervised_objective
+
+    run = load_run(args.tome_run)
+    name, tower = image_tower(run.model)
+    obj = supervised_objective(run.model, name)
+    if obj is None:
+        raise SystemExit(f"{args.tome_run} has no supervised objective; fine-tune it with configs/finetune.yaml")
+    mean, std = _plan_stats(run.model, run.config)
+    data = eval_data(None, run.config, limit=args.tome_test)
+    plan = {"global": 1, "pipeline": "none", "size": image_size(tower), "mean": mean, "std": std}
+    batches = list(make_loader(data.test, plan, 250, shuffle=False, drop_last=False))
+    test_x = torch.cat([b.views["global_0"] for b in batches])
+    test_y = torch.cat([b.labels for b in batches])
+    args.tome_desc = (f"{args.tome_run} ({type(tower).__name__}, {tower.patch_embed.num_patches} patch tokens, width "
+                      f"{tower.embed_dim}, depth {len(tower.blocks)}, step {run.step}) on {data.name}:{data.test_split} "
+                      f"({data.options})")
+    print(f"  loaded {args.tome_run} at step {run.step}", file=sys.stderr)
+    return RunClassifier(tower, obj.head).eval(), test_x, test_y
+
+
 def tome_tradeoff(args: argparse.Namespace) -> str:
     """Accuracy, FLOPs and throughput of the trained ViT for each merge count; a Markdown table.
 
@@ -357,11 +401,12 @@ def tome_tradeoff(args: argparse.Namespace) -> str:
 
     from zir.models.tome import set_token_merging
 
-    model, test_x, test_y = train_shapes_vit(args)
+    model, test_x, test_y = load_run_classifier(args) if args.tome_run else train_shapes_vit(args)
+    vit = getattr(model, "tower", model)  # a run's classifier merges in its tower
     batch = test_x[: args.tome_batch]
     stats: dict[int, dict[str, float]] = {}
     for r in args.tome_r:
-        set_token_merging(model, r)
+        set_token_merging(vit, r)
         with torch.no_grad():
             correct = sum(int((model(test_x[i:i + 250]).argmax(-1) == test_y[i:i + 250]).sum())
                           for i in range(0, len(test_x), 250))
@@ -374,10 +419,10 @@ def tome_tradeoff(args: argparse.Namespace) -> str:
     for rep in range(args.repeats):
         order = args.tome_r[rep % len(args.tome_r):] + args.tome_r[: rep % len(args.tome_r)]
         for r in order:
-            set_token_merging(model, r)
+            set_token_merging(vit, r)
             with torch.no_grad():
                 stats[r]["times"].append(time_once(lambda: model(batch), torch.device("cpu"), args.min_seconds))
-    set_token_merging(model, 0)
+    set_token_merging(vit, 0)
     base = stats[args.tome_r[0]]
     base_speed = args.tome_batch / statistics.median(base["times"])
     rows = []
@@ -496,6 +541,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-train", type=int, default=64)
     parser.add_argument("--tome-batch", type=int, default=64, help="inference batch for the throughput")
     parser.add_argument("--tome-weights", help="safetensors file: load the trained ViT from it, or save it there")
+    parser.add_argument("--tome-run", help="instead of training here, measure a run fine-tuned with configs/finetune.yaml "
+                        "(its tower and supervised head, on its data's test split)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -507,9 +554,13 @@ def main(argv: list[str] | None = None) -> None:
     if args.tome:
         args.tome_r = [int(r) for r in args.tome_r.split(",")]
         table = tome_tradeoff(args)
-        print(f"ViT (patch 2, width 96, depth 4, 256 patch tokens) on shapes (32x32, one object, by {args.tome_label}), "
-              f"{args.tome_train} training images x {args.tome_epochs} epochs, {args.tome_test} test images; "
-              f"inference batch {args.tome_batch}, fp32, on {machine()}.\n")
+        if args.tome_run:
+            print(f"{args.tome_desc}, {len(table.splitlines()) - 2} merge counts, {args.tome_test} test images at most; "
+                  f"inference batch {args.tome_batch}, fp32, on {machine()}.\n")
+        else:
+            print(f"ViT (patch 2, width 96, depth 4, 256 patch tokens) on shapes (32x32, one object, by {args.tome_label}), "
+                  f"{args.tome_train} training images x {args.tome_epochs} epochs, {args.tome_test} test images; "
+                  f"inference batch {args.tome_batch}, fp32, on {machine()}.\n")
         print(table)
         return
     args.tokens = [int(t) for t in args.tokens.split(",")]
