@@ -90,6 +90,11 @@ def test_clip_with_a_swin_image_tower_overfits_a_batch(source, tokenizer):
     assert mean(losses[-4:]) < 0.5 * mean(losses[:4])
 
 
+def test_flip_masking_is_refused_for_swin(tokenizer):
+    with pytest.raises(ConfigError, match="clip: keep=0.5: the SwinTransformer image tower needs every patch"):
+        build_model({"towers": {"image": SWIN, "text": TEXT}, "objectives": {"clip": {"keep": 0.5}}})
+
+
 def test_local_crops_the_swin_windows_cannot_take_fail_naming_the_field(tmp_path):
     overrides = ["model.towers.image.model=swin_micro_patch2_window4_32", "data.plan.local_size=12",
                  "train.steps=1", "data.batch_size=4", "data.options.n=8", "train.threads=1"]

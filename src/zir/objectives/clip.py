@@ -57,6 +57,9 @@ class ImageText(Objective):
                               f"({', '.join(towers)}); add one such as {{text: {{model: text_micro}}}}")
         if not 0.0 < keep <= 1.0:
             raise ConfigError(f"objective {self.name}: keep={keep}: expected a fraction of patches 0 < keep <= 1")
+        if keep < 1.0 and not getattr(self.tower, "keep_drops_tokens", True):
+            raise ConfigError(f"objective {self.name}: keep={keep}: the {type(self.tower).__name__} image tower needs "
+                              "every patch (windows or convolutions), so FLIP masking saves nothing; use keep: 1.0")
         if not text_view.startswith("text_"):
             raise ConfigError(f"objective {self.name}: text_view={text_view!r}: expected text_0, text_1, ...")
         self.text_tower_name, self.image_view, self.text_view, self.keep = text_tower, image_view, text_view, float(keep)
