@@ -9,6 +9,7 @@ from zir.errors import ConfigError, ShapeError
 from zir.models.efficient import EfficientAttentionViT
 from zir.models.tome import set_token_merging
 from zir.models.vit import VisionTransformer
+from zir.models.weights import load_weights
 from zir.nn import Attention
 from zir.nn.less_attention import (
     LessAttention,
@@ -203,3 +204,15 @@ def test_diagonality_preserving_loss_by_hand():
     assert diagonality_preserving_loss(torch.eye(n).expand(2, 3, n, n)).item() == pytest.approx(n * (n - 1))
     with pytest.raises(ShapeError):
         diagonality_preserving_loss(torch.ones(2, 3, 4))
+
+
+def test_a_plain_checkpoint_loads_into_a_less_attention_tower():
+    plain, less = tiny_vit(), tiny_vit(less_attention=1)
+    with pytest.warns(UserWarning, match="3 less-attention blocks take only the values"):
+        load_weights(less, plain.state_dict())
+    for i in (1, 2, 3):
+        assert torch.equal(less.blocks[i].attn.v.weight, plain.blocks[i].attn.qkv.weight[2 * D:])
+        assert torch.equal(less.blocks[i].attn.v.bias, plain.blocks[i].attn.qkv.bias[2 * D:])
+        assert torch.equal(less.blocks[i].attn.head_mix, torch.eye(H))
+        assert torch.equal(less.blocks[i].mlp.fc1.weight, plain.blocks[i].mlp.fc1.weight)
+    assert torch.equal(less.blocks[0].attn.qkv.weight, plain.blocks[0].attn.qkv.weight)

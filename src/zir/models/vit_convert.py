@@ -86,4 +86,30 @@ def adapt_vit_state_dict(
         if pos.shape[1] != model.patch_embed.num_patches and side:
             state["pos_embed"] = resample_pos_embed(pos, (side, side), model.grid_size)
             notes.append(f"resampled pos_embed from a {side}x{side} grid")
+    _reuse_values(model, state, notes)
     return state, notes
+
+
+def _reuse_values(model: VisionTransformer, state: dict[str, torch.Tensor], notes: list[str]) -> None:
+    """Less-attention blocks of the model keep a checkpoint's value rows of `qkv` and drop its queries and
+    keys; their score transformations start at the model's (identity)."""
+    reused = [i for i, block in enumerate(model.blocks) if getattr(block, "reuse", False)]
+    converted = 0
+    for i in reused:
+        attn, prefix = model.blocks[i].attn, f"blocks.{i}.attn."
+        if prefix + "qkv.weight" not in state or prefix + "v.weight" in state:
+            continue
+        dim = state[prefix + "qkv.weight"].shape[1]
+        for kind in ("weight", "bias"):
+            qkv = state.pop(prefix + f"qkv.{kind}", None)
+            if qkv is not None:
+                state[prefix + f"v.{kind}"] = qkv[2 * dim:]
+        for key in [k for k in state if k.startswith((prefix + "q_norm.", prefix + "k_norm."))]:
+            del state[key]
+        for name, param in attn.named_parameters():
+            if not name.startswith(("v.", "proj.")):
+                state[prefix + name] = param.detach().clone()
+        converted += 1
+    if converted:
+        notes.append(f"{converted} less-attention blocks take only the values of the checkpoint's qkv; "
+                     "their score transformations start at identity")
