@@ -199,3 +199,10 @@ def test_simmim_config_errors():
                          "objectives": {"simmim": {"mask_patch_size": 12}}})
     with pytest.raises(ConfigError, match="mask_patch_size=12: expected a divisor of size=32"):
         model.view_plan()
+
+
+def test_mae_and_ibot_refuse_a_swin_tower():
+    with pytest.raises(ConfigError, match="mae: the SwinTransformer tower 'image' cannot drop patches.*simmim"):
+        build_model({"towers": {"image": {**SWIN, "mask_token": True}}, "objectives": {"mae": {}}})
+    with pytest.raises(ConfigError, match="ibot: tower 'image' \\(SwinTransformer\\) is not a plain ViT.*simmim"):
+        build_model({"towers": {"image": SWIN}, "objectives": {"ibot": {}}})

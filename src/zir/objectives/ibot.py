@@ -83,6 +83,9 @@ class IBOT(Objective):
             raise ConfigError(f"ibot mask_ratio={mask_ratio}: expected 0 < mask_ratio < 1")
         if global_views < 1:
             raise ConfigError(f"ibot global_views={global_views}: expected >= 1")
+        if not hasattr(self.tower, "patch_pos_embed"):
+            raise ConfigError(f"ibot: tower {tower!r} ({type(self.tower).__name__}) is not a plain ViT, which "
+                              "iBOT's mask-token forward needs; use simmim for masked image modelling on it")
         self.global_views, self.mask_ratio = int(global_views), float(mask_ratio)
         self.student_temp, self.teacher_temp, self.warmup_teacher_temp = student_temp, teacher_temp, warmup_teacher_temp
         self.warmup_frac, self.center_momentum = warmup_frac, center_momentum

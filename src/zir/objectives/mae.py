@@ -106,6 +106,9 @@ class MAE(Objective):
         if not 0.0 < mask_ratio < 1.0:
             raise ConfigError(f"mae mask_ratio={mask_ratio}: expected 0 < mask_ratio < 1")
         t = self.tower
+        if not getattr(t, "keep_drops_tokens", True):
+            raise ConfigError(f"mae: the {type(t).__name__} tower {tower!r} cannot drop patches (its decoder needs "
+                              "the visible tokens alone); use simmim for masked image modelling on it")
         self.view, self.mask_ratio, self.norm_pix_loss = view, float(mask_ratio), bool(norm_pix_loss)
         patch = t.patch_embed.patch_size
         self.patch = patch[0] if isinstance(patch, (tuple, list)) else int(patch)
