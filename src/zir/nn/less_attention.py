@@ -21,8 +21,8 @@ What zir does, and where it chooses (the paper's text was read only through a su
   `"tokens"` (the paper's form): A_l = Psi A_{l-1} Theta^T with Psi, Theta in R^{N x N} for the N tokens of
   the native grid (prefix tokens included). With `keep`, the rows and columns of the kept positions are
   used. It needs the native grid, adds 2 N^2 parameters per block and costs 2 H N^3 multiply-adds, which in
-  a plain ViT is more than the N^2 D of the QK^T it replaces once N > D / (2H) (LaViT builds on a
-  pyramid ViT with spatially reduced keys, where its matrices are smaller).
+  a plain ViT is more than the N^2 D of the QK^T it replaces once N > D / (2H) (LaViT is a
+  hierarchical ViT whose later stages have few tokens, where the maps are cheaper).
 - The full-attention blocks take the explicit matmul-softmax path (their scores must exist as a tensor),
   not a fused kernel. Attention masks are not supported in these blocks (the ViT tower uses none).
 - LaViT's residual-based attention downsampling carries a stage's last attention into the next, coarser
