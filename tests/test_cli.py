@@ -80,3 +80,21 @@ def test_data_inspect_prints_counts_and_writes_the_grid(tmp_path, capsys):
 def test_data_inspect_names_an_unknown_source(capsys):
     assert main(["data", "inspect", "no_such_dataset"]) == 2
     assert "no_such_dataset" in capsys.readouterr().err
+
+
+def test_data_tokenizer_trains_a_bpe_on_a_sources_captions(tmp_path, capsys):
+    from zir.data import load_tokenizer
+
+    out = tmp_path / "tok.json"
+    assert main(["data", "tokenizer", "shapes:val", "--out", str(out), "--vocab-size", "300", "--context-length", "16"]) == 0
+    assert "300 tokens" in capsys.readouterr().out
+    tok = load_tokenizer(out)
+    assert tok.vocab_size == 300 and tok.encode(["a red circle"]).shape == (1, 16)
+    assert tok.decode(tok.encode(["a red circle above"]))[0].strip() == "a red circle above"
+
+
+def test_data_tokenizer_refuses_a_vocabulary_smaller_than_the_bytes(tmp_path, capsys):
+    assert main(["data", "tokenizer", "shapes:val", "--out", str(tmp_path / "t.json"), "--vocab-size", "100"]) == 2
+    err = capsys.readouterr().err
+    assert "vocab_size=100: expected at least 259" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "t.json").exists()

@@ -30,6 +30,18 @@ def _cmd_data_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_data_tokenizer(args: argparse.Namespace) -> int:
+    from zir.data import open_source
+    from zir.data.tokenizer import train_bpe
+
+    source = open_source(args.source, data_root=args.data_root)
+    tokenizer = train_bpe(source.iter_captions(), vocab_size=args.vocab_size, context_length=args.context_length)
+    path = tokenizer.save(args.out)
+    print(f"{path}: byte-level BPE, {tokenizer.vocab_size} tokens, context {args.context_length}, from {source.name}'s "
+          f"captions; set the text tower's vocab_size={tokenizer.vocab_size} and data.tokenizer={path}")
+    return 0
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from zir.errors import ConfigError
     from zir.train import TrainingInterrupted, resume, train
@@ -162,6 +174,13 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--limit", type=int, default=5000, help="samples to read at most (default 5000)")
     inspect.add_argument("--data-root", default=None, help="folder holding cifar10/ and flickr8k/ (default $ZIR_DATA)")
     inspect.set_defaults(func=_cmd_data_inspect)
+    tok = data.add_parser("tokenizer", help="train a byte-level BPE tokenizer on a source's captions")
+    tok.add_argument("source", help="a captioned source (shapes, flickr8k, a caption table or shards)")
+    tok.add_argument("--out", required=True, help="where to write tokenizer.json")
+    tok.add_argument("--vocab-size", type=int, default=4096, help="tokens, including 256 bytes and 3 special ones")
+    tok.add_argument("--context-length", type=int, default=32, help="tokens per caption after padding or cutting")
+    tok.add_argument("--data-root", default=None, help="folder holding cifar10/ and flickr8k/ (default $ZIR_DATA)")
+    tok.set_defaults(func=_cmd_data_tokenizer)
 
     tr = sub.add_parser("train", help="train a recipe into a run folder, or resume one",
                         description="Train RECIPE with key=value overrides (e.g. optim.lr=5e-4 train.steps=50), or continue a run.")
