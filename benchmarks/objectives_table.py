@@ -1,0 +1,205 @@
+"""The headline experiment: the unified recipe against each single objective, at equal training time.
+
+Every recipe in `configs/` trains the same image tower (vit_micro_patch4_32) for the same budget of CPU
+seconds (`train.time_budget`, `train.budget_clock=cpu`, one thread each, so runs sharing the machine still
+get equal work), then is evaluated the same way:
+
+- suite `flickr8k`: pretrain on Flickr8k train photos (and captions, for the image-text objectives);
+  retrieval R@1/5/10 on the 1,000 Flickr8k test images (5,000 captions); linear probe and k-NN on CIFAR-10
+  (transfer: no CIFAR image is seen in pretraining);
+- suite `shapes`: pretrain on built-in shapes (1-3 objects per image, with captions); zero-shot shape
+  classification, linear probe and k-NN on single-object test images, and zero-shot on the compositional
+  split (shape-colour pairs never seen in training).
+
+Runs are folders under --out; a finished run (results.json present) is not run again, so the script can be
+stopped and restarted, and more seeds added later. The table is printed as markdown (mean and spread over
+seeds) and written to OUT/table.md.
+
+    .venv/bin/python benchmarks/objectives_table.py --data-root ../shared/data --budget 240 --jobs 2
+    .venv/bin/python benchmarks/objectives_table.py --table-only          # print the table of what has run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+CONFIGS = REPO / "configs"
+OBJECTIVES = ("unified", "mae", "dino", "ibot", "simclr", "clip", "siglip", "slip", "coca", "lit")
+SUITES = ("flickr8k", "shapes")
+FLICKR_TOKENIZER = CONFIGS / "flickr8k_tokenizer.json"
+SHAPES_EVAL = {"size": 32, "objects": [1, 1]}  # single-object test images: the shape label is unambiguous
+
+
+def recipe_for(objective: str, suite: str, seed: int, budget: float, data_root: str) -> dict:
+    """The recipe of one run: configs/OBJECTIVE.yaml moved onto the suite's data with a CPU-time budget."""
+    raw = yaml.safe_load((CONFIGS / f"{objective}.yaml").read_text())
+    data, model = raw.setdefault("data", {}), raw["model"]
+    text = model.get("towers", {}).get("text")
+    if suite == "flickr8k":
+        data.update(source="flickr8k", split="train", data_root=str(Path(data_root).resolve()), options={})
+        if text is not None and text.get("model", "").startswith("text_"):
+            data["tokenizer"] = str(FLICKR_TOKENIZER)
+            from zir.data import load_tokenizer
+
+            text["vocab_size"] = load_tokenizer(FLICKR_TOKENIZER).vocab_size
+    elif data.get("tokenizer") and not Path(data["tokenizer"]).is_absolute():
+        data["tokenizer"] = str(REPO / data["tokenizer"])
+    if objective == "lit":
+        from zir.data.tokenizer import pretrained_tokenizer_path
+
+        data["tokenizer"] = str(pretrained_tokenizer_path())
+    train = raw.setdefault("train", {})
+    train.update(steps=None, epochs=None, time_budget=float(budget), budget_clock="cpu", seed=seed, threads=1,
+                 ckpt_every=0, keep_last=1)
+    raw["name"] = f"{objective}-{suite}-s{seed}"
+    return raw
+
+
+def run_one(objective: str, suite: str, seed: int, budget: float, data_root: str, out: Path, limit: int) -> dict:
+    """Train one run (unless its checkpoint exists) and evaluate it; returns and writes its results."""
+    from zir.config import from_dict
+    from zir.eval.run_eval import evaluate_run
+    from zir.train import list_checkpoints, resume, train
+
+    run = out / suite / f"{objective}-s{seed}"
+    if list_checkpoints(run / "checkpoints"):
+        summary = json.loads((run / "summary.json").read_text()) if (run / "summary.json").is_file() else resume(run, progress=False)
+    else:
+        summary = train(from_dict(recipe_for(objective, suite, seed, budget, data_root)), run, progress=False)
+    res: dict = {"objective": objective, "suite": suite, "seed": seed, "steps": summary["steps"],
+                 "budget_spent_s": summary.get("budget_spent_s"), "wall_s": summary.get("time_s")}
+    cross = objective not in ("mae", "dino", "ibot", "simclr")
+    if suite == "flickr8k":
+        if cross:
+            res["flickr8k"] = evaluate_run(run, "retrieval", write=False)
+        res["cifar10"] = evaluate_run(run, "linear,knn", data="cifar10", data_root=data_root, limit=limit, write=False,
+                                      baseline=objective == "unified" and seed == 0)
+    else:
+        tasks = "zeroshot,linear,knn" if cross else "linear,knn"
+        res["shapes"] = evaluate_run(run, tasks, data="shapes", data_options=SHAPES_EVAL, limit=limit, write=False,
+                                     baseline=objective == "unified" and seed == 0)
+    (run / "objectives_table.json").write_text(json.dumps(res, indent=1) + "\n")
+    return res
+
+
+# -- the table ----------------------------------------------------------------------------------------
+
+COLUMNS = {
+    "flickr8k": [("i2t R@1", "flickr8k", "retrieval", "i2t_R@1"), ("i2t R@5", "flickr8k", "retrieval", "i2t_R@5"),
+                 ("i2t R@10", "flickr8k", "retrieval", "i2t_R@10"), ("t2i R@1", "flickr8k", "retrieval", "t2i_R@1"),
+                 ("t2i R@5", "flickr8k", "retrieval", "t2i_R@5"), ("t2i R@10", "flickr8k", "retrieval", "t2i_R@10"),
+                 ("CIFAR-10 linear", "cifar10", "linear", "top1"), ("CIFAR-10 k-NN", "cifar10", "knn", "top1")],
+    "shapes": [("zero-shot", "shapes", "zeroshot", "top1"), ("zero-shot comp", "shapes", "zeroshot_comp", "top1"),
+               ("linear", "shapes", "linear", "top1"), ("k-NN", "shapes", "knn", "top1")],
+}
+
+
+def _cell(values: list[float]) -> str:
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return f"{values[0]:.1f}"
+    return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}"
+
+
+def table(out: Path, suite: str) -> str:
+    """Markdown table of one suite: a row per objective (mean ± sd over seeds) and the random-init row."""
+    runs = [json.loads(p.read_text()) for p in sorted((out / suite).glob("*/objectives_table.json"))]
+    if not runs:
+        return f"(no finished {suite} runs under {out})"
+    cols = COLUMNS[suite]
+    head = "| objective | seeds | steps |" + "".join(f" {c[0]} |" for c in cols)
+    lines = [head, "|---|---:|---:|" + "---:|" * len(cols)]
+    for obj in OBJECTIVES:
+        mine = [r for r in runs if r["objective"] == obj]
+        if not mine:
+            continue
+        cells = []
+        for _, group, task, metric in cols:
+            vals = [r[group][task][metric] for r in mine if metric in r.get(group, {}).get(task, {})]
+            cells.append(_cell(vals))
+        steps = _cell([float(r["steps"]) for r in mine]).split(".")[0] if len(mine) == 1 else \
+            f"{statistics.mean(r['steps'] for r in mine):.0f}"
+        lines.append(f"| {obj} | {len(mine)} | {steps} |" + "".join(f" {c} |" for c in cells))
+    base = [r for r in runs if r["objective"] == "unified" and r["seed"] == 0]
+    if base:
+        cells = []
+        for _, group, task, metric in cols:
+            v = base[0].get(group, {}).get(task, {}).get("random_init", {}).get(metric)
+            cells.append("-" if v is None else f"{v:.1f}")
+        lines.append("| random init (unified's towers) | 1 | 0 |" + "".join(f" {c} |" for c in cells))
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data-root", default=str(REPO.parent / "shared" / "data"), help="folder with cifar10/ and flickr8k/")
+    ap.add_argument("--out", default="runs/objectives", help="where the runs go")
+    ap.add_argument("--budget", type=float, default=240.0, help="CPU seconds of training per run")
+    ap.add_argument("--suites", default=",".join(SUITES))
+    ap.add_argument("--objectives", default=",".join(OBJECTIVES))
+    ap.add_argument("--seeds", default="0", help="comma-separated seeds for every objective")
+    ap.add_argument("--extra-seeds", default="", help="more seeds, only for --extra-for")
+    ap.add_argument("--extra-for", default="unified,clip,dino")
+    ap.add_argument("--limit", type=int, default=5000, help="evaluation samples per split at most")
+    ap.add_argument("--jobs", type=int, default=2, help="runs at once (one thread each)")
+    ap.add_argument("--table-only", action="store_true")
+    ap.add_argument("--one", nargs=3, metavar=("OBJECTIVE", "SUITE", "SEED"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    out = Path(args.out)
+    if args.one:
+        obj, suite, seed = args.one
+        run_one(obj, suite, int(seed), args.budget, args.data_root, out, args.limit)
+        return
+    if not args.table_only:
+        todo = []
+        seeds = [int(s) for s in args.seeds.split(",") if s]
+        extra = [int(s) for s in args.extra_seeds.split(",") if s]
+        for seed in seeds + extra:
+            for suite in args.suites.split(","):
+                for obj in args.objectives.split(","):
+                    if seed in extra and seed not in seeds and obj not in args.extra_for.split(","):
+                        continue
+                    if obj == "lit" and suite != "flickr8k":
+                        continue
+                    if not (out / suite / f"{obj}-s{seed}" / "objectives_table.json").is_file():
+                        todo.append((obj, suite, seed))
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        running: list[tuple[subprocess.Popen, tuple, float]] = []
+        while todo or running:
+            while todo and len(running) < args.jobs:
+                job = todo.pop(0)
+                log = out / "logs" / f"{job[1]}-{job[0]}-s{job[2]}.log"
+                log.parent.mkdir(parents=True, exist_ok=True)
+                cmd = [sys.executable, __file__, "--one", job[0], job[1], str(job[2]), "--out", str(out),
+                       "--budget", str(args.budget), "--data-root", args.data_root, "--limit", str(args.limit)]
+                running.append((subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env), job, time.time()))
+            time.sleep(2)
+            for proc, job, t0 in list(running):
+                if proc.poll() is not None:
+                    running.remove((proc, job, t0))
+                    state = "done" if proc.returncode == 0 else f"FAILED (exit {proc.returncode}, see {out}/logs)"
+                    print(f"{job[1]:9s} {job[0]:8s} seed {job[2]}: {state} in {time.time() - t0:.0f} s", flush=True)
+    text = [f"Equal budget of {args.budget:g} CPU seconds of training per run; {platform.processor() or platform.machine()}, "
+            f"torch {__import__('torch').__version__}.", ""]
+    for suite in args.suites.split(","):
+        text += [f"### {suite}", "", table(out, suite), ""]
+    body = "\n".join(text)
+    print(body)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "table.md").write_text(body + "\n")
+
+
+if __name__ == "__main__":
+    main()
