@@ -7,9 +7,10 @@ get equal work), then is evaluated the same way:
 - suite `flickr8k`: pretrain on Flickr8k train photos (and captions, for the image-text objectives);
   retrieval R@1/5/10 on the 1,000 Flickr8k test images (5,000 captions); linear probe and k-NN on CIFAR-10
   (transfer: no CIFAR image is seen in pretraining);
-- suite `shapes`: pretrain on built-in shapes (1-3 objects per image, with captions); zero-shot shape
-  classification, linear probe and k-NN on single-object test images, and zero-shot on the compositional
-  split (shape-colour pairs never seen in training).
+- suite `shapes`: pretrain on built-in shapes at 64x64 (1-3 objects per image, with captions; the tower
+  becomes vit_micro_patch8_64, the same 64 tokens, since at 32 px the objects are 5-10 px wide); zero-shot
+  shape and colour classification, linear probe and k-NN of the shape on single-object test images, and
+  zero-shot on the compositional split (shape-colour pairs never seen in training).
 
 Runs are folders under --out; a finished run (results.json present) is not run again, so the script can be
 stopped and restarted, and more seeds added later. The table is printed as markdown (mean and spread over
@@ -38,7 +39,7 @@ CONFIGS = REPO / "configs"
 OBJECTIVES = ("unified", "mae", "dino", "ibot", "simclr", "clip", "siglip", "slip", "coca", "lit")
 SUITES = ("flickr8k", "shapes")
 FLICKR_TOKENIZER = CONFIGS / "flickr8k_tokenizer.json"
-SHAPES_EVAL = {"size": 32, "objects": [1, 1]}  # single-object test images: the shape label is unambiguous
+SHAPES_EVAL = {"size": 64, "objects": [1, 1]}  # single-object test images: the shape label is unambiguous
 
 
 def recipe_for(objective: str, suite: str, seed: int, budget: float, data_root: str) -> dict:
@@ -53,8 +54,11 @@ def recipe_for(objective: str, suite: str, seed: int, budget: float, data_root: 
             from zir.data import load_tokenizer
 
             text["vocab_size"] = load_tokenizer(FLICKR_TOKENIZER).vocab_size
-    elif data.get("tokenizer") and not Path(data["tokenizer"]).is_absolute():
-        data["tokenizer"] = str(REPO / data["tokenizer"])
+    else:
+        data["options"] = {**(data.get("options") or {}), "size": SHAPES_EVAL["size"]}
+        model["towers"]["image"]["model"] = "vit_micro_patch8_64"
+        if data.get("tokenizer") and not Path(data["tokenizer"]).is_absolute():
+            data["tokenizer"] = str(REPO / data["tokenizer"])
     if objective == "lit":
         from zir.data.tokenizer import pretrained_tokenizer_path
 
@@ -89,6 +93,9 @@ def run_one(objective: str, suite: str, seed: int, budget: float, data_root: str
         tasks = "zeroshot,linear,knn" if cross else "linear,knn"
         res["shapes"] = evaluate_run(run, tasks, data="shapes", data_options=SHAPES_EVAL, limit=limit, write=False,
                                      baseline=objective == "unified" and seed == 0)
+        if cross:
+            res["shapes_colour"] = evaluate_run(run, "zeroshot", data="shapes", data_options={**SHAPES_EVAL, "label": "colour"},
+                                                limit=limit, write=False, baseline=objective == "unified" and seed == 0)
     (run / "objectives_table.json").write_text(json.dumps(res, indent=1) + "\n")
     return res
 
@@ -100,8 +107,10 @@ COLUMNS = {
                  ("i2t R@10", "flickr8k", "retrieval", "i2t_R@10"), ("t2i R@1", "flickr8k", "retrieval", "t2i_R@1"),
                  ("t2i R@5", "flickr8k", "retrieval", "t2i_R@5"), ("t2i R@10", "flickr8k", "retrieval", "t2i_R@10"),
                  ("CIFAR-10 linear", "cifar10", "linear", "top1"), ("CIFAR-10 k-NN", "cifar10", "knn", "top1")],
-    "shapes": [("zero-shot", "shapes", "zeroshot", "top1"), ("zero-shot comp", "shapes", "zeroshot_comp", "top1"),
-               ("linear", "shapes", "linear", "top1"), ("k-NN", "shapes", "knn", "top1")],
+    "shapes": [("zero-shot shape", "shapes", "zeroshot", "top1"), ("comp shape", "shapes", "zeroshot_comp", "top1"),
+               ("zero-shot colour", "shapes_colour", "zeroshot", "top1"),
+               ("comp colour", "shapes_colour", "zeroshot_comp", "top1"),
+               ("linear shape", "shapes", "linear", "top1"), ("k-NN shape", "shapes", "knn", "top1")],
 }
 
 
