@@ -23,7 +23,7 @@ def _random_keep(b, n, k, seed=2):
     return torch.stack([torch.randperm(n, generator=g)[:k] for _ in range(b)])
 
 
-@pytest.mark.parametrize("kw", [{}, {"reg_tokens": 2, "embed_prefix": False}, {"pos_embed": "sincos"}])
+@pytest.mark.parametrize("kw", [{}, {"reg_tokens": 2, "embed_prefix": False}, {"pos_embed": "sincos"}, {"stem": "conv"}])
 def test_keep_equals_encoding_the_gathered_tokens_by_hand(kw):
     model, x = _model(**kw), _images()
     keep = _random_keep(2, 64, 16)

@@ -156,6 +156,13 @@ register_model("vit_micro_patch4_32", VisionTransformer, _CPU, img_size=32, patc
                embed_dim=128, depth=4, num_heads=4)
 register_model("vit_micro_patch8_64", VisionTransformer, _CPU, img_size=64, patch_size=8,
                embed_dim=128, depth=4, num_heads=4)
+# the same towers with a convolutional stem (Xiao et al. 2021): learn shape from few steps on small data
+register_model("vit_micro_convstem_patch4_32", VisionTransformer, _CPU + ", conv stem (Xiao et al. 2021)", img_size=32,
+               patch_size=4, embed_dim=128, depth=4, num_heads=4, stem="conv")
+register_model("vit_micro_convstem_patch8_64", VisionTransformer, _CPU + ", conv stem (Xiao et al. 2021)", img_size=64,
+               patch_size=8, embed_dim=128, depth=4, num_heads=4, stem="conv")
+register_model("vit_nano_convstem_patch4_32", VisionTransformer, _CPU + ", conv stem (tests)", img_size=32,
+               patch_size=4, embed_dim=64, depth=2, num_heads=2, stem="conv")
 register_model("vit_micro_patch4_reg4_32", VisionTransformer, _CPU + ", 4 registers (Darcet et al. 2024)",
                img_size=32, patch_size=4, embed_dim=128, depth=4, num_heads=4, reg_tokens=4, embed_prefix=False)
 register_model("vit_nano_patch4_32", VisionTransformer, _CPU + " (tests)", img_size=32, patch_size=4,
