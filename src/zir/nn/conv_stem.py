@@ -25,15 +25,8 @@ class ConvStem(PatchEmbed):
     patch size must be a power of two, the same along both sides.
     """
 
-    def __init__(
-        self,
-        img_size: int | tuple[int, int] = 224,
-        patch_size: int | tuple[int, int] = 16,
-        in_chans: int = 3,
-        embed_dim: int = 768,
-        bias: bool = True,
-    ) -> None:
-        super().__init__(img_size, patch_size, in_chans, embed_dim, bias)
+    def build_projection(self, in_chans: int, embed_dim: int, bias: bool) -> nn.Module:
+        """Stride-2 3x3 convolutions (BatchNorm, ReLU), one per halving, then a 1x1 convolution to embed_dim."""
         ph, pw = self.patch_size
         if ph != pw or ph < 2 or ph & (ph - 1):
             raise ConfigError(f"stem='conv' needs a square power-of-two patch size (2, 4, 8, 16, ...); got {ph}x{pw}")
@@ -45,4 +38,4 @@ class ConvStem(PatchEmbed):
             layers += [nn.Conv2d(width_in, width, 3, 2, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
             width_in = width
         layers.append(nn.Conv2d(width_in, embed_dim, 1, bias=bias))
-        self.proj = nn.Sequential(*layers)
+        return nn.Sequential(*layers)

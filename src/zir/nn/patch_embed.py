@@ -42,7 +42,11 @@ class PatchEmbed(nn.Module):
                 raise ConfigError(f"img_size {side} {size} is not divisible by patch_size {patch}")
         self.grid_size = self.grid_for(*self.img_size)
         self.num_patches = self.grid_size[0] * self.grid_size[1]
-        self.proj = nn.Conv2d(in_chans, embed_dim, self.patch_size, self.patch_size, bias=bias)
+        self.proj = self.build_projection(in_chans, embed_dim, bias)
+
+    def build_projection(self, in_chans: int, embed_dim: int, bias: bool) -> nn.Module:
+        """The (B, C, H, W) -> (B, D, rows, cols) map: one patch-sized convolution (subclasses change it)."""
+        return nn.Conv2d(in_chans, embed_dim, self.patch_size, self.patch_size, bias=bias)
 
     def grid_for(self, height: int, width: int) -> tuple[int, int]:
         """The (rows, cols) patch grid of an image of this size."""
