@@ -2,10 +2,9 @@
 
 Xiao et al. (2021, "Early convolutions help transformers see better") replace ViT's patchify layer with a
 few stride-2 3x3 convolutions (BatchNorm, ReLU) and a final 1x1 projection, for about the cost of one
-transformer block. The tower then optimises like a CNN at its start: on zir's built-in `shapes` a 128-wide
-ViT learns an object's shape from labels within a few hundred steps with this stem, and not at all in the
-same time with the plain patch projection (docs/models.md has the figures). The token grid is the same as
-the patch embedding's, so everything downstream (position embeddings, `keep`, pooling) is unchanged.
+transformer block, and report faster, steadier optimisation. On zir's built-in `shapes` the small towers
+learn an object's shape somewhat faster with it (docs/models.md has the figures). The token grid is the
+same as the patch embedding's, so everything downstream (position embeddings, `keep`, pooling) is unchanged.
 """
 
 from __future__ import annotations
