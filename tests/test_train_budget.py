@@ -6,6 +6,7 @@ import csv
 import re
 
 import pytest
+import torch
 
 from test_train_helpers import recipe
 from zir.config import from_dict
@@ -20,13 +21,15 @@ def _rows(run) -> list[dict]:
 
 
 def test_a_wall_budget_alone_ends_the_run_and_the_lr_follows_the_spent_share(tmp_path):
-    raw = recipe(train__steps=None, train__time_budget=1.5, train__ckpt_every=0)
-    raw["model"]["sleep"] = 0.05  # at least 50 ms a step: about 20-30 steps in 1.5 s
+    # at least 100 ms a step: up to 30 steps in 3 s; a loaded machine's slow first step (0.6 s seen) still
+    # leaves most of the budget after the warm-up
+    raw = recipe(train__steps=None, train__time_budget=3.0, train__ckpt_every=0)
+    raw["model"]["sleep"] = 0.1
     trainer = Trainer(from_dict(raw), tmp_path / "run", progress=False)
     assert trainer.total_steps == NO_STEP_LIMIT
     summary = trainer.fit()
-    assert summary["budget_clock"] == "wall" and summary["time_budget_s"] == 1.5
-    assert summary["budget_spent_s"] >= 1.5
+    assert summary["budget_clock"] == "wall" and summary["time_budget_s"] == 3.0
+    assert summary["budget_spent_s"] >= 3.0
     assert 3 <= summary["steps"] <= 30
     # each step saw where the budget stood when it began, rising from 0 to near the end
     positions = trainer.model.positions
@@ -55,6 +58,28 @@ def test_a_resumed_run_spends_only_what_is_left(tmp_path):
     second = again.fit()
     assert second["steps"] > first["steps"] and 1.2 <= second["budget_spent_s"] < 1.2 + 1.0
     assert again.model.positions[0][0] / BUDGET_RESOLUTION >= 0.5  # the schedule picks up where the budget stood
+
+
+def test_warmup_steps_hold_the_rate_down_for_that_many_updates_whatever_the_budget(tmp_path):
+    # a budget of 600 CPU-s makes 10% of it thousands of virtual steps but only a handful of real ones
+    # in a short run; warmup_steps counts the real ones
+    raw = recipe(train__steps=8, train__time_budget=600.0, train__budget_clock="cpu", train__ckpt_every=0,
+                 optim__warmup=0.0, optim__warmup_steps=4)
+    Trainer(from_dict(raw), tmp_path / "run", progress=False).fit()
+    lrs = [float(r["lr"]) for r in _rows(tmp_path / "run")]
+    assert lrs[:4] == pytest.approx([0.25e-3, 0.5e-3, 0.75e-3, 1e-3], rel=1e-3)
+    assert lrs[4:] == pytest.approx([1e-3] * 4, rel=1e-2)  # then the cosine, barely begun at 8 steps of 600 s
+
+
+def test_warmup_steps_floor_the_fraction_without_a_budget():
+    from zir.train.schedule import Schedule
+
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = Schedule(opt, total=100, warmup=0.02, schedule="constant", warmup_steps=5)
+    assert [round(sched.set(s), 3) for s in range(7)] == [0.2, 0.4, 0.6, 0.8, 1.0, 1.0, 1.0]
+    assert opt.param_groups[0]["lr"] == 1.0
+    with pytest.raises(ConfigError, match=re.escape("optim.warmup_steps=-1: expected a whole number >= 0")):
+        from_dict(recipe(optim__warmup_steps=-1))
 
 
 @pytest.mark.parametrize("field, value, expected", [

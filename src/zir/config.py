@@ -53,6 +53,7 @@ class OptimConfig:
     eps: float = 1e-8
     layer_decay: float | None = None  # layer-wise lr decay for fine-tuning (e.g. 0.65); None: off
     warmup: float = 0.05  # fraction of the steps spent warming up linearly from 0
+    warmup_steps: int = 0  # and at least this many optimizer steps (a short time budget makes 5% a few steps)
     schedule: str = "cosine"
     clip_grad: float | None = 1.0  # max global gradient norm; None or 0: no clipping
 
@@ -204,6 +205,7 @@ def _check(cfg: Config) -> None:
     need(o.eps > 0, "optim.eps", o.eps, "a number > 0")
     need(o.layer_decay is None or 0 < o.layer_decay <= 1, "optim.layer_decay", o.layer_decay, "a number in (0, 1] or null")
     need(0 <= o.warmup < 1, "optim.warmup", o.warmup, "a fraction of the steps, 0 <= warmup < 1")
+    need(isinstance(o.warmup_steps, int) and o.warmup_steps >= 0, "optim.warmup_steps", o.warmup_steps, "a whole number >= 0")
     need(o.schedule in SCHEDULES, "optim.schedule", o.schedule, "one of " + ", ".join(SCHEDULES))
     need(o.clip_grad is None or o.clip_grad >= 0, "optim.clip_grad", o.clip_grad, "a number >= 0 or null")
     need(t.steps is None or t.steps >= 1, "train.steps", t.steps, "a whole number >= 1")

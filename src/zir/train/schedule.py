@@ -24,14 +24,24 @@ def lr_factor(step: int, total: int, warmup: float, schedule: str = "cosine", fl
 class Schedule:
     """Sets each param group's lr from its base lr (`initial_lr`) and the step; stateless beyond the step."""
 
-    def __init__(self, optimizer, total: int, warmup: float, schedule: str = "cosine", floor: float = 0.0):
+    def __init__(self, optimizer, total: int, warmup: float, schedule: str = "cosine", floor: float = 0.0,
+                 warmup_steps: int = 0):
         self.optimizer, self.total, self.warmup, self.schedule, self.floor = optimizer, total, warmup, schedule, floor
+        self.warmup_steps = warmup_steps
         for group in optimizer.param_groups:
             group.setdefault("initial_lr", group["lr"])
 
-    def set(self, step: int) -> float:
-        """Set the learning rates for `step`; returns the multiplier."""
+    def set(self, step: int, optimizer_step: int | None = None) -> float:
+        """Set the learning rates for `step`; returns the multiplier.
+
+        `step` is the schedule's position (a virtual step under a time budget); `optimizer_step` (0-based,
+        default `step`) counts real updates for the `warmup_steps` floor: the rate stays at or below
+        (optimizer_step + 1) / warmup_steps of the schedule's peak until that many updates are made.
+        """
         f = lr_factor(step, self.total, self.warmup, self.schedule, self.floor)
+        if self.warmup_steps:
+            done = step if optimizer_step is None else optimizer_step
+            f = min(f, (done + 1) / self.warmup_steps)
         for group in self.optimizer.param_groups:
             group["lr"] = group["initial_lr"] * f
         return f

@@ -296,7 +296,7 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(groups, lr=cfg.optim.lr, betas=cfg.optim.betas, eps=cfg.optim.eps, **fused)
         self.budget = BudgetClock(t.time_budget, t.budget_clock) if t.time_budget else None
         self.schedule = Schedule(self.optimizer, BUDGET_RESOLUTION if self.budget else self.total_steps, cfg.optim.warmup,
-                                 cfg.optim.schedule, cfg.optim.min_lr / cfg.optim.lr)
+                                 cfg.optim.schedule, cfg.optim.min_lr / cfg.optim.lr, cfg.optim.warmup_steps)
         self.scaler = torch.amp.GradScaler("cuda") if t.precision == "fp16" else None
         self.ema = WeightEMA(self.model, t.ema) if t.ema and d.main else None
 
@@ -427,7 +427,7 @@ class Trainer:
         t = self.cfg.train
         accum = t.accum_steps
         at, total = self.position()
-        factor = self.schedule.set(at)
+        factor = self.schedule.set(at, self.step)
         sums: dict[str, torch.Tensor] = {}
         extra: dict[str, float] = {}
         n_samples = 0
