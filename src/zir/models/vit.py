@@ -72,7 +72,7 @@ class VisionTransformer(nn.Module):
         `less_attention_stages` equal groups, the first K blocks of each compute attention and the others
         reuse the previous block's scores through `less_attention_transform` ('heads' or 'tokens').
         `stem`: 'patch' (one patch-sized projection, as published) or 'conv' (stride-2 3x3 convolutions,
-        Xiao et al. 2021: `zir.nn.conv_stem`), which small towers on small data learn far faster with.
+        Xiao et al. 2021: `zir.nn.conv_stem`), with which small towers learn somewhat faster on small data.
         """
         super().__init__()
         if global_pool not in GLOBAL_POOLS:
@@ -99,7 +99,7 @@ class VisionTransformer(nn.Module):
         self.pos_embed_type = pos_embed
         self.grad_checkpointing = False
 
-        self.stem = stem
+        self.stem_type = stem
         self.patch_embed = STEMS[stem](img_size, patch_size, in_chans, embed_dim)
         self.grid_size = self.patch_embed.grid_size
         self.patch_size = self.patch_embed.patch_size
@@ -147,7 +147,7 @@ class VisionTransformer(nn.Module):
         for token in (self.cls_token, self.dist_token, self.register_tokens):
             if token is not None:
                 nn.init.normal_(token, std=1e-6)
-        if self.stem == "patch":
+        if self.stem_type == "patch":
             proj = self.patch_embed.proj.weight
             nn.init.xavier_uniform_(proj.view(proj.shape[0], -1))
         for module in self.modules():

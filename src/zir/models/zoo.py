@@ -156,7 +156,7 @@ register_model("vit_micro_patch4_32", VisionTransformer, _CPU, img_size=32, patc
                embed_dim=128, depth=4, num_heads=4)
 register_model("vit_micro_patch8_64", VisionTransformer, _CPU, img_size=64, patch_size=8,
                embed_dim=128, depth=4, num_heads=4)
-# the same towers with a convolutional stem (Xiao et al. 2021): learn shape from few steps on small data
+# the same towers with a convolutional stem (Xiao et al. 2021), which optimise faster on small data
 register_model("vit_micro_convstem_patch4_32", VisionTransformer, _CPU + ", conv stem (Xiao et al. 2021)", img_size=32,
                patch_size=4, embed_dim=128, depth=4, num_heads=4, stem="conv")
 register_model("vit_micro_convstem_patch8_64", VisionTransformer, _CPU + ", conv stem (Xiao et al. 2021)", img_size=64,
