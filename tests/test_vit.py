@@ -30,7 +30,8 @@ def test_keep_equals_encoding_the_gathered_tokens_by_hand(kw):
     got = model.forward_tokens(x, keep)
     assert got.shape == (2, model.num_prefix_tokens + 16, 64)
 
-    patches = model.patch_embed(x) + model.pos_embed
+    hidden = torch.tensor([[j not in keep[i].tolist() for j in range(64)] for i in range(2)])
+    patches = model.patch_embed(x, hidden) + model.pos_embed  # a conv stem blanks the dropped patches' pixels
     kept = torch.stack([patches[i, keep[i]] for i in range(2)])
     tokens = torch.cat([model.prefix_tokens(2), kept], dim=1)
     for block in model.blocks:

@@ -44,6 +44,8 @@ class PatchEmbed(nn.Module):
         self.num_patches = self.grid_size[0] * self.grid_size[1]
         self.proj = self.build_projection(in_chans, embed_dim, bias)
 
+    overlapping = False  # whether a token sees pixels outside its own patch
+
     def build_projection(self, in_chans: int, embed_dim: int, bias: bool) -> nn.Module:
         """The (B, C, H, W) -> (B, D, rows, cols) map: one patch-sized convolution (subclasses change it)."""
         return nn.Conv2d(in_chans, embed_dim, self.patch_size, self.patch_size, bias=bias)
@@ -63,7 +65,12 @@ class PatchEmbed(nn.Module):
         if H % ph or W % pw:
             raise ShapeError(f"image size {H}x{W} is not divisible by the patch size {ph}x{pw}")
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, C, H, W) -> (B, N, D)."""
+    def forward(self, x: torch.Tensor, hidden: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, C, H, W) -> (B, N, D).
+
+        `hidden` (B, N) bool marks patches whose pixels no token may see (MAE's dropped or iBOT's masked
+        patches). Each token here sees only its own patch, so nothing needs doing; a stem whose tokens see
+        their neighbours (`overlapping`) blanks those pixels first.
+        """
         self.check_input(x)
         return self.proj(x).flatten(2).transpose(1, 2)

@@ -29,9 +29,10 @@ from zir.objectives.dino import DINOHead, entropy, teacher_probs, teacher_temp_a
 
 def encode_with_mask_token(tower: nn.Module, x: torch.Tensor, mask: torch.Tensor, token: torch.Tensor) -> torch.Tensor:
     """A ViT forward with hidden patches replaced by `token` (1, 1, D): images (B, C, H, W), mask (B, N) -> (B, P + N, D)."""
-    patches = tower.patch_embed(x)
-    if mask.shape != patches.shape[:2]:
-        raise ConfigError(f"ibot mask of shape {tuple(mask.shape)} does not fit {patches.shape[1]} patches")
+    grid = tower.patch_embed.grid_for(x.shape[-2], x.shape[-1])
+    if mask.shape != (x.shape[0], grid[0] * grid[1]):
+        raise ConfigError(f"ibot mask of shape {tuple(mask.shape)} does not fit {grid[0] * grid[1]} patches")
+    patches = tower.patch_embed(x, hidden=mask.bool())  # a conv stem must not show the hidden pixels
     patches = torch.where(mask.unsqueeze(-1), token.to(patches.dtype), patches)
     patches = patches + tower.patch_pos_embed(tower.patch_embed.grid_for(x.shape[-2], x.shape[-1]))
     prefix = tower.prefix_tokens(patches.shape[0])
