@@ -147,6 +147,35 @@ def test_labels_and_presence(train):
         S.labels(train, "texture")
 
 
+def test_object_scale_draws_the_same_scene_larger_and_inside_the_picture():
+    base = S.generate_shapes(200, size=32, objects=(1, 1), seed=2)
+    big = S.generate_shapes(200, size=32, objects=(1, 1), seed=2, object_scale=2.5)
+    for name in ("shape", "colour", "size", "cell"):
+        assert np.array_equal(getattr(base, name), getattr(big, name)), name
+    assert list(base.captions) == list(big.captions)  # same attributes, so the same captions
+    np.testing.assert_allclose(big.radius[:, 0], 2.5 * base.radius[:, 0], rtol=1e-6)
+    reach = big.radius[:, 0, None] * 1.12  # the farthest any shape's edge lies from its centre
+    assert (big.center[:, 0] - reach).min() >= 0.0 and (big.center[:, 0] + reach).max() <= 1.0
+    # the centres keep their side of the middle, so "on the left" and "at the top" stay true
+    assert np.array_equal(np.sign(np.round(big.center[:, 0] - 0.5, 6)), np.sign(np.round(base.center[:, 0] - 0.5, 6)))
+    ink = lambda d: (np.abs(d.images.astype(int) - d.images[:, :1, :1].astype(int)).max(-1) > 40).mean()
+    assert ink(big) > 4 * ink(base)  # the objects cover several times more of the picture
+    assert np.array_equal(S.generate_shapes(50, size=32, objects=(1, 1), seed=2, object_scale=1.0).images,
+                          base.images[:50])
+
+
+def test_object_scale_is_checked_and_cached_apart(tmp_path):
+    with pytest.raises(ConfigError, match="object_scale=2.0 with objects=.1, 3.*objects=.1, 1."):
+        S.generate_shapes(3, object_scale=2.0)
+    with pytest.raises(ConfigError, match="object_scale=3.0: expected a number from 1 to 2.5"):
+        S.generate_shapes(3, objects=(1, 1), object_scale=3.0)
+    with pytest.raises(ConfigError, match="object_scale='big'"):
+        S.load_shapes("val", n=3, objects=(1, 1), object_scale="big", cache_dir=tmp_path)
+    small = S.load_shapes("val", n=20, size=32, objects=(1, 1), cache_dir=tmp_path)
+    large = S.load_shapes("val", n=20, size=32, objects=(1, 1), object_scale=2, cache_dir=tmp_path)
+    assert len(list((tmp_path / "shapes").glob("*.npz"))) == 2 and not np.array_equal(small.images, large.images)
+
+
 def test_bad_arguments_raise_clear_errors():
     with pytest.raises(UnknownNameError, match="shapes split 'training'"):
         S.generate_shapes(3, split="training")

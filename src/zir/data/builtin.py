@@ -37,11 +37,14 @@ class ShapesSource(MapSource):
         seed: int = 0,
         size: int = 64,
         objects: tuple[int, int] = (1, 3),
+        object_scale: float = 1.0,
         label: str = "shape",
         cache_dir=None,
     ):
         check_split("shapes", split, _shapes.SPLITS)
-        self.data = _shapes.load_shapes(split, n=n, seed=seed, size=size, objects=tuple(objects), cache_dir=cache_dir)
+        self.data = _shapes.load_shapes(
+            split, n=n, seed=seed, size=size, objects=tuple(objects), object_scale=object_scale, cache_dir=cache_dir
+        )
         if len(self.data) == 0:
             raise ConfigError(f"shapes split {split!r}: n=0 gives an empty dataset")
         self.split, self.label = split, label

@@ -37,6 +37,7 @@ SPLITS = ("train", "val", "test", "comp")
 HELD_OUT = (("circle", "green"), ("square", "blue"), ("triangle", "yellow"), ("diamond", "red"), ("cross", "purple"))
 DEFAULT_SIZES = {"train": 10_000, "val": 1_000, "test": 1_000, "comp": 1_000}
 CHUNK = 1_000
+MAX_OBJECT_SCALE = 2.5  # a large object at 2.5x spans 84% of the side
 VERSION = 1  # bump when rendering or captions change, so old caches are not reused
 
 _RGB = np.array(
@@ -124,7 +125,7 @@ def _held_out_mask() -> np.ndarray:
     return held
 
 
-def _sample_layout(rng: np.random.Generator, n: int, split: str, objects: tuple[int, int]):
+def _sample_layout(rng: np.random.Generator, n: int, split: str, objects: tuple[int, int], scale: float = 1.0):
     """Draw the attributes of n images: counts, cells, shapes, colours, sizes, centres and radii."""
     lo, hi = objects
     count = rng.integers(lo, hi + 1, size=n)
@@ -143,6 +144,12 @@ def _sample_layout(rng: np.random.Generator, n: int, split: str, objects: tuple[
     jitter = rng.uniform(-1.0, 1.0, (n, 3, 2)) * slack[..., None]
     row, col = cells // 3, cells % 3
     center = np.stack([(col + 0.5) * cell_w, (row + 0.5) * cell_w], axis=-1) + jitter
+    if scale != 1.0:
+        # larger objects (one per image): pull each centre toward the middle just enough that the object stays
+        # inside the picture, so left stays left and top stays top and the location captions still hold
+        reach = 0.5 - 1.08 * radius - 0.01  # how far from the middle a centre could lie at scale 1
+        radius = radius * scale
+        center = 0.5 + (center - 0.5) * (np.maximum(0.5 - 1.12 * radius - 0.01, 0.0) / reach)[..., None]
     neg = ~present
     # the look of each image (background grey, tint, gradient; colour jitter per object) is drawn here too,
     # for a full chunk at once, so that rendering a prefix draws nothing of its own
@@ -173,7 +180,8 @@ def _render(lay: dict, side: int) -> np.ndarray:
     img = np.broadcast_to(column[:, :, None, :], (n, side, side, 3)).copy()
     colours = _RGB[np.clip(lay["colour"], 0, None)] + lay["_jitter"]
 
-    win = int(np.ceil(2 * 0.15 * side * 1.12)) + 3  # window that holds the largest object with its edge
+    big = max(0.15, float(lay["radius"].max(initial=0.0)))
+    win = int(np.ceil(2 * big * side * 1.12)) + 3  # window that holds the largest object with its edge
     win = min(win, side)
     offs = np.arange(win, dtype=np.float32) + 0.5
     for k in range(3):
@@ -318,8 +326,13 @@ def generate_shapes(
     size: int = 64,
     objects: tuple[int, int] = (1, 3),
     captions_per_image: int = 5,
+    object_scale: float = 1.0,
 ) -> ShapesData:
-    """Render n images of one split from a seed (no cache); the same arguments always give the same data."""
+    """Render n images of one split from a seed (no cache); the same arguments always give the same data.
+
+    `object_scale` > 1 draws the (single) object that many times larger, for a shape task that small towers
+    learn in a few hundred steps: at 32x32 the default objects are 5-10 pixels across.
+    """
     if split not in _SPLIT_ID:
         raise UnknownNameError(f"shapes split {split!r}: expected one of {', '.join(SPLITS)}")
     lo, hi = objects
@@ -327,6 +340,11 @@ def generate_shapes(
         raise ConfigError(f"shapes objects={objects}: expected 1 <= min <= max <= 3")
     if size < 16:
         raise ConfigError(f"shapes size={size}: expected at least 16 pixels")
+    if not 1.0 <= object_scale <= MAX_OBJECT_SCALE:
+        raise ConfigError(f"shapes object_scale={object_scale}: expected a number from 1 to {MAX_OBJECT_SCALE}")
+    if object_scale != 1.0 and hi != 1:
+        raise ConfigError(f"shapes object_scale={object_scale} with objects={objects}: larger objects would overlap; "
+                          "use objects=[1, 1]")
     if n < 0 or captions_per_image < 1:
         raise ConfigError(f"shapes n={n}, captions_per_image={captions_per_image}: expected n >= 0 and >= 1 caption")
     meta = dict(seed=seed, split=split, captions_per_image=captions_per_image)
@@ -335,7 +353,7 @@ def generate_shapes(
         m = min(CHUNK, n - chunk * CHUNK)
         rng = np.random.default_rng(_chunk_seed(seed, split, chunk))
         # always draw a full chunk's layout so a prefix of a split does not depend on n
-        lay = _sample_layout(rng, CHUNK, split, objects)
+        lay = _sample_layout(rng, CHUNK, split, objects, object_scale)
         lay = {key: val[:m] for key, val in lay.items()}
         parts.append((_render(lay, size), lay))
     if not parts:
@@ -345,8 +363,9 @@ def generate_shapes(
     return ShapesData(images=np.concatenate([p[0] for p in parts]), **lay, **meta)
 
 
-def _cache_key(split: str, n: int, seed: int, size: int, objects, captions_per_image: int) -> str:
-    return f"v{VERSION}-s{seed}-{size}px-o{objects[0]}{objects[1]}-{split}-{n}"
+def _cache_key(split: str, n: int, seed: int, size: int, objects, captions_per_image: int, object_scale: float) -> str:
+    scale = "" if object_scale == 1.0 else f"-x{object_scale:g}"
+    return f"v{VERSION}-s{seed}-{size}px-o{objects[0]}{objects[1]}{scale}-{split}-{n}"
 
 
 def load_shapes(
@@ -357,6 +376,7 @@ def load_shapes(
     size: int = 64,
     objects: tuple[int, int] = (1, 3),
     captions_per_image: int = 5,
+    object_scale: float = 1.0,
     cache_dir: str | os.PathLike | None = None,
     use_cache: bool = True,
 ) -> ShapesData:
@@ -365,10 +385,16 @@ def load_shapes(
         raise UnknownNameError(f"shapes split {split!r}: expected one of {', '.join(SPLITS)}")
     n = DEFAULT_SIZES[split] if n is None else int(n)
     objects = (int(objects[0]), int(objects[1]))
+    try:
+        object_scale = float(object_scale)
+    except (TypeError, ValueError):
+        raise ConfigError(f"shapes object_scale={object_scale!r}: expected a number from 1 to {MAX_OBJECT_SCALE}") from None
+    args = dict(split=split, seed=seed, size=size, objects=objects, captions_per_image=captions_per_image,
+                object_scale=object_scale)
     if not use_cache:
-        return generate_shapes(n, split=split, seed=seed, size=size, objects=objects, captions_per_image=captions_per_image)
+        return generate_shapes(n, **args)
     meta = dict(seed=seed, split=split, captions_per_image=captions_per_image)
-    key = _cache_key(split, n, seed, size, objects, captions_per_image)
+    key = _cache_key(split, n, seed, size, objects, captions_per_image, object_scale)
     try:
         path = _cache_dir(cache_dir) / "shapes" / f"{key}.npz"
     except OSError:  # no writable cache (read-only home, say): generating is fast enough to do every time
@@ -381,7 +407,7 @@ def load_shapes(
                 return ShapesData(**arrays, **meta)
         except (OSError, ValueError, KeyError):
             pass  # a damaged cache entry is simply generated again
-    data = generate_shapes(n, split=split, seed=seed, size=size, objects=objects, captions_per_image=captions_per_image)
+    data = generate_shapes(n, **args)
     if path is not None:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
