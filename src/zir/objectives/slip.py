@@ -1,7 +1,9 @@
 """SLIP (Mu et al., 2022): CLIP plus SimCLR, the image features of one view shared between them.
 
-CLIP reads the first of the two SimCLR views, so a step costs two image forwards and one text forward
-(SLIP's own code uses a third, lightly augmented image view for CLIP). The loss is CLIP's plus
+By default CLIP reads the first of the two SimCLR views, so a step costs two image forwards and one text
+forward. SLIP's own code gives CLIP a third, lightly augmented view instead (`clip_view="image"`): a third
+image forward, but captions then meet images whose colours SimCLR's jitter has not changed, which matters
+when captions name colours (built-in shapes: with the shared view, CLIP's loss stayed at chance there). The loss is CLIP's plus
 `ssl_weight` times SimCLR's NT-Xent; published: ssl_weight 1.0, SimCLR temperature 0.1.
 """
 
@@ -33,18 +35,20 @@ class SLIP(Objective):
         hidden_dim: int = 512,
         out_dim: int = 128,
         gather_distributed: bool = True,
+        clip_view: str | None = None,
     ) -> None:
-        """A CLIP objective and a SimCLR objective over the same image tower and first view."""
+        """A CLIP objective on `clip_view` (default: the first SimCLR view) and a SimCLR objective."""
         super().__init__(towers, tower)
         views = tuple(views)
-        self.clip = CLIP(towers, tower, text_tower, views[0], text_view, embed_dim, temperature=temperature,
-                         gather_distributed=gather_distributed)
+        self.clip = CLIP(towers, tower, text_tower, clip_view or views[0], text_view, embed_dim,
+                         temperature=temperature, gather_distributed=gather_distributed)
         self.simclr = SimCLR(towers, tower, views, ssl_temperature, hidden_dim, out_dim)
         self.ssl_weight = float(ssl_weight)
 
     def view_plan(self) -> dict:
-        """SimCLR's augmented global views and CLIP's text view."""
-        return {**self.simclr.view_plan(), "text": self.clip.view_plan()["text"]}
+        """SimCLR's augmented global views, CLIP's text view, and its light `image` view when it has one."""
+        clip = self.clip.view_plan()
+        return {**self.simclr.view_plan(), "text": clip["text"], **({"image": 1} if clip.get("image") else {})}
 
     def forwards(self) -> list[Forward]:
         """Both SimCLR views (the first shared with CLIP) and the text view."""
