@@ -25,8 +25,9 @@ install: $(STAMP)
 demo: install
 	$(BIN)/zir demo
 
+# worksteal: the few long tests (tests/test_shapes_zero_shot.py) end up on different workers
 test: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto --dist worksteal
 
 bench: install
 	$(BIN)/python benchmarks/vit_throughput.py

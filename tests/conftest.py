@@ -4,6 +4,18 @@ import pytest
 import torch
 
 
+def pytest_collection_modifyitems(config, items):
+    """Put the `long` tests at both ends of the run. xdist's worksteal hands each worker a contiguous half of
+    the list and cannot steal a worker's last two tests, so two long tests side by side would run one after
+    the other on one worker while the other worker idles."""
+    long = [item for item in items if item.get_closest_marker("long")]
+    if not long:
+        return
+    long.sort(key=lambda item: -item.get_closest_marker("long").kwargs.get("seconds", 0))  # the longest starts first
+    rest = [item for item in items if not item.get_closest_marker("long")]
+    items[:] = long[0::2] + rest + long[1::2][::-1]
+
+
 @pytest.fixture(autouse=True, scope="session")
 def one_thread():
     """Run the suite single-threaded: its tiny models gain nothing from intra-op threads, and on a busy

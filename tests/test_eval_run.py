@@ -90,6 +90,7 @@ def test_results_json_has_every_task_with_its_data_and_a_random_init_baseline(co
 
 
 def test_cached_features_give_the_same_numbers_without_running_the_tower(coca_run, monkeypatch):
+    evaluate_run(coca_run, "linear", limit=LIMIT, probe_options=QUICK_PROBE)  # an earlier evaluation
     first = evaluate_run(coca_run, ["knn", "zeroshot"], limit=LIMIT)
     tower = load_run(coca_run).model.towers["image"]
 
@@ -100,7 +101,7 @@ def test_cached_features_give_the_same_numbers_without_running_the_tower(coca_ru
     again = evaluate_run(coca_run, "knn,zeroshot", limit=LIMIT)
     assert again == first
     # tasks not asked for this time stay in results.json
-    assert {"retrieval", "linear"} <= set(json.loads((coca_run / "results.json").read_text()))
+    assert "linear" in json.loads((coca_run / "results.json").read_text())
 
 
 def test_tasks_the_model_cannot_do_are_recorded_as_skipped(mae_run):
@@ -176,7 +177,7 @@ def test_an_export_folder_is_evaluated_at_its_step(coca_run, tmp_path):
     export = export_run(coca_run, tmp_path / "export").parent
     results = evaluate_run(export, "knn", limit=LIMIT)
     assert results["knn"]["step"] == 2 and (export / "results.json").is_file()
-    assert results["knn"]["top1"] == json.loads((coca_run / "results.json").read_text())["knn"]["top1"]
+    assert results["knn"]["top1"] == evaluate_run(coca_run, "knn", limit=LIMIT, write=False)["knn"]["top1"]
     table = results_table(results)
     assert table.rows[0][:3] == ["knn", "shapes:test", "top1"] and "--baseline" in table.caption
 
