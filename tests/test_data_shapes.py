@@ -176,6 +176,15 @@ def test_object_scale_is_checked_and_cached_apart(tmp_path):
     assert len(list((tmp_path / "shapes").glob("*.npz"))) == 2 and not np.array_equal(small.images, large.images)
 
 
+def test_named_in_reads_shapes_and_colours_with_their_synonyms():
+    assert S.named_in("a little violet disk above a red box") == {S.SHAPES.index("circle"), S.SHAPES.index("square")}
+    assert S.named_in("a little violet disk above a red box", "colour") == {S.COLOURS.index("purple"), S.COLOURS.index("red")}
+    assert S.named_in("a big turquoise plus sign") == {S.SHAPES.index("cross")}
+    assert S.named_in("a boxer") == set()  # whole words only
+    with pytest.raises(UnknownNameError, match="expected shape or colour"):
+        S.named_in("a red box", "size")
+
+
 def test_bad_arguments_raise_clear_errors():
     with pytest.raises(UnknownNameError, match="shapes split 'training'"):
         S.generate_shapes(3, split="training")

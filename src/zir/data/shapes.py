@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -428,6 +429,16 @@ def class_names(task: str = "shape") -> tuple[str, ...]:
     if task not in table:
         raise UnknownNameError(f"shapes label {task!r}: expected one of shape, colour, size, count")
     return table[task]
+
+
+def named_in(caption: str, task: str = "shape") -> set[int]:
+    """The classes of `task` ('shape' or 'colour') that a caption names, synonyms included ("a violet disk" ->
+    purple, circle): how generated captions are scored against an image's labels."""
+    key = {"color": "colour"}.get(task, task)
+    words = {"shape": _SHAPE_WORDS, "colour": _COLOUR_WORDS}.get(key)
+    if words is None:
+        raise UnknownNameError(f"shapes label {task!r} for captions: expected shape or colour")
+    return {k for k, names in enumerate(words.values()) if any(re.search(rf"\b{w}\b", caption) for w in names)}
 
 
 def labels(data: ShapesData, task: str = "shape") -> np.ndarray:
