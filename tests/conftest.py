@@ -5,15 +5,17 @@ import torch
 
 
 def pytest_collection_modifyitems(config, items):
-    """Put the `long` tests at both ends of the run. xdist's worksteal hands each worker a contiguous half of
-    the list and cannot steal a worker's last two tests, so two long tests side by side would run one after
-    the other on one worker while the other worker idles."""
+    """Put the `long` tests at both ends of the run, balanced by their `seconds`. xdist's worksteal hands each
+    of two workers a contiguous half of the list and cannot steal a worker's last two tests, so long tests
+    side by side would run one after the other on one worker while the other idles."""
     long = [item for item in items if item.get_closest_marker("long")]
     if not long:
         return
-    long.sort(key=lambda item: -item.get_closest_marker("long").kwargs.get("seconds", 0))  # the longest starts first
-    rest = [item for item in items if not item.get_closest_marker("long")]
-    items[:] = long[0::2] + rest + long[1::2][::-1]
+    seconds = {item: item.get_closest_marker("long").kwargs.get("seconds", 0) for item in long}
+    ends: tuple[list, list] = ([], [])
+    for item in sorted(long, key=lambda i: -seconds[i]):  # longest first, each to the lighter end
+        ends[sum(map(seconds.get, ends[0])) > sum(map(seconds.get, ends[1]))].append(item)
+    items[:] = ends[0] + [item for item in items if item not in seconds] + ends[1][::-1]
 
 
 @pytest.fixture(autouse=True, scope="session")
