@@ -3,8 +3,8 @@
 By default CLIP reads the first of the two SimCLR views, so a step costs two image forwards and one text
 forward. SLIP's own code gives CLIP a third, lightly augmented view instead (`clip_view="image"`): a third
 image forward, but captions then meet images whose colours SimCLR's jitter has not changed, which matters
-when captions name colours (built-in shapes: with the shared view, CLIP's loss stayed at chance there). The loss is CLIP's plus
-`ssl_weight` times SimCLR's NT-Xent; published: ssl_weight 1.0, SimCLR temperature 0.1.
+when captions name colours (on 16-pixel built-in shapes, CLIP's loss stayed at log B with the shared view).
+The loss is CLIP's plus `ssl_weight` times SimCLR's NT-Xent; published: ssl_weight 1.0, SimCLR temperature 0.1.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ class SLIP(Objective):
         return {**self.simclr.view_plan(), "text": clip["text"], **({"image": 1} if clip.get("image") else {})}
 
     def forwards(self) -> list[Forward]:
-        """Both SimCLR views (the first shared with CLIP) and the text view."""
+        """Both SimCLR views (the first shared with CLIP unless `clip_view` is set), CLIP's view and the text view."""
         return list(dict.fromkeys(self.clip.forwards() + self.simclr.forwards()))
 
     def forward(self, batch, features) -> Loss:
