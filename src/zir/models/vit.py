@@ -179,13 +179,15 @@ class VisionTransformer(nn.Module):
         """Images (B, C, H, W) -> input tokens (B, P + K, D): prefix tokens and the kept patch tokens."""
         grid = self.patch_embed.grid_for(x.shape[-2], x.shape[-1])
         hidden = None
-        if keep is not None and self.patch_embed.overlapping:  # dropped patches must not show through the stem
-            hidden = torch.ones(x.shape[0], grid[0] * grid[1], dtype=torch.bool, device=x.device)
-            hidden.scatter_(1, self._check_keep(keep, x.shape[0], grid[0] * grid[1]), False)
+        if keep is not None:
+            keep = self._check_keep(keep, x.shape[0], grid[0] * grid[1])
+            if self.patch_embed.overlapping:  # dropped patches must not show through the stem
+                hidden = torch.ones(x.shape[0], grid[0] * grid[1], dtype=torch.bool, device=x.device)
+                hidden.scatter_(1, keep, False)
         patches = self.patch_embed(x, hidden)
         patches = patches + self.patch_pos_embed(grid)
         if keep is not None:
-            patches = gather_tokens(patches, self._check_keep(keep, patches.shape[0], patches.shape[1]))
+            patches = gather_tokens(patches, keep)
         prefix = self.prefix_tokens(patches.shape[0])
         tokens = patches if prefix is None else torch.cat([prefix.to(patches.dtype), patches], dim=1)
         return self.pos_drop(tokens)

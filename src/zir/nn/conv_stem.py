@@ -41,7 +41,7 @@ class ConvStem(PatchEmbed):
                                  f"{rows}x{cols} patches")
             grid = hidden.view(-1, 1, rows, cols).repeat_interleave(ph, dim=2).repeat_interleave(pw, dim=3)
             x = x.masked_fill(grid, 0.0)
-        return self.proj(x).flatten(2).transpose(1, 2)
+        return super().forward(x)
 
     def build_projection(self, in_chans: int, embed_dim: int, bias: bool) -> nn.Module:
         """Stride-2 3x3 convolutions (BatchNorm, ReLU), one per halving, then a 1x1 convolution to embed_dim."""

@@ -34,7 +34,7 @@ def encode_with_mask_token(tower: nn.Module, x: torch.Tensor, mask: torch.Tensor
         raise ConfigError(f"ibot mask of shape {tuple(mask.shape)} does not fit {grid[0] * grid[1]} patches")
     patches = tower.patch_embed(x, hidden=mask.bool())  # a conv stem must not show the hidden pixels
     patches = torch.where(mask.unsqueeze(-1), token.to(patches.dtype), patches)
-    patches = patches + tower.patch_pos_embed(tower.patch_embed.grid_for(x.shape[-2], x.shape[-1]))
+    patches = patches + tower.patch_pos_embed(grid)
     prefix = tower.prefix_tokens(patches.shape[0])
     tokens = patches if prefix is None else torch.cat([prefix.to(patches.dtype), patches], dim=1)
     return tower.norm(tower.forward_blocks(tower.pos_drop(tokens)))
