@@ -228,6 +228,9 @@ def _check(cfg: Config) -> None:
         raise ConfigError(f"data.batch_size={d.batch_size} is not divisible by train.accum_steps={t.accum_steps}")
     if not isinstance(cfg.model, dict) or not cfg.model:
         raise ConfigError("model: expected a mapping with towers and objectives (see configs/mae.yaml)")
+    from zir.models.factories import factory_name
+
+    factory_name(cfg.model)  # a registered name or nothing: a recipe never names code to import
 
 
 def from_dict(raw: dict, origin: str = "config") -> Config:

@@ -100,8 +100,8 @@ def _check_model(model: nn.Module, run_dir: Path) -> nn.Module:
 
 def load_run(run_dir: str | os.PathLike, ema: bool = False) -> LoadedRun:
     """The run's ZirModel at its newest checkpoint (or its export when it has no checkpoints), in eval mode."""
+    from zir.models.factories import build_recipe_model
     from zir.train.checkpoint import latest_checkpoint, list_checkpoints
-    from zir.train.trainer import build_model
 
     _register_objectives()
     run_dir = Path(run_dir)
@@ -114,7 +114,7 @@ def load_run(run_dir: str | os.PathLike, ema: bool = False) -> LoadedRun:
             if ema_state is None:
                 raise EvalError(f"{run_dir} keeps no weight EMA (train.ema was off)")
             model_state = {**model_state, **ema_state}
-        model = _check_model(build_model(cfg["model"]), run_dir)
+        model = _check_model(build_recipe_model(cfg["model"], origin=str(run_dir / "config.yaml")), run_dir)
         model.load_state_dict(model_state)
         return LoadedRun(run_dir, cfg, model.eval(), int(state["step"]), str(path), ema)
     for export in (run_dir / "model.safetensors", run_dir / "export" / "model.safetensors"):
@@ -133,13 +133,13 @@ def load_run(run_dir: str | os.PathLike, ema: bool = False) -> LoadedRun:
 
 def random_init_model(config: dict) -> nn.Module:
     """The run's architecture at its initial weights (seeded by train.seed, as the trainer seeds them)."""
-    from zir.train.trainer import build_model
+    from zir.models.factories import build_recipe_model
 
     _register_objectives()
     seed = int((config.get("train") or {}).get("seed", 0) or 0)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = build_model(config["model"])
+        model = build_recipe_model(config["model"])
     return model.eval()
 
 
