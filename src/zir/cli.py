@@ -109,8 +109,10 @@ def _is_rank0() -> bool:
 
 
 def _free_run_dir(name: str) -> str:
-    """runs/NAME, or runs/NAME-2, -3, ... when taken."""
-    base = Path("runs") / name
+    """runs/NAME, or runs/NAME-2, -3, ... when taken; NAME is a plain name, so the run stays inside runs/."""
+    from zir.config import check_run_name
+
+    base = Path("runs") / check_run_name(name)
     out, i = base, 1
     while out.exists():
         i += 1
