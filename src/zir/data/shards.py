@@ -116,12 +116,21 @@ _RECENT_MEMBERS = 64
 _METADATA_TYPES = (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE, tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK)
 
 
-def _read_at(path: str, offset: int, size: int) -> bytes:
-    """`size` bytes at `offset` of the shard's uncompressed tar stream (a hard link's target), read afresh."""
+def _open_stream(path: str):
+    """The shard's tar stream, decompressed (gzip, bzip2, xz) in bounded chunks.
+
+    tarfile's own `r|gz` feeds 16 KB of compressed input to zlib at once, which a run of zeros turns
+    into 16 MB; Python's gzip, bz2 and lzma readers cap what each read decompresses.
+    """
     with open(path, "rb") as raw:
         magic = raw.read(6)
     opener = {b"\x1f\x8b": gzip.open, b"BZ": bz2.open, b"\xfd7": lzma.open}.get(magic[:2], open)
-    with opener(path, "rb") as f:
+    return opener(path, "rb")
+
+
+def _read_at(path: str, offset: int, size: int) -> bytes:
+    """`size` bytes at `offset` of the shard's uncompressed tar stream (a hard link's target), read afresh."""
+    with _open_stream(path) as f:
         f.seek(offset)
         data = f.read(size)
     if len(data) != size:
@@ -141,7 +150,7 @@ def read_shard(path: str, max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES) -> I
     held = 0  # bytes in `recent`, kept under max_member_bytes
     where: dict[str, tuple[int, int]] = {}  # member name -> (offset, size) in the tar stream
     try:
-        with tarfile.open(path, "r|*", tarinfo=_WatchedTarInfo) as tar:
+        with _open_stream(path) as stream, tarfile.open(fileobj=stream, mode="r|", tarinfo=_WatchedTarInfo) as tar:
             for member in tar:
                 if member.isdir():
                     continue
