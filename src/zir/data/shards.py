@@ -4,7 +4,9 @@ A shard is a tar file (plain or gzip-compressed) whose members are grouped into 
 member name up to the first dot of its file name. `KEY.jpg` (or .png, .webp, ...) is the image, `KEY.cls`
 the class index, `KEY.txt` a caption and `KEY.json` a dict that may hold `captions`, `caption` or `label`.
 Shards are read with `tarfile` in streaming mode, so a shard is never loaded whole and a truncated shard
-yields the samples before the damage, then one counted error.
+yields the samples before the damage, then one counted error. Members over `max_member_bytes` are passed
+over unread, symlinks and devices are refused, hard links are read from their target: each refusal
+skips (and counts) the sample it belongs to.
 """
 
 from __future__ import annotations
