@@ -196,6 +196,7 @@ def image_text_objective(model: nn.Module, tower_name: str = "image"):
 def run_tokenizer(run_dir: str | os.PathLike, config: dict, model: nn.Module):
     """The run's text tokenizer: RUN/tokenizer.json, else data.tokenizer, else the model's own; None if none."""
     from zir.data import load_tokenizer
+    from zir.data.tokenizer import text_context
 
     run_dir = Path(run_dir)
     candidates = [run_dir / "tokenizer.json", run_dir / "export" / "tokenizer.json"]
@@ -205,7 +206,7 @@ def run_tokenizer(run_dir: str | os.PathLike, config: dict, model: nn.Module):
         candidates += [named, run_dir / named] if not named.is_absolute() else [named]
     for path in candidates:
         if path.is_file() or (path.is_dir() and (path / "tokenizer.json").is_file()):
-            return load_tokenizer(path)
+            return load_tokenizer(path, context_length=text_context(model))
     tok = getattr(model, "tokenizer", None)
     if tok is not None:
         return tok

@@ -257,8 +257,9 @@ class Trainer:
         tokenizer = None
         if cfg.data.tokenizer:
             from zir.data import load_tokenizer
+            from zir.data.tokenizer import text_context
 
-            tokenizer = load_tokenizer(cfg.data.tokenizer)
+            tokenizer = load_tokenizer(cfg.data.tokenizer, context_length=text_context(self.model))
         elif getattr(self.model, "tokenizer", None) is not None:
             tokenizer = self.model.tokenizer
         else:
