@@ -34,6 +34,7 @@ from zir.data.shards import ShardSource
 from zir.errors import ConfigError, ZirError
 from zir.train import checkpoint as ckpt
 from zir.train import distributed
+from zir.train.compat import fit_optimizer_state
 from zir.train.ema import WeightEMA
 from zir.train.budget import BUDGET_RESOLUTION, NO_STEP_LIMIT, BudgetClock
 from zir.train.schedule import Schedule
@@ -395,6 +396,7 @@ class Trainer:
         if not self.fsdp:
             self.model.load_state_dict(model_state)
             self.optimizer.load_state_dict(optim_state)
+            fit_optimizer_state(self.optimizer)  # 0-d moments of an older checkpoint
             return
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict, set_optimizer_state_dict
 
