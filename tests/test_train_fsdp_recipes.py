@@ -41,8 +41,8 @@ def test_shipped_recipes_are_found():
     assert not any(n.endswith("tokenizer") for n in names)
 
 
-@pytest.mark.long(seconds=120)
-@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+@pytest.mark.parametrize("strategy", [pytest.param("ddp", marks=pytest.mark.long(seconds=35)),
+                                      pytest.param("fsdp", marks=pytest.mark.long(seconds=60))])
 def test_every_recipe_trains_under_two_gloo_processes(tmp_path, one_process, strategy):
     write_pairs(tmp_path)
     recipes = shipped_recipes()
@@ -55,6 +55,11 @@ def test_every_recipe_trains_under_two_gloo_processes(tmp_path, one_process, str
     for name in recipes + COMPARED:
         losses = verdicts[name]["losses"]
         assert len(losses) == 2 and all(math.isfinite(x) for x in losses), (name, losses)
+
+    if strategy == "fsdp":  # every block of every tower is its own unit, Swin's and the BERT layers' too
+        assert verdicts["simmim_swin"]["units"] == [""] + [f"towers.image.layers.{s}.blocks.{b}" for s, n in
+                                                          enumerate([2, 2, 6, 2]) for b in range(n)]
+        assert {"towers.image.blocks.3", "towers.text.encoder.layer.5"} <= set(verdicts["lit"]["units"])
 
     ref_dir, ref = one_process
     for spec in COMPARED:

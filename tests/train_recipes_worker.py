@@ -59,6 +59,19 @@ def losses(run: Path) -> list[float]:
         return [float(r["loss"]) for r in csv.DictReader(fh)]
 
 
+def fsdp_units(run: Path) -> list[str]:
+    """The modules shard_model makes FSDP units of, for the model of the run's config."""
+    from torch.distributed.fsdp import FSDPModule
+
+    from zir.config import load_config
+    from zir.model import build_model
+    from zir.train.trainer import shard_model
+
+    model = build_model({k: v for k, v in load_config(run / "config.yaml").model.items() if k != "init"})
+    shard_model(model)
+    return [name for name, module in model.named_modules() if isinstance(module, FSDPModule)]
+
+
 def run_recipe(spec: str, out: Path, strategy: str = "ddp") -> dict:
     """Train one recipe (spec `name` or `name@match` / `name@resume`) into out/spec; returns its verdict."""
     from zir.train import resume, train
@@ -71,6 +84,8 @@ def run_recipe(spec: str, out: Path, strategy: str = "ddp") -> dict:
     run = out / spec
     train(ROOT / "configs" / f"{name}.yaml", run, overrides, progress=False)
     verdict = {"losses": losses(run)}
+    if strategy == "fsdp" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        verdict["units"] = fsdp_units(run)
     if mode == "resume":
         resume(run, ["train.steps=4"], progress=False)
         verdict["resumed_losses"] = losses(run)

@@ -629,13 +629,20 @@ def _tensorboard(run_dir: Path):
 
 
 def shard_model(model: nn.Module) -> None:
-    """FSDP (fully_shard): each transformer block of every tower is its own unit, the rest one root unit."""
+    """FSDP (fully_shard): each block of every tower is its own unit, the rest (heads, teachers) one root unit.
+
+    A block is an element of an nn.ModuleList that holds no list itself: ViT and text blocks, the blocks in
+    each Swin stage, the layers of a pretrained BERT-style text tower. Every parameter has at least one
+    dimension (fully_shard refuses 0-d ones; the losses store their temperatures with shape (1,)).
+    """
     from torch.distributed.fsdp import fully_shard
 
     towers = getattr(model, "towers", None)
-    for tower in (towers.values() if isinstance(towers, nn.ModuleDict) else [m for m in model.children()]):
-        for block in getattr(tower, "blocks", []):
-            fully_shard(block)
+    for tower in (towers.values() if isinstance(towers, nn.ModuleDict) else list(model.children())):
+        for blocks in [m for m in tower.modules() if isinstance(m, nn.ModuleList)]:
+            for block in blocks:
+                if not any(isinstance(m, nn.ModuleList) for m in block.modules()) and any(True for _ in block.parameters()):
+                    fully_shard(block)
     fully_shard(model)
 
 
