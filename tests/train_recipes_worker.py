@@ -1,11 +1,12 @@
 """Train shipped recipes at tiny size in this process group and write one verdict file per recipe.
 
 Run as `torchrun --nproc_per_node 2 train_recipes_worker.py OUT STRATEGY NAME...` (one launch for all
-recipes: each launch costs seconds) or called in-process for the one-process references. A NAME of the form
-`clip@match` trains the recipe with the MATCH overrides: views and captions that do not depend on which
-samples share a batch, so that two processes and one process see the same global batch; `clip@resume`
-trains as `clip@match`, then continues the run for two more steps, exports it and loads the export. Verdicts are files (OUT/NAME.json, written by
-rank 0), not printed lines, because two processes printing at once interleave their output.
+recipes: each launch costs seconds), or call `run_recipe` in-process for one-process references. A NAME
+such as `dino@match` trains the recipe with the MATCH overrides: views and captions that do not depend on
+which samples share a batch, so that two processes and one process see the same global batch;
+`clip@resume` trains as `clip@match`, continues the run for two more steps, exports it and loads the
+export. Verdicts are files (OUT/NAME.json from rank 0, OUT/NAME.rankR.json from a failing rank), not
+printed lines, because two processes printing at once interleave their output.
 """
 
 from __future__ import annotations
