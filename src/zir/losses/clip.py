@@ -4,6 +4,9 @@ Image and text features are L2-normalised; the logits are their cosine similarit
 exp(t), t learnable from log(1/0.07) and clamped so the scale never exceeds 100, as published. The loss
 is the mean of the image->text and text->image cross-entropies with matching pairs as targets.
 
+t is stored with shape (1,), not as a 0-d tensor: FSDP's `fully_shard` refuses 0-d parameters. Checkpoints
+written before this change hold 0-d tensors; `accept_0d_checkpoints` reshapes them when they are loaded.
+
 With `gather_distributed`, each rank scores its local images against all texts and its local texts
 against all images (a b x B block instead of B x B); the features come from `gather_with_grad`, so the
 mean of the ranks' losses is the global-batch loss and DDP's averaged gradients equal the single-process
@@ -29,6 +32,18 @@ def check_pairs(image_features: torch.Tensor, text_features: torch.Tensor) -> No
                          f"and {tuple(text_features.shape)}")
 
 
+def accept_0d_checkpoints(module: nn.Module, *names: str) -> None:
+    """Let `module.load_state_dict` take the 0-d tensors older checkpoints hold for its (1,)-shaped `names`."""
+
+    def reshape(mod, state_dict, prefix, *_):
+        for name in names:
+            value = state_dict.get(prefix + name)
+            if isinstance(value, torch.Tensor) and value.ndim == 0:
+                state_dict[prefix + name] = value.reshape(1)
+
+    module.register_load_state_dict_pre_hook(reshape)
+
+
 def clip_logits(image_features: torch.Tensor, text_features: torch.Tensor, scale: torch.Tensor | float) -> torch.Tensor:
     """(B, D) image and (M, D) text features -> (B, M) scaled cosine similarities."""
     return scale * F.normalize(image_features, dim=-1) @ F.normalize(text_features, dim=-1).T
@@ -47,11 +62,12 @@ class ClipLoss(nn.Module):
         super().__init__()
         if not (0 < temperature and 1 / temperature <= max_scale):
             raise ConfigError(f"clip temperature={temperature}: expected 1/temperature in (0, max_scale={max_scale}]")
-        init = torch.tensor(math.log(1 / temperature))
+        init = torch.tensor([math.log(1 / temperature)])  # (1,): fully_shard takes no 0-d parameter
         if learn_temperature:
             self.logit_scale = nn.Parameter(init)
         else:
             self.register_buffer("logit_scale", init)
+        accept_0d_checkpoints(self, "logit_scale")
         self.max_log_scale = math.log(max_scale)
         self.gather_distributed = gather_distributed
 

@@ -3,7 +3,8 @@
 Every image-text pair is an independent binary question: label +1 on the diagonal, -1 elsewhere, logit
 exp(t) * cos + b with t = log(10) and b = -10 at the start, as published. The loss sums over texts and
 averages over images. With `gather_distributed`, each rank scores its local images against the texts of
-all ranks (gathered with gradients); the mean over ranks is the global-batch loss.
+all ranks (gathered with gradients); the mean over ranks is the global-batch loss. Temperature and bias
+are stored with shape (1,) so that FSDP can shard them (see zir.losses.clip).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zir.losses.clip import check_pairs
+from zir.losses.clip import accept_0d_checkpoints, check_pairs
 from zir.losses.distributed import gather_with_grad, rank_and_world
 
 
@@ -29,12 +30,13 @@ class SigLipLoss(nn.Module):
         gather_distributed: bool = False,
     ) -> None:
         super().__init__()
-        scale, shift = torch.tensor(math.log(1 / temperature)), torch.tensor(float(bias))
+        scale, shift = torch.tensor([math.log(1 / temperature)]), torch.tensor([float(bias)])  # (1,), as in ClipLoss
         if learn:
             self.logit_scale, self.logit_bias = nn.Parameter(scale), nn.Parameter(shift)
         else:
             self.register_buffer("logit_scale", scale)
             self.register_buffer("logit_bias", shift)
+        accept_0d_checkpoints(self, "logit_scale", "logit_bias")
         self.gather_distributed = gather_distributed
 
     def logits(self, image_features: torch.Tensor, text_features: torch.Tensor) -> torch.Tensor:

@@ -33,6 +33,7 @@ from zir.data.shards import ShardSource
 from zir.errors import ConfigError, ZirError
 from zir.train import checkpoint as ckpt
 from zir.train import distributed
+from zir.train.compat import fit_optimizer_state
 from zir.train.ema import WeightEMA
 from zir.train.budget import BUDGET_RESOLUTION, NO_STEP_LIMIT, BudgetClock
 from zir.train.schedule import Schedule
@@ -385,6 +386,7 @@ class Trainer:
         if not self.fsdp:
             self.model.load_state_dict(model_state)
             self.optimizer.load_state_dict(optim_state)
+            fit_optimizer_state(self.optimizer)  # 0-d moments of an older checkpoint
             return
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict, set_optimizer_state_dict
 
@@ -617,13 +619,20 @@ def _tensorboard(run_dir: Path):
 
 
 def shard_model(model: nn.Module) -> None:
-    """FSDP (fully_shard): each transformer block of every tower is its own unit, the rest one root unit."""
+    """FSDP (fully_shard): each block of every tower is its own unit, the rest (heads, teachers) one root unit.
+
+    A block is an element of an nn.ModuleList that holds no list itself: ViT and text blocks, the blocks in
+    each Swin stage, the layers of a pretrained BERT-style text tower. Every parameter has at least one
+    dimension (fully_shard refuses 0-d ones; the losses store their temperatures with shape (1,)).
+    """
     from torch.distributed.fsdp import fully_shard
 
     towers = getattr(model, "towers", None)
-    for tower in (towers.values() if isinstance(towers, nn.ModuleDict) else [m for m in model.children()]):
-        for block in getattr(tower, "blocks", []):
-            fully_shard(block)
+    for tower in (towers.values() if isinstance(towers, nn.ModuleDict) else list(model.children())):
+        for blocks in [m for m in tower.modules() if isinstance(m, nn.ModuleList)]:
+            for block in blocks:
+                if not any(isinstance(m, nn.ModuleList) for m in block.modules()) and any(True for _ in block.parameters()):
+                    fully_shard(block)
     fully_shard(model)
 
 
