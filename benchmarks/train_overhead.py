@@ -35,6 +35,7 @@ from torch import nn
 
 from zir.config import apply_overrides, from_dict, load_config
 from zir.data import ViewPlan
+from zir.models import register_model_factory
 import zir.train.trainer
 from zir.train.trainer import Trainer
 
@@ -88,15 +89,18 @@ class NullModel(nn.Module):
 
 
 def null_model(section: dict) -> nn.Module:
-    """The factory of the `null` case (model.factory=train_overhead:null_model)."""
+    """The factory of the `null` case (model.factory=null, registered below)."""
     return NullModel()
+
+
+register_model_factory("null", null_model)
 
 
 def _config(name: str, args):
     overrides = [f"data.batch_size={args.batch_size}", f"train.steps={args.steps}", "train.ckpt_every=0",
                  f"train.threads={args.threads}", "data.options.n=256", "train.log_every=100000"]
     if name == "null":
-        raw = {"name": "null", "model": {"factory": "train_overhead:null_model"}, "data": {"options": {"size": 32}},
+        raw = {"name": "null", "model": {"factory": "null"}, "data": {"options": {"size": 32}},
                "train": {"steps": 1}}
         return from_dict(apply_overrides(raw, overrides))
     return load_config(CONFIGS / f"{name}.yaml", overrides + [f"model.towers.image.model={args.model}"])

@@ -10,7 +10,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from test_train_helpers import PY, env, recipe
+from test_train_helpers import IMPORT_FACTORY, PY, env, recipe
 from zir.config import from_dict
 from zir.train import list_checkpoints, train
 
@@ -43,7 +43,7 @@ def test_two_gloo_processes_match_one_process(tmp_path, single, strategy):
     (tmp_path / "r.yaml").write_text(yaml.safe_dump(_recipe(strategy=strategy)))
     run = tmp_path / "run"
     done = subprocess.run([PY, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "zir", "train",
-                           str(tmp_path / "r.yaml"), "--out", str(run), "--no-progress"],
+                           str(tmp_path / "r.yaml"), "--out", str(run), "--no-progress", *IMPORT_FACTORY],
                           env=env(), capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
     status = yaml.safe_load((run / "status.json").read_text())

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from zir.data import ViewPlan
-from zir.models import create_model
+from zir.models import create_model, register_model_factory
 
 TESTS = Path(__file__).resolve().parent
 SRC = TESTS.parent / "src"
@@ -75,15 +75,20 @@ class StandIn(nn.Module):
 
 
 def build(section: dict) -> nn.Module:
-    """The factory named in test recipes: model.factory=test_train_helpers:build."""
+    """The factory named in test recipes: model.factory=standin (registered here; a subprocess passes
+    --import-factory test_train_helpers:build, since zir never imports code a recipe names)."""
     return StandIn(**section)
+
+
+register_model_factory("standin", build)
+IMPORT_FACTORY = ["--import-factory", "test_train_helpers:build"]  # for `zir train` in a subprocess
 
 
 def recipe(**over) -> dict:
     """A tiny recipe dict on shapes with the stand-in model."""
     raw = {
         "name": "standin",
-        "model": {"factory": "test_train_helpers:build"},
+        "model": {"factory": "standin"},
         "data": {"source": "shapes", "batch_size": 16, "options": {"n": 256, "size": 32}},
         "optim": {"lr": 1e-3, "warmup": 0.1},
         "train": {"steps": 6, "ckpt_every": 2, "threads": 1, "log_every": 1},

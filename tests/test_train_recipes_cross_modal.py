@@ -96,3 +96,18 @@ def test_a_pretrained_text_tower_brings_its_own_tokenizer():
     assert ids.shape == (1, 32) and tok.vocab_size == 30522  # MiniLM's WordPiece, padded to caption_length
     assert int(ids[0, 0]) == 101 and 102 in ids[0].tolist()  # [CLS] ... [SEP]
     assert tower_tokenizer(build_model(tiny_config("clip").model)) is None  # a text tower trained from scratch
+
+
+def test_captions_are_padded_to_the_text_towers_context_not_the_tokenizer_files(tmp_path):
+    # the shapes tokenizer file pads to 32; a text tower with context 16 reads 16-token captions in training
+    # and in evaluation (zir eval's tokenizer follows the run's tower too)
+    from zir.eval.run_eval import load_run, run_tokenizer
+
+    cfg = tiny_config("clip")
+    cfg.model["towers"]["text"]["context_length"] = 16
+    assert load_tokenizer(CONFIGS / "shapes_tokenizer.json").context_length == 32
+    train(cfg, tmp_path / "run", progress=False)
+    run = load_run(tmp_path / "run")
+    tok = run_tokenizer(tmp_path / "run", run.config, run.model)
+    assert tok.context_length == 16
+    assert tok(["a small blue triangle in the top right corner"]).shape == (1, 16)

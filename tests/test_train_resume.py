@@ -12,7 +12,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from test_train_helpers import PY, env, recipe
+from test_train_helpers import IMPORT_FACTORY, PY, env, recipe
 from zir.cli import main
 from zir.config import from_dict
 from zir.train import TrainingInterrupted, list_checkpoints, load_checkpoint, resume, train
@@ -55,7 +55,7 @@ def reference(tmp_path_factory):
 def test_a_run_killed_with_sigkill_resumes_to_the_same_weights(tmp_path, reference):
     (tmp_path / "r.yaml").write_text(yaml.safe_dump(_recipe(sleep=0.05)))
     run = tmp_path / "run"
-    proc = subprocess.Popen([PY, "-m", "zir", "train", str(tmp_path / "r.yaml"), "--out", str(run), "--no-progress"],
+    proc = subprocess.Popen([PY, "-m", "zir", "train", str(tmp_path / "r.yaml"), "--out", str(run), "--no-progress", *IMPORT_FACTORY],
                             env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     t0 = time.time()
     while not (run / "metrics.csv").exists() or sum(1 for _ in open(run / "metrics.csv")) <= 5:  # header + 5 steps

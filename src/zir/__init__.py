@@ -1,7 +1,9 @@
 """zir: Vision Transformers trained with self-supervised and cross-modal objectives in one architecture."""
 
 from zir.errors import ZirError
-from zir.models import count_parameters, create_model, list_models, load_weights, save_weights
+from zir.models import (
+    count_parameters, create_model, list_model_factories, list_models, load_weights, register_model_factory, save_weights,
+)
 
 __version__ = "0.1.0"
 
@@ -23,4 +25,4 @@ def __getattr__(name: str):
 
 
 __all__ = ["ZirError", "__version__", "build_model", "count_parameters", "create_model", "generate_captions",
-           "list_models", "load", "load_weights", "save_weights"]
+           "list_model_factories", "list_models", "load", "load_weights", "register_model_factory", "save_weights"]

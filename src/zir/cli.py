@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
@@ -54,12 +55,16 @@ def _cmd_train(args: argparse.Namespace) -> int:
                 if "=" not in args.recipe:
                     raise ConfigError(f"zir train --resume RUN takes overrides only (key=value); got recipe {args.recipe!r}")
                 overrides.insert(0, args.recipe)
+            if args.import_factory:
+                _import_factory(args.import_factory, Path(args.resume) / "config.yaml", overrides)
             summary = resume(args.resume, overrides, progress=progress)
         else:
             if not args.recipe:
                 raise ConfigError("zir train needs a recipe (e.g. configs/mae.yaml) or --resume RUN")
             from zir.config import load_config
 
+            if args.import_factory:
+                _import_factory(args.import_factory, Path(args.recipe), overrides)
             cfg = load_config(args.recipe, overrides)
             if args.print_config:
                 import yaml
@@ -76,6 +81,27 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _import_factory(target: str, recipe: Path, overrides: list[str]) -> None:
+    """--import-factory module:function: import it and register it under the recipe's model.factory name.
+
+    The one place zir imports a module by name, and only because the user typed it on the command line.
+    """
+    from zir.config import apply_overrides, read_yaml
+    from zir.errors import ConfigError
+    from zir.models.factories import import_factory
+
+    if not recipe.is_file():
+        raise ConfigError(f"{recipe.parent} is not a run folder (no config.yaml)" if recipe.name == "config.yaml"
+                          else f"recipe {recipe} does not exist")
+    raw = read_yaml(recipe)
+    model = apply_overrides(raw if isinstance(raw, dict) else {}, overrides).get("model")
+    name = model.get("factory") if isinstance(model, dict) else None
+    if not name or not isinstance(name, str):
+        raise ConfigError(f"--import-factory {target}: {recipe} sets no model.factory; name the factory there "
+                          "(e.g. model.factory=my_net) and the function is registered under that name")
+    import_factory(target, name)
+
+
 def _is_rank0() -> bool:
     import os
 
@@ -83,10 +109,10 @@ def _is_rank0() -> bool:
 
 
 def _free_run_dir(name: str) -> str:
-    """runs/NAME, or runs/NAME-2, -3, ... when taken."""
-    from pathlib import Path
+    """runs/NAME, or runs/NAME-2, -3, ... when taken; NAME is a plain name, so the run stays inside runs/."""
+    from zir.config import check_run_name
 
-    base = Path("runs") / name
+    base = Path("runs") / check_run_name(name)
     out, i = base, 1
     while out.exists():
         i += 1
@@ -197,6 +223,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--resume", default=None, metavar="RUN", help="continue the run in this folder from its newest checkpoint")
     tr.add_argument("--no-progress", action="store_true", help="print a line every train.log_every steps instead of a bar")
     tr.add_argument("--print-config", action="store_true", help="print the resolved config (recipe + overrides) and stop")
+    tr.add_argument("--import-factory", default=None, metavar="MODULE:FUNCTION",
+                    help="import FUNCTION from MODULE and build the model with it, registered under the recipe's "
+                         "model.factory name (a recipe or run folder never imports code by itself)")
     tr.set_defaults(func=_cmd_train)
 
     runs = sub.add_parser("runs", help="list run folders with status and best loss")

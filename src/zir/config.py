@@ -12,6 +12,7 @@ import copy
 import dataclasses
 import difflib
 import os
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,7 @@ SCHEDULES = ("cosine", "linear", "constant")
 STRATEGIES = ("ddp", "fsdp")
 BUDGET_CLOCKS = ("wall", "cpu")
 DEVICES = ("auto", "cpu", "cuda", "mps")
+RUN_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")  # a plain name: runs/NAME stays inside runs/
 
 
 @dataclass
@@ -188,6 +190,14 @@ def _typed(cls: type, raw: Any, section: str) -> Any:
     return cls(**kwargs)
 
 
+def check_run_name(name: str) -> str:
+    """`name` when it is a plain name (letters, digits, -_., not starting with a dot): runs/NAME cannot leave runs/."""
+    if not isinstance(name, str) or not RUN_NAME.fullmatch(name):
+        raise ConfigError(f"name={name!r}: expected a plain name of letters, digits, - _ and . (not starting with a "
+                          "dot, no / or \\), as it names the run folder runs/NAME; choose the folder with --out")
+    return name
+
+
 def _check(cfg: Config) -> None:
     """Range and choice checks that need more than a type."""
 
@@ -195,6 +205,7 @@ def _check(cfg: Config) -> None:
         if not ok:
             raise ConfigError(f"{where}={value!r}: expected {allowed}")
 
+    check_run_name(cfg.name)
     d, o, t = cfg.data, cfg.optim, cfg.train
     need(d.batch_size >= 1, "data.batch_size", d.batch_size, "a whole number >= 1")
     need(d.workers >= 0, "data.workers", d.workers, "a whole number >= 0")
@@ -228,6 +239,9 @@ def _check(cfg: Config) -> None:
         raise ConfigError(f"data.batch_size={d.batch_size} is not divisible by train.accum_steps={t.accum_steps}")
     if not isinstance(cfg.model, dict) or not cfg.model:
         raise ConfigError("model: expected a mapping with towers and objectives (see configs/mae.yaml)")
+    from zir.models.factories import factory_name
+
+    factory_name(cfg.model)  # a registered name or nothing: a recipe never names code to import
 
 
 def from_dict(raw: dict, origin: str = "config") -> Config:

@@ -9,6 +9,7 @@ initialisation, prints one table, exports the weights and writes the HTML report
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from pathlib import Path
@@ -29,7 +30,9 @@ def _recipe_files() -> tuple[Path, Path]:
 
 
 def _free_folder(out: Path) -> Path:
-    """`out`, or out-2, out-3, ... when `out` already holds a run."""
+    """`out` as the user gave it, or its siblings out-2, out-3, ... when `out` already holds a run."""
+    if out.name in ("", ".", ".."):  # `.`, `/`, `runs/..`: number the folder they stand for, beside it
+        out = Path(os.path.abspath(out))
     base, i = out, 1
     while (out / "config.yaml").exists() or (out / "metrics.csv").exists() or (out / "checkpoints").exists():
         i += 1

@@ -10,6 +10,8 @@ from typing import Callable
 import numpy as np
 
 from zir.data import shapes as _shapes
+from zir.data.limits import DEFAULT_MAX_MEMBER_BYTES, DEFAULT_MAX_PIXELS, whole_number
+from zir.data.options import check_options
 from zir.data.paths import data_root as _data_root
 from zir.data.shards import SHARD_SUFFIXES, ShardSource
 from zir.data.sources import (
@@ -20,6 +22,7 @@ from zir.data.sources import (
     Sample,
     Source,
     check_split,
+    sized,
 )
 from zir.errors import ConfigError, UnknownNameError
 
@@ -95,14 +98,15 @@ _DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "
 
 
 class ArraySource(MapSource):
-    """Images held in memory (N, H, W, 3) uint8 with labels and optional captions per image."""
+    """Images held in memory (N, H, W, 3) uint8 with labels and optional captions per image (`size`: resized)."""
 
-    def __init__(self, name, images, labels, classes, captions=None, keys=None):
+    def __init__(self, name, images, labels, classes, captions=None, keys=None, size: int | None = None):
         self.name, self.images, self._labels, self.classes = name, images, np.asarray(labels, np.int64), tuple(classes)
         self.captions = captions
         self.has_captions = captions is not None
         h, w = images.shape[1:3]
-        self.image_size = h if h == w else None
+        self.size = whole_number("size", size, allow_none=True)
+        self.image_size = self.size or (h if h == w else None)
         self.keys = keys
         if len(images) == 0:
             raise ConfigError(f"{name}: empty dataset")
@@ -115,7 +119,8 @@ class ArraySource(MapSource):
         """Image `index`, its label and captions."""
         caps = list(self.captions[index]) if self.captions is not None else []
         key = self.keys[index] if self.keys is not None else f"{self.name}/{index:06d}"
-        return Sample(key=key, image=self.images[index], label=int(self._labels[index]), captions=caps)
+        image = sized(self.images[index], self.size if self.size != self.images.shape[1] else None)
+        return Sample(key=key, image=image, label=int(self._labels[index]), captions=caps)
 
     def labels(self) -> np.ndarray:
         """All labels (N,)."""
@@ -194,7 +199,7 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     return arr.reshape(shape)
 
 
-def fashion_mnist(split: str = "train", *, root: str | os.PathLike | None = None) -> ArraySource:
+def fashion_mnist(split: str = "train", *, root: str | os.PathLike | None = None, size: int | None = None) -> ArraySource:
     """Fashion-MNIST from the IDX files of the Debian package `dataset-fashion-mnist` (28x28, 10 classes)."""
     check_split("fashion_mnist", split, ("train", "test"))
     root = Path(root) if root is not None else FASHION_DIR
@@ -213,7 +218,7 @@ def fashion_mnist(split: str = "train", *, root: str | os.PathLike | None = None
     images = read_idx(find("images"))
     labels = read_idx(find("labels")).astype(np.int64)
     images = np.repeat(images[..., None], 3, axis=3)
-    return ArraySource(f"fashion_mnist:{split}", images, labels, FASHION_CLASSES)
+    return ArraySource(f"fashion_mnist:{split}", images, labels, FASHION_CLASSES, size=size)
 
 
 def _real_root(name: str, data_root, files: str) -> Path:
@@ -230,7 +235,8 @@ def _real_root(name: str, data_root, files: str) -> Path:
     return folder
 
 
-def cifar10(split: str = "train", *, data_root=None, shuffle_buffer: int = 1000) -> ShardSource:
+def cifar10(split: str = "train", *, data_root=None, shuffle_buffer: int = 1000, size: int | None = None,
+            max_pixels: int | None = DEFAULT_MAX_PIXELS, max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES) -> ShardSource:
     """CIFAR-10 (32x32, 10 classes) from the gzip tar shards in DATA_ROOT/cifar10; captions from class names."""
     check_split("cifar10", split, ("train", "test"))
     folder = _real_root("cifar10", data_root, "train-*.tar.gz, test-*.tar.gz, classes.txt")
@@ -246,31 +252,38 @@ def cifar10(split: str = "train", *, data_root=None, shuffle_buffer: int = 1000)
         has_captions=False,
         shuffle_buffer=shuffle_buffer,
         length=length,
+        size=size,
+        max_pixels=max_pixels,
+        max_member_bytes=max_member_bytes,
     )
-    source.image_size = 32
+    source.image_size = size or 32
     return source
 
 
-def flickr8k(split: str = "train", *, data_root=None, shuffle_buffer: int = 1000) -> ShardSource:
+def flickr8k(split: str = "train", *, data_root=None, shuffle_buffer: int = 1000, size: int | None = None,
+             max_pixels: int | None = DEFAULT_MAX_PIXELS, max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES) -> ShardSource:
     """Flickr8k (112x112 photos, 5 human captions each) from the gzip tar shards in DATA_ROOT/flickr8k."""
     check_split("flickr8k", split, ("train", "val", "test"))
     folder = _real_root("flickr8k", data_root, "train-*.tar.gz, val-*.tar.gz, test-*.tar.gz")
     length = {"train": 6_091, "val": 1_000, "test": 1_000}[split]
     source = ShardSource(
-        str(folder / f"{split}-*.tar*"), name=f"flickr8k:{split}", has_captions=True, shuffle_buffer=shuffle_buffer, length=length
+        str(folder / f"{split}-*.tar*"), name=f"flickr8k:{split}", has_captions=True, shuffle_buffer=shuffle_buffer,
+        length=length, size=size, max_pixels=max_pixels, max_member_bytes=max_member_bytes,
     )
-    source.image_size = 112
+    source.image_size = size or 112
     return source
 
 
-# name -> factory(split, **options); the only global state of zir.data, extended by register_source
+# name -> factory(split, **options); the only global state of zir.data, extended by register_source.
+# The factories themselves (not wrappers) so that their signatures say which options they take.
 SOURCES: dict[str, Callable[..., Source]] = {
-    "shapes": lambda split="train", **kw: ShapesSource(split, **kw),
-    "digits": lambda split="train", **kw: digits(split, **kw),
-    "cifar10": lambda split="train", **kw: cifar10(split, **kw),
-    "flickr8k": lambda split="train", **kw: flickr8k(split, **kw),
-    "fashion_mnist": lambda split="train", **kw: fashion_mnist(split, **kw),
+    "shapes": ShapesSource,
+    "digits": digits,
+    "cifar10": cifar10,
+    "flickr8k": flickr8k,
+    "fashion_mnist": fashion_mnist,
 }
+_PATH_KINDS = {"folder": ImageFolderSource, "table": CaptionTableSource, "shards": ShardSource}
 _ALIASES = {"fashion-mnist": "fashion_mnist", "fashionmnist": "fashion_mnist", "cifar-10": "cifar10"}
 _TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".ndjson")
 
@@ -290,31 +303,43 @@ def open_source(spec: str | os.PathLike, *, split: str | None = None, data_root=
     text = os.fspath(spec)
     prefix, sep, rest = text.partition(":")
     if sep and prefix in ("folder", "unlabeled", "unlabelled", "table", "shards"):
-        if prefix == "folder":
-            return ImageFolderSource(rest, labeled=True)
-        if prefix in ("unlabeled", "unlabelled"):
-            return ImageFolderSource(rest, labeled=False)
+        if prefix in ("folder", "unlabeled", "unlabelled"):
+            options = _options("folder", rest, options)
+            options["labeled"] = prefix == "folder"
+            return ImageFolderSource(rest, **options)
         if prefix == "table":
-            return CaptionTableSource(rest, **options)
-        return ShardSource(rest, **options)
+            return CaptionTableSource(rest, **_options("table", rest, options))
+        return ShardSource(rest, **_options("shards", rest, options))
     name = _ALIASES.get(prefix.lower(), prefix.lower())
     if name in SOURCES and not os.path.exists(text):
         split = split or (rest if sep else "train")
         if name in ("cifar10", "flickr8k"):
             options.setdefault("data_root", data_root)
-        return SOURCES[name](split, **options)
+        return SOURCES[name](split, **check_options(f"the {name} source", SOURCES[name], options, _everyone()))
     path = Path(text)
     if text.endswith(_TABLE_SUFFIXES) and path.is_file():
-        return CaptionTableSource(path, **options)
+        return CaptionTableSource(path, **_options("table", text, options))
     if text.endswith(SHARD_SUFFIXES) or "{" in text or any(ch in text for ch in "*?["):
-        return ShardSource(text, **options)
+        return ShardSource(text, **_options("shards", text, options))
     if path.is_dir():
         files = [p for p in path.iterdir() if p.is_file()]
         if any(str(p).endswith(SHARD_SUFFIXES) for p in files) and not any(p.suffix.lower() in IMAGE_EXTENSIONS for p in files):
-            return ShardSource(str(path), **options)
-        return ImageFolderSource(path, **options)
+            return ShardSource(str(path), **_options("shards", text, options))
+        return ImageFolderSource(path, **_options("folder", text, options))
     if path.is_file():
         raise ConfigError(f"data source {text}: a file, but not a caption table (.csv, .tsv, .jsonl) nor a tar shard")
     raise UnknownNameError(
         f"data source {text!r}: not a built-in name ({', '.join(sorted(SOURCES))}) nor an existing path"
     )
+
+
+_KIND_WORDS = {"folder": "an image folder", "table": "a caption table", "shards": "tar shards"}
+
+
+def _everyone() -> list[tuple[str, Callable]]:
+    return list(SOURCES.items()) + list(_PATH_KINDS.items())
+
+
+def _options(kind: str, path: str, options: dict) -> dict:
+    """The options a path source of `kind` takes (see zir.data.options.check_options)."""
+    return check_options(f"{_KIND_WORDS[kind]} ({path})", _PATH_KINDS[kind], options, _everyone())

@@ -4,21 +4,28 @@ A shard is a tar file (plain or gzip-compressed) whose members are grouped into 
 member name up to the first dot of its file name. `KEY.jpg` (or .png, .webp, ...) is the image, `KEY.cls`
 the class index, `KEY.txt` a caption and `KEY.json` a dict that may hold `captions`, `caption` or `label`.
 Shards are read with `tarfile` in streaming mode, so a shard is never loaded whole and a truncated shard
-yields the samples before the damage, then one counted error.
+yields the samples before the damage, then one counted error. Members over `max_member_bytes` are passed
+over unread, symlinks and devices are refused, hard links are read from their target: each refusal
+skips (and counts) the sample it belongs to.
 """
 
 from __future__ import annotations
 
+import bz2
 import glob
+import gzip
 import json
+import lzma
 import os
 import random
 import re
 import tarfile
 import zlib
+from collections import OrderedDict
 from pathlib import Path
 from typing import Iterator
 
+from zir.data.limits import DEFAULT_MAX_MEMBER_BYTES, DEFAULT_MAX_PIXELS, MAX_HEADER_BYTES, member_cap_reason, whole_number
 from zir.data.sources import (
     IMAGE_EXTENSIONS,
     BadSample,
@@ -26,6 +33,7 @@ from zir.data.sources import (
     Source,
     clean_captions,
     decode_image,
+    sized,
 )
 from zir.errors import ConfigError
 
@@ -85,35 +93,129 @@ def split_key(name: str) -> tuple[str, str]:
     return (f"{folder}/{stem}" if folder else stem), ext.lower()
 
 
-def read_shard(path: str) -> Iterator[dict | BadSample]:
-    """Stream one shard: records {'__key__', 'ext': bytes, ...} in order, then a BadSample if the shard is damaged."""
+class _WatchedTarInfo(tarfile.TarInfo):
+    """TarInfo that notes why header reading stopped and refuses oversized metadata headers.
+
+    In `r|` mode tarfile ends quietly at a header cut short or garbled, as if the archive were over;
+    the note on the TarFile (`zir_stop`) lets `read_shard` tell a real end (a zero block) from damage.
+    """
+
+    @classmethod
+    def fromtarfile(cls, tar):
+        try:
+            return super().fromtarfile(tar)
+        except tarfile.HeaderError as e:
+            tar.zir_stop = e
+            raise
+
+    def _proc_member(self, tar):
+        if self.type in _METADATA_TYPES and self.size > MAX_HEADER_BYTES:
+            raise tarfile.ReadError(f"{self.size}-byte metadata header")
+        return super()._proc_member(tar)
+
+
+_RECENT_MEMBERS = 64
+_METADATA_TYPES = (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE, tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK)
+
+
+def _open_stream(path: str):
+    """The shard's tar stream, decompressed (gzip, bzip2, xz) in bounded chunks.
+
+    tarfile's own `r|gz` feeds 16 KB of compressed input to zlib at once, which a run of zeros turns
+    into 16 MB; Python's gzip, bz2 and lzma readers cap what each read decompresses.
+    """
+    with open(path, "rb") as raw:
+        magic = raw.read(6)
+    opener = {b"\x1f\x8b": gzip.open, b"BZ": bz2.open, b"\xfd7": lzma.open}.get(magic[:2], open)
+    return opener(path, "rb")
+
+
+def _read_at(path: str, offset: int, size: int) -> bytes:
+    """`size` bytes at `offset` of the shard's uncompressed tar stream (a hard link's target), read afresh."""
+    with _open_stream(path) as f:
+        f.seek(offset)
+        data = f.read(size)
+    if len(data) != size:
+        raise EOFError("hard link target cut short")
+    return data
+
+
+def read_shard(path: str, max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES) -> Iterator[dict | BadSample]:
+    """Stream one shard: records {'__key__', 'ext': bytes, ...} in order, then a BadSample if the shard is damaged.
+
+    A member over `max_member_bytes`, a symlink, a device or a hard link to a member not seen makes its
+    sample a BadSample (counted, never read); hard links to earlier members are read from their target.
+    """
+    shard = os.path.basename(path)
     current: dict | None = None
+    recent: OrderedDict[str, bytes] = OrderedDict()  # the last members read, for hard links to them
+    held = 0  # bytes in `recent`, kept under max_member_bytes
+    where: dict[str, tuple[int, int]] = {}  # member name -> (offset, size) in the tar stream
     try:
-        with tarfile.open(path, "r|*") as tar:
+        with _open_stream(path) as stream, tarfile.open(fileobj=stream, mode="r|", tarinfo=_WatchedTarInfo) as tar:
             for member in tar:
-                if not member.isfile():
+                if member.isdir():
                     continue
                 key, ext = split_key(member.name)
                 if not ext or key.rsplit("/", 1)[-1].startswith("."):
                     continue  # hidden files and extension-less members are not sample parts
-                data = tar.extractfile(member).read()
                 if current is not None and current["__key__"] != key:
-                    yield current
+                    yield _finish(current)
                     current = None
                 if current is None:
-                    current = {"__key__": key, "__shard__": os.path.basename(path)}
+                    current = {"__key__": key, "__shard__": shard}
+                if member.isfile():
+                    where[member.name] = (member.offset_data, member.size)
+                refused = _refusal(member, where, max_member_bytes)
+                if refused:
+                    current.setdefault("__bad__", refused)
+                    continue
+                if member.islnk():
+                    data = recent.get(member.linkname)
+                    if data is None:
+                        data = _read_at(path, *where[member.linkname])
+                else:
+                    data = tar.extractfile(member).read()
                 current[ext] = data
-    except (tarfile.TarError, EOFError, zlib.error, OSError) as e:
+                recent[member.name] = data
+                held += len(data)
+                while len(recent) > _RECENT_MEMBERS or (len(recent) > 1 and held > max_member_bytes):
+                    held -= len(recent.popitem(last=False)[1])
+            stop = getattr(tar, "zir_stop", None)
+            if not isinstance(stop, tarfile.EOFHeaderError):
+                why = "cut short" if isinstance(stop, (tarfile.EmptyHeaderError, tarfile.TruncatedHeaderError)) else "garbled"
+                raise tarfile.ReadError(f"header {why} before the end-of-archive marker")
+    except (tarfile.TarError, EOFError, zlib.error, OSError, lzma.LZMAError) as e:
         # records read before the damage are still good; the damage itself is one counted skip
         if current is not None:
-            yield current
+            yield _finish(current)
             current = None
-        yield BadSample(os.path.basename(path), f"damaged shard ({type(e).__name__})")
+        yield BadSample(shard, f"damaged shard ({type(e).__name__})")
     if current is not None:
-        yield current
+        yield _finish(current)
 
 
-def decode_record(record: dict, classes: tuple[str, ...] | None = None) -> Sample:
+def _refusal(member: tarfile.TarInfo, where: dict, max_bytes: int) -> str | None:
+    """Why a sample member is not read (symlink, device, oversized, dangling hard link), or None."""
+    if member.issym():
+        return "symlink member"
+    if member.islnk():
+        if member.linkname not in where:
+            return "hard link to a member not in the shard"
+        return member_cap_reason(where[member.linkname][1], max_bytes)
+    if not member.isfile():
+        return "device or special member"
+    return member_cap_reason(member.size, max_bytes)
+
+
+def _finish(record: dict) -> dict | BadSample:
+    """A complete record, or the BadSample of the first member it refused."""
+    if "__bad__" in record:
+        return BadSample(f"{record['__shard__']}:{record['__key__']}", record["__bad__"])
+    return record
+
+
+def decode_record(record: dict, classes: tuple[str, ...] | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Sample:
     """A raw shard record -> Sample: the image, the label from .cls/.json and the captions from .txt/.json."""
     key = f"{record.get('__shard__', '')}:{record['__key__']}"
     notes: list[str] = []
@@ -126,6 +228,7 @@ def decode_record(record: dict, classes: tuple[str, ...] | None = None) -> Sampl
             meta = json.loads(record["json"].decode("utf-8"))
             if not isinstance(meta, dict):
                 meta = {}
+                notes.append(".json not an object, ignored")
         except (UnicodeDecodeError, json.JSONDecodeError):
             notes.append("unreadable .json ignored")
     label = -1
@@ -133,7 +236,7 @@ def decode_record(record: dict, classes: tuple[str, ...] | None = None) -> Sampl
     if raw_label is not None:
         try:
             label = int(raw_label.decode("utf-8").strip() if isinstance(raw_label, bytes) else raw_label)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, TypeError, UnicodeDecodeError, OverflowError):
             raise BadSample(key, "label is not an integer") from None
         if classes is not None and not 0 <= label < len(classes):
             raise BadSample(key, f"label {label} outside 0..{len(classes) - 1}")
@@ -148,7 +251,7 @@ def decode_record(record: dict, classes: tuple[str, ...] | None = None) -> Sampl
         except UnicodeDecodeError:
             notes.append("caption not UTF-8, dropped")
     captions = clean_captions(key, captions, notes)
-    image = decode_image(record[image_ext], key, notes)
+    image = decode_image(record[image_ext], key, notes, max_pixels)
     return Sample(key=key, image=image, label=label, captions=captions, notes=notes)
 
 
@@ -180,18 +283,24 @@ class ShardSource(Source):
         has_captions: bool | None = None,
         shuffle_buffer: int = 1000,
         length: int | None = None,
+        size: int | None = None,
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
+        max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES,
     ):
         self.shards = resolve_shards(spec)
         self.name = name or f"shards:{spec}"
         self.classes = classes
         self.shuffle_buffer = shuffle_buffer
         self.length = length  # number of samples when known (built-in sets), else None
+        self.image_size = whole_number("size", size, allow_none=True)
+        self.max_pixels = whole_number("max_pixels", max_pixels, allow_none=True)
+        self.max_member_bytes = whole_number("max_member_bytes", max_member_bytes)
         if has_captions is None:
             has_captions = self._peek_has_captions()
         self.has_captions = has_captions
 
     def _peek_has_captions(self) -> bool:
-        for record in read_shard(self.shards[0]):
+        for record in read_shard(self.shards[0], self.max_member_bytes):
             if isinstance(record, dict):
                 return "txt" in record or "json" in record
         return False
@@ -212,14 +321,11 @@ class ShardSource(Source):
             stream = _shuffle(stream, self.shuffle_buffer, random.Random(f"{seed}-{epoch}-{slot}-buffer"))
         return stream
 
-    @staticmethod
-    def _chain(shards: list[str], offset: int, every: int) -> Iterator[dict | BadSample]:
+    def _chain(self, shards: list[str], offset: int, every: int) -> Iterator[dict | BadSample]:
+        # skips take their turn like records, so readers sharing a shard count each one once
         i = 0
         for path in shards:
-            for record in read_shard(path):
-                if isinstance(record, BadSample):
-                    yield record
-                    continue
+            for record in read_shard(path, self.max_member_bytes):
                 if i % every == offset:
                     yield record
                 i += 1
@@ -233,9 +339,12 @@ class ShardSource(Source):
                 yield record
                 continue
             try:
-                yield decode_record(record, self.classes)
+                sample = decode_record(record, self.classes, self.max_pixels)
             except BadSample as bad:
                 yield bad
+                continue
+            sample.image = sized(sample.image, self.image_size)
+            yield sample
 
     def iter_captions(self, limit: int | None = None) -> Iterator[str]:
         """Every caption of up to `limit` samples, read from .txt/.json members without decoding images."""

@@ -22,6 +22,7 @@ from typing import Iterator
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from zir.data.limits import DEFAULT_MAX_PIXELS, outside_folder, pixel_cap_reason, whole_number
 from zir.errors import ConfigError, UnknownNameError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
@@ -134,8 +135,14 @@ def clean_captions(key: str, captions, notes: list[str]) -> list[str]:
     return out
 
 
-def decode_image(data: bytes | str | os.PathLike, key: str, notes: list[str] | None = None) -> np.ndarray:
-    """Bytes or a path -> (H, W, 3) uint8 RGB; converts grayscale, RGBA, palette and 16-bit; raises BadSample."""
+def decode_image(
+    data: bytes | str | os.PathLike, key: str, notes: list[str] | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS
+) -> np.ndarray:
+    """Bytes or a path -> (H, W, 3) uint8 RGB; converts grayscale, RGBA, palette and 16-bit; raises BadSample.
+
+    The header is read first: an image declaring more than `max_pixels` pixels is refused before any
+    pixel is decoded, so a few hundred bytes of PNG cannot claim gigabytes.
+    """
     notes = notes if notes is not None else []
     try:
         if isinstance(data, (bytes, bytearray, memoryview)):
@@ -143,6 +150,9 @@ def decode_image(data: bytes | str | os.PathLike, key: str, notes: list[str] | N
         else:
             img = Image.open(data)
         with img:
+            too_big = pixel_cap_reason(img.width, img.height, max_pixels)
+            if too_big:
+                raise BadSample(key, too_big)
             img.load()
             return _to_rgb(img, notes)
     except FileNotFoundError:
@@ -189,17 +199,25 @@ def _to_rgb(img: Image.Image, notes: list[str]) -> np.ndarray:
 
 
 def fit_square(image: np.ndarray, size: int) -> np.ndarray:
-    """Resize the shorter side to `size` and centre-crop: (H, W, 3) uint8 -> (size, size, 3) uint8."""
+    """Resize the shorter side to `size` and centre-crop: (H, W, 3) uint8 -> (size, size, 3) uint8.
+
+    Only the central square is resampled (PIL's `box`), so an extreme aspect ratio (200000x1) costs no
+    more memory than a square image; the pixels are those of resizing the whole image, then cropping.
+    """
     h, w = image.shape[:2]
     if h == size and w == size:
         return image
     scale = size / min(h, w)
     nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
-    img = Image.fromarray(image)
-    if (nh, nw) != (h, w):
-        img = img.resize((nw, nh), Image.BICUBIC if scale > 1 else Image.BILINEAR, reducing_gap=None if scale > 1 else 2.0)
     top, left = (nh - size) // 2, (nw - size) // 2
-    return np.asarray(img.crop((left, top, left + size, top + size)), dtype=np.uint8)
+    img = Image.fromarray(image)
+    if (nh, nw) == (h, w):
+        return np.asarray(img.crop((left, top, left + size, top + size)), dtype=np.uint8)
+    sy, sx = h / nh, w / nw  # source pixels per output pixel
+    box = (left * sx, top * sy, (left + size) * sx, (top + size) * sy)
+    img = img.resize((size, size), Image.BICUBIC if scale > 1 else Image.BILINEAR, box=box,
+                     reducing_gap=None if scale > 1 else 2.0)
+    return np.asarray(img, dtype=np.uint8)
 
 
 class Source:
@@ -261,13 +279,26 @@ def _images_under(folder: Path) -> list[Path]:
 
 
 class ImageFolderSource(MapSource):
-    """A folder of images, labelled by class sub-folder (`root/CLASS/*.jpg`) or unlabelled (any layout)."""
+    """A folder of images, labelled by class sub-folder (`root/CLASS/*.jpg`) or unlabelled (any layout).
 
-    def __init__(self, root: str | os.PathLike, labeled: bool | None = None):
+    `size` resizes and centre-crops every image to a square of that side; `max_pixels` refuses (counts)
+    images whose header declares more pixels, before decoding them.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        labeled: bool | None = None,
+        *,
+        size: int | None = None,
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    ):
         self.root = Path(root)
         if not self.root.is_dir():
             raise ConfigError(f"image folder {self.root}: no such folder")
         self.name = f"folder:{self.root}"
+        self.image_size = whole_number("size", size, allow_none=True)
+        self.max_pixels = whole_number("max_pixels", max_pixels, allow_none=True)
         subdirs = sorted(p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
         top_images = [p for p in self.root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
         if labeled is None:
@@ -299,7 +330,7 @@ class ImageFolderSource(MapSource):
         path = self.files[index]
         key = str(path.relative_to(self.root))
         notes: list[str] = []
-        image = decode_image(path, key, notes)
+        image = sized(decode_image(path, key, notes, self.max_pixels), self.image_size)
         return Sample(key=key, image=image, label=self._labels[index], notes=notes)
 
     def labels(self) -> np.ndarray | None:
@@ -307,63 +338,112 @@ class ImageFolderSource(MapSource):
         return np.asarray(self._labels, dtype=np.int64) if self.classes else None
 
 
+def sized(image: np.ndarray, size: int | None) -> np.ndarray:
+    """The image fitted to a `size` square (the `size` option of path sources), or unchanged when None."""
+    return image if size is None else fit_square(image, size)
+
+
 _IMAGE_COLUMNS = ("image", "filepath", "file", "path", "image_path", "filename", "img")
 _CAPTION_COLUMNS = ("caption", "text", "captions", "title", "sentence")
+_CSV_FIELD_LIMIT = 2**31 - 1  # Python's csv refuses fields over 131,072 characters unless raised
 
 
 class CaptionTableSource(MapSource):
-    """A CSV, TSV or JSONL table of (image path, caption) rows; several rows per image become one sample."""
+    """A CSV, TSV or JSONL table of (image path, caption) rows; several rows per image become one sample.
+
+    Image paths are relative to the table's folder. A path that is absolute or climbs out of it (`../`)
+    fails the whole table with one error naming the line, unless `allow_outside=True`: a table downloaded
+    from elsewhere must not make zir read arbitrary files. Rows that are not JSON objects, or name no
+    image, count as skipped samples. `size` and `max_pixels` are as for `ImageFolderSource`.
+    """
 
     has_captions = True
 
-    def __init__(self, path: str | os.PathLike, image_column: str | None = None, caption_column: str | None = None):
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        image_column: str | None = None,
+        caption_column: str | None = None,
+        *,
+        size: int | None = None,
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
+        allow_outside: bool = False,
+    ):
         self.path = Path(path)
         if not self.path.is_file():
             raise ConfigError(f"caption table {self.path}: no such file")
+        if not isinstance(allow_outside, bool):
+            raise ConfigError(f"data.options.allow_outside={allow_outside!r}: expected true or false")
         self.name = f"table:{self.path}"
+        self.image_size = whole_number("size", size, allow_none=True)
+        self.max_pixels = whole_number("max_pixels", max_pixels, allow_none=True)
+        self.bad_rows: list[tuple[str, str]] = []  # (key, reason): counted as skipped samples after the images
         rows, columns = self._read_rows()
         if not rows:
             raise ConfigError(f"caption table {self.path}: no rows")
         self.image_column = self._column(columns, image_column, _IMAGE_COLUMNS, "image")
         self.caption_column = self._column(columns, caption_column, _CAPTION_COLUMNS, "caption")
         grouped: dict[str, list] = {}
-        for row in rows:
+        for line, row in rows:
             img = row.get(self.image_column)
             if img is None or str(img).strip() == "":
+                self.bad_rows.append((f"{self.path.name}:{line}", "row names no image"))
                 continue
+            img = str(img).strip()
+            if not allow_outside and outside_folder(img):
+                raise ConfigError(
+                    f"caption table {self.path}, line {line}: image path {img!r} is outside the table's folder "
+                    "(absolute or ../); pass allow_outside=True (data.options.allow_outside: true) to read it"
+                )
             caps = row.get(self.caption_column)
             caps = caps if isinstance(caps, list) else [caps]
-            grouped.setdefault(str(img).strip(), []).extend(caps)
+            grouped.setdefault(img, []).extend(caps)
         if not grouped:
             raise ConfigError(f"caption table {self.path}: column {self.image_column!r} is empty in every row")
         self.images = list(grouped)
         self.captions = [grouped[k] for k in self.images]
         self.base = self.path.parent
 
-    def _read_rows(self) -> tuple[list[dict], list[str]]:
+    def _read_rows(self) -> tuple[list[tuple[int, dict]], list[str]]:
+        """(line number, row) pairs and the column names; a byte-order mark is allowed."""
         suffix = self.path.suffix.lower()
         try:
             if suffix in (".jsonl", ".ndjson"):
-                rows = []
-                with open(self.path, encoding="utf-8") as f:
-                    for n, line in enumerate(f, 1):
-                        if line.strip():
-                            try:
-                                row = json.loads(line)
-                            except json.JSONDecodeError as e:
-                                raise ConfigError(f"caption table {self.path}, line {n}: not JSON ({e.msg})") from None
-                            if isinstance(row, dict):
-                                rows.append(row)
-                columns = sorted({k for r in rows for k in r})
-                return rows, columns
+                return self._read_jsonl()
             if suffix not in (".csv", ".tsv", ".txt"):
                 raise ConfigError(f"caption table {self.path}: expected a .csv, .tsv or .jsonl file")
-            with open(self.path, encoding="utf-8", newline="") as f:
-                reader = csv.DictReader(f, delimiter="\t" if suffix in (".tsv", ".txt") else ",")
-                rows = list(reader)
-                return rows, list(reader.fieldnames or [])
+            return self._read_csv(delimiter="\t" if suffix in (".tsv", ".txt") else ",")
         except UnicodeDecodeError:
             raise ConfigError(f"caption table {self.path}: not UTF-8 text") from None
+
+    def _read_jsonl(self) -> tuple[list[tuple[int, dict]], list[str]]:
+        rows = []
+        with open(self.path, encoding="utf-8-sig") as f:
+            for n, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise ConfigError(f"caption table {self.path}, line {n}: not JSON ({e.msg})") from None
+                if isinstance(row, dict):
+                    rows.append((n, row))
+                else:
+                    self.bad_rows.append((f"{self.path.name}:{n}", "row is not a JSON object"))
+        return rows, sorted({k for _, r in rows for k in r})
+
+    def _read_csv(self, delimiter: str) -> tuple[list[tuple[int, dict]], list[str]]:
+        old_limit = csv.field_size_limit(_CSV_FIELD_LIMIT)
+        try:
+            with open(self.path, encoding="utf-8-sig", newline="") as f:
+                reader = csv.DictReader(f, delimiter=delimiter)
+                try:
+                    rows = [(reader.line_num, row) for row in reader]
+                except csv.Error as e:
+                    raise ConfigError(f"caption table {self.path}, line {reader.line_num}: {e}") from None
+                return rows, list(reader.fieldnames or [])
+        finally:
+            csv.field_size_limit(old_limit)
 
     def _column(self, columns: list[str], wanted: str | None, defaults: tuple[str, ...], what: str) -> str:
         if wanted is not None:
@@ -382,8 +462,8 @@ class CaptionTableSource(MapSource):
         )
 
     def __len__(self) -> int:
-        """Number of distinct images in the table."""
-        return len(self.images)
+        """Number of distinct images in the table, plus the unusable rows (counted as skipped when read)."""
+        return len(self.images) + len(self.bad_rows)
 
     def iter_captions(self, limit: int | None = None) -> Iterator[str]:
         """Every caption in the table (up to `limit` images), without opening any image."""
@@ -392,12 +472,14 @@ class CaptionTableSource(MapSource):
 
     def get(self, index: int) -> Sample:
         """Decode image `index` (path relative to the table) with all of its captions."""
+        if index >= len(self.images):
+            raise BadSample(*self.bad_rows[index - len(self.images)])
         rel = self.images[index]
         notes: list[str] = []
         captions = clean_captions(rel, self.captions[index], notes)
         if not captions:
             raise BadSample(rel, "no usable caption")
-        image = decode_image(self.base / rel, rel, notes)
+        image = sized(decode_image(self.base / rel, rel, notes, self.max_pixels), self.image_size)
         return Sample(key=rel, image=image, captions=captions, notes=notes)
 
 

@@ -158,6 +158,16 @@ def load_tokenizer(path: str | os.PathLike, context_length: int | None = None) -
     return TextTokenizer(tok, length, pad_id=pad, eot_id=eot, sot_id=sot)
 
 
+def text_context(model) -> int | None:
+    """The context length of a model's text tower, so captions are padded to what the tower reads, not to the
+    tokenizer file's saved length (shapes captions fit 16 tokens; padding them to 32 doubles the text cost)."""
+    for tower in (getattr(model, "towers", None) or {}).values():
+        length = getattr(tower, "context_length", None)
+        if isinstance(length, int):
+            return length
+    return None
+
+
 def tower_tokenizer(model) -> TextTokenizer | None:
     """The tokenizer a model's pretrained text tower brings (a tower with `tokenizer_file()`), else None.
 

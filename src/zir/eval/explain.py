@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from zir.data.limits import DEFAULT_MAX_PIXELS, pixel_cap_reason
 from zir.errors import ZirError
 from zir.eval.attention_maps import attention_rollout, cls_attention, patch_pca
 from zir.eval.pictures import colourise, save_panels, to_uint8_image, upsample_map
@@ -24,9 +25,14 @@ def read_image(path: str | os.PathLike, size: tuple[int, int]) -> torch.Tensor:
         raise ZirError(f"image {path} does not exist")
     try:
         with Image.open(path) as img:
+            w, h = img.size
+            if pixel_cap_reason(w, h, DEFAULT_MAX_PIXELS):  # refused from the header, before decoding
+                raise ZirError(f"image {path} is {w}x{h} = {w * h:,} pixels, over the cap of {DEFAULT_MAX_PIXELS:,}")
             img = img.convert("RGB").resize((size[1], size[0]), Image.BICUBIC)
             pixels = np.asarray(img, dtype=np.float32) / 255.0
-    except (UnidentifiedImageError, OSError) as err:
+    except Image.DecompressionBombError as err:
+        raise ZirError(f"image {path}: {err}") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as err:
         raise ZirError(f"image {path} cannot be decoded: {err}") from None
     tensor = torch.from_numpy(pixels).permute(2, 0, 1)
     mean, std = torch.tensor(IMAGENET_MEAN)[:, None, None], torch.tensor(IMAGENET_STD)[:, None, None]

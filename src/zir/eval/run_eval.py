@@ -102,8 +102,8 @@ def _check_model(model: nn.Module, run_dir: Path) -> nn.Module:
 
 def load_run(run_dir: str | os.PathLike, ema: bool = False) -> LoadedRun:
     """The run's ZirModel at its newest checkpoint (or its export when it has no checkpoints), in eval mode."""
+    from zir.models.factories import build_recipe_model
     from zir.train.checkpoint import latest_checkpoint, list_checkpoints
-    from zir.train.trainer import build_model
 
     _register_objectives()
     run_dir = Path(run_dir)
@@ -116,7 +116,7 @@ def load_run(run_dir: str | os.PathLike, ema: bool = False) -> LoadedRun:
             if ema_state is None:
                 raise EvalError(f"{run_dir} keeps no weight EMA (train.ema was off)")
             model_state = {**model_state, **ema_state}
-        model = _check_model(build_model(cfg["model"]), run_dir)
+        model = _check_model(build_recipe_model(cfg["model"], origin=str(run_dir / "config.yaml")), run_dir)
         _load_weights(model, model_state, path)
         return LoadedRun(run_dir, cfg, model.eval(), int(state["step"]), str(path), ema)
     for export in (run_dir / "model.safetensors", run_dir / "export" / "model.safetensors"):
@@ -148,13 +148,13 @@ def _load_weights(model: nn.Module, state: dict, path: Path) -> None:
 
 def random_init_model(config: dict) -> nn.Module:
     """The run's architecture at its initial weights (seeded by train.seed, as the trainer seeds them)."""
-    from zir.train.trainer import build_model
+    from zir.models.factories import build_recipe_model
 
     _register_objectives()
     seed = int((config.get("train") or {}).get("seed", 0) or 0)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = build_model(config["model"])
+        model = build_recipe_model(config["model"])
     return model.eval()
 
 
@@ -211,6 +211,7 @@ def image_text_objective(model: nn.Module, tower_name: str = "image"):
 def run_tokenizer(run_dir: str | os.PathLike, config: dict, model: nn.Module):
     """The run's text tokenizer: RUN/tokenizer.json, else data.tokenizer, else the model's own; None if none."""
     from zir.data import load_tokenizer
+    from zir.data.tokenizer import text_context
 
     run_dir = Path(run_dir)
     candidates = [run_dir / "tokenizer.json", run_dir / "export" / "tokenizer.json"]
@@ -220,7 +221,7 @@ def run_tokenizer(run_dir: str | os.PathLike, config: dict, model: nn.Module):
         candidates += [named, run_dir / named] if not named.is_absolute() else [named]
     for path in candidates:
         if path.is_file() or (path.is_dir() and (path / "tokenizer.json").is_file()):
-            return load_tokenizer(path)
+            return load_tokenizer(path, context_length=text_context(model))
     tok = getattr(model, "tokenizer", None)
     if tok is not None:
         return tok

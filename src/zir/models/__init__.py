@@ -2,6 +2,7 @@
 
 from zir.models.efficient import EfficientAttentionViT
 from zir.models.efficientvit import EfficientViT
+from zir.models.factories import list_model_factories, register_model_factory
 from zir.models.minilm import MiniLM
 from zir.models.mobilevit import MobileViTv2
 from zir.models.swin import SwinTransformer
@@ -14,6 +15,7 @@ from zir.models.zoo import (
 
 __all__ = [
     "EfficientAttentionViT", "EfficientViT", "MiniLM", "MobileViTv2", "SwinTransformer", "TextTransformer",
-    "VisionTransformer", "count_flops", "count_parameters", "create_model", "get_model_spec", "list_models",
-    "load_weights", "native_size", "read_state_dict", "register_model", "save_weights",
+    "VisionTransformer", "count_flops", "count_parameters", "create_model", "get_model_spec", "list_model_factories",
+    "list_models", "load_weights", "native_size", "read_state_dict", "register_model", "register_model_factory",
+    "save_weights",
 ]

@@ -112,11 +112,14 @@ def export_run(run_dir: str | os.PathLike, out: str | os.PathLike | None = None,
 
 
 def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Module:
-    """A model from `zir export` output (the safetensors file, its folder, or a run folder), in eval mode."""
+    """A model from `zir export` output (the safetensors file, its folder, or a run folder), in eval mode.
+
+    The file's model config is data: a `factory` in it must name a factory registered in this process.
+    """
     from safetensors import safe_open
     from safetensors.torch import load_file
 
-    from zir.train.trainer import build_model
+    from zir.models.factories import build_recipe_model
 
     path = Path(path)
     if path.is_dir():
@@ -135,7 +138,11 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Modu
         raise WeightsError(f"{path} is not a readable safetensors file: {err}") from None
     if "zir_model" not in meta:
         raise WeightsError(f"{path} carries no zir model config; for a tower's weights use zir.create_model(name, weights=...)")
-    model = build_model(json.loads(meta["zir_model"]))
+    try:
+        section = json.loads(meta["zir_model"])
+    except ValueError:
+        raise WeightsError(f"{path}: its zir_model metadata is not valid JSON") from None
+    model = build_recipe_model(section, origin=f"{path} (zir_model metadata)")  # registered names only: never imports
     state = load_file(str(path))
     try:
         missing, unexpected = model.load_state_dict(state, strict=False)

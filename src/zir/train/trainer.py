@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import importlib
 import json
 import logging
 import math
@@ -56,20 +55,10 @@ class TrainingInterrupted(ZirError):
 # -- model and data ------------------------------------------------------------------------------------
 
 def build_model(section: dict) -> nn.Module:
-    """The model of a recipe's model section; `factory: module:function` plugs in a model of your own."""
-    section = dict(section)
-    section.pop("init", None)  # pretrained weights: applied by the Trainer to a new run, never to a loaded one
-    factory = section.pop("factory", None)
-    if factory:
-        mod_name, _, fn_name = str(factory).partition(":")
-        try:
-            fn = getattr(importlib.import_module(mod_name), fn_name)
-        except (ImportError, AttributeError) as err:
-            raise ConfigError(f"model.factory={factory!r}: cannot import it ({err}); expected module:function") from None
-        return fn(section)
-    from zir.model import build_model as build
+    """The model of a recipe's model section; `factory: NAME` names a registered model factory (never an import)."""
+    from zir.models.factories import build_recipe_model
 
-    return build(section)
+    return build_recipe_model(section)
 
 
 class ResumableLoader(Loader):
@@ -268,8 +257,9 @@ class Trainer:
         tokenizer = None
         if cfg.data.tokenizer:
             from zir.data import load_tokenizer
+            from zir.data.tokenizer import text_context
 
-            tokenizer = load_tokenizer(cfg.data.tokenizer)
+            tokenizer = load_tokenizer(cfg.data.tokenizer, context_length=text_context(self.model))
         elif getattr(self.model, "tokenizer", None) is not None:
             tokenizer = self.model.tokenizer
         else:
