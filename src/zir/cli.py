@@ -173,9 +173,16 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with zir's error format: one `zir: error:` line (no usage block), exit status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"zir: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every sub-command."""
-    parser = argparse.ArgumentParser(prog="zir", description="Vision Transformers, self-supervised and cross-modal.")
+    parser = _Parser(prog="zir", description="Vision Transformers, self-supervised and cross-modal.")
     from zir import __version__
 
     parser.add_argument("--version", action="version", version=f"zir {__version__}")
@@ -244,7 +251,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra:  # key=value overrides may also come after options: zir train R --out RUN optim.lr=1e-3
-        if getattr(args, "command", None) == "train" and all("=" in e and not e.startswith("-") for e in extra):
+        loose = [e for e in extra if not e.startswith("-")]
+        if getattr(args, "command", None) == "train" and loose == extra:
+            bad = [e for e in extra if "=" not in e]
+            if bad:
+                parser.exit(2, f"zir: error: override {bad[0]!r}: expected section.field=value, e.g. optim.lr=5e-4\n")
             args.overrides = [*args.overrides, *extra]
         else:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")

@@ -305,7 +305,9 @@ def read_yaml(path: str | os.PathLike) -> dict:
             hint = f" (did you mean configs/{path}.yaml?)"
         raise ConfigError(f"recipe {path} does not exist{hint}")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text, so not a YAML recipe") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""

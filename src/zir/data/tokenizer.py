@@ -81,7 +81,10 @@ class TextTokenizer:
         path = Path(path)
         if path.is_dir() or path.suffix != ".json":
             path = path / "tokenizer.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:  # e.g. --out names a file that already exists
+            raise ConfigError(f"tokenizer folder {path.parent}: cannot make it ({err.strerror})") from None
         self.tok.save(str(path))
         return path
 

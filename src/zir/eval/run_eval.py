@@ -84,7 +84,9 @@ def _read_config(run_dir: Path) -> dict:
     if not path.is_file():
         raise EvalError(f"{run_dir} is not a run folder (no config.yaml)")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise EvalError(f"{path} is not UTF-8 text, so not valid YAML") from None
     except yaml.YAMLError as err:
         raise EvalError(f"{path} is not valid YAML: {str(err).splitlines()[0]}") from None
     if not isinstance(raw, dict) or not isinstance(raw.get("model"), dict):
@@ -115,7 +117,7 @@ def load_run(run_dir: str | os.PathLike, ema: bool = False) -> LoadedRun:
                 raise EvalError(f"{run_dir} keeps no weight EMA (train.ema was off)")
             model_state = {**model_state, **ema_state}
         model = _check_model(build_recipe_model(cfg["model"], origin=str(run_dir / "config.yaml")), run_dir)
-        model.load_state_dict(model_state)
+        _load_weights(model, model_state, path)
         return LoadedRun(run_dir, cfg, model.eval(), int(state["step"]), str(path), ema)
     for export in (run_dir / "model.safetensors", run_dir / "export" / "model.safetensors"):
         if export.is_file():
@@ -126,9 +128,22 @@ def load_run(run_dir: str | os.PathLike, ema: bool = False) -> LoadedRun:
             model = _check_model(load(export), run_dir)
             with safe_open(str(export), framework="pt") as fh:
                 meta = fh.metadata() or {}
-            step = int(meta.get("step", "0") or 0)
+            step = meta.get("step", "0") or "0"
+            if not step.isdigit():
+                raise EvalError(f"{export}: its step metadata {step!r} is not a whole number")
+            step = int(step)
             return LoadedRun(run_dir, cfg, model.eval(), step, str(export), meta.get("ema") == "True")
     raise EvalError(f"{run_dir} has no checkpoint nor export to evaluate (train it first)")
+
+
+def _load_weights(model: nn.Module, state: dict, path: Path) -> None:
+    """Load a checkpoint's weights; a run whose config.yaml no longer fits them is one EvalError line."""
+    from zir.train.runs import first_mismatch
+
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        raise EvalError(f"{path} does not fit the run's config.yaml: {first_mismatch(err)}") from None
 
 
 def random_init_model(config: dict) -> nn.Module:

@@ -112,17 +112,28 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
         ema_state = load_file(str(path / EMA_FILE)) if (path / EMA_FILE).exists() else None
     except Exception as err:  # noqa: BLE001 - safetensors, pickle and OS errors all mean "unreadable"
         raise WeightsError(f"checkpoint {path} is unreadable: {str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
-    if not isinstance(trainer_state, dict) or "step" not in trainer_state:
+    if not isinstance(trainer_state, dict) or type(trainer_state.get("step")) is not int:
         raise WeightsError(f"checkpoint {path}: {STATE_FILE} holds no trainer state")
     return model_state, trainer_state, ema_state
 
 
 def latest_checkpoint(folder: str | os.PathLike) -> tuple[Path, tuple]:
-    """The newest checkpoint that loads, with its contents; an unreadable newer one is skipped with a warning."""
+    """The newest checkpoint that loads, with its contents; an unreadable newer one is skipped with a warning.
+
+    When none loads there is no warning, only the error, which names why the newest one failed: a user sees
+    one line, not a promise of an older checkpoint followed by the news that there is none.
+    """
     found = list_checkpoints(folder)
+    failures: list[WeightsError] = []
     for path in reversed(found):
         try:
-            return path, load_checkpoint(path)
+            loaded = path, load_checkpoint(path)
         except WeightsError as err:
-            log.warning("%s; trying an older checkpoint", err)
-    raise CheckpointError(f"{folder}: no readable checkpoint" + (f" (found {len(found)}, all unreadable)" if found else ""))
+            failures.append(err)
+            continue
+        for err in failures:
+            log.warning("%s; using the older %s", err, path.name)
+        return loaded
+    if not found:
+        raise CheckpointError(f"{folder}: no readable checkpoint")
+    raise CheckpointError(f"{folder}: no readable checkpoint (found {len(found)}, all unreadable; newest: {failures[0]})")

@@ -32,9 +32,12 @@ def run_status(run_dir: str | os.PathLike) -> dict[str, Any]:
     try:
         status = json.loads((run_dir / "status.json").read_text())
     except (OSError, ValueError):
-        status = {"status": "unknown"}
-    if status.get("status") == "running" and status.get("host") == socket.gethostname() and status.get("pid"):
-        if not _alive(int(status["pid"])):
+        status = {}
+    status = status if isinstance(status, dict) else {}
+    status.setdefault("status", "unknown")
+    pid = status.get("pid")
+    if status.get("status") == "running" and status.get("host") == socket.gethostname() and isinstance(pid, int):
+        if not _alive(pid):
             status["status"] = "stopped"
     status["checkpoints"] = [p.name for p in ckpt.list_checkpoints(run_dir / "checkpoints")]
     return status
@@ -49,10 +52,25 @@ def list_runs(root: str | os.PathLike = "runs") -> list[dict[str, Any]]:
     rows = []
     for run in sorted(found, key=lambda p: (p / "status.json").stat().st_mtime, reverse=True):
         s = run_status(run)
-        rows.append({"run": str(run), "name": s.get("name", ""), "status": s.get("status", "unknown"),
-                     "step": s.get("step", 0), "total_steps": s.get("total_steps", 0), "best": s.get("best") or {},
-                     "last": s.get("last") or {}, "updated": s.get("updated", ""), "error": s.get("error", "")})
+        rows.append({"run": str(run), "name": _text(s.get("name")), "status": _text(s.get("status"), "unknown"),
+                     "step": _whole(s.get("step")), "total_steps": _whole(s.get("total_steps")),
+                     "best": _loss_at(s.get("best")), "last": s["last"] if isinstance(s.get("last"), dict) else {},
+                     "updated": _text(s.get("updated")), "error": _text(s.get("error"))})
     return rows
+
+
+# status.json is written by zir but read back as untrusted text: a field of the wrong type shows as empty
+def _text(value: Any, default: str = "") -> str:
+    return value if isinstance(value, str) else default
+
+
+def _whole(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def _loss_at(best: Any) -> dict:
+    ok = isinstance(best, dict) and isinstance(best.get("loss"), (int, float)) and isinstance(best.get("step"), int)
+    return best if ok else {}
 
 
 def export_run(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, ema: bool = False) -> Path:
@@ -60,19 +78,28 @@ def export_run(run_dir: str | os.PathLike, out: str | os.PathLike | None = None,
     and the run's config.yaml beside it; returns the safetensors path."""
     from safetensors.torch import save_file
 
+    from zir.config import read_yaml
+
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").is_file():
         raise ConfigError(f"{run_dir} is not a run folder (no config.yaml)")
+    raw = read_yaml(run_dir / "config.yaml")
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{run_dir / 'config.yaml'}: expected a mapping with model, data, optim and train sections")
+    out = Path(out) if out else run_dir / "export" / "model.safetensors"
+    if out.suffix != ".safetensors":
+        out = out / "model.safetensors"
+    if out.parent.exists() and not out.parent.is_dir():
+        raise ConfigError(f"--out {out.parent}: a file is there, not a folder; name a folder or a .safetensors file")
     path, (model_state, state, ema_state) = ckpt.latest_checkpoint(run_dir / "checkpoints")
     if ema:
         if ema_state is None:
             raise ConfigError(f"{run_dir} keeps no weight EMA (train.ema was off)")
         model_state = {**model_state, **ema_state}
-    raw = yaml.safe_load((run_dir / "config.yaml").read_text())
-    out = Path(out) if out else run_dir / "export" / "model.safetensors"
-    if out.suffix != ".safetensors":
-        out = out / "model.safetensors"
-    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ConfigError(f"--out {out.parent}: cannot make the folder ({err.strerror})") from None
     meta = {"format": "zir", "zir_model": json.dumps(raw.get("model") or {}, sort_keys=True),
             "name": str(raw.get("name", "")), "step": str(state["step"]), "ema": str(bool(ema)), "checkpoint": path.name}
     tmp = out.with_name(out.name + ".tmp")
@@ -117,7 +144,16 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Modu
         raise WeightsError(f"{path}: its zir_model metadata is not valid JSON") from None
     model = build_recipe_model(section, origin=f"{path} (zir_model metadata)")  # registered names only: never imports
     state = load_file(str(path))
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as err:  # misshaped tensors; missing and unexpected keys are reported below
+        raise WeightsError(f"{path} does not fit its model config: {first_mismatch(err)}") from None
     if missing or unexpected:
         raise WeightsError(f"{path} does not fit its model config: missing {missing[:3]}, unexpected {unexpected[:3]}")
     return model.to(device).eval()
+
+
+def first_mismatch(err: RuntimeError) -> str:
+    """The first problem line of load_state_dict's many-line error."""
+    lines = [ln.strip() for ln in str(err).splitlines()[1:] if ln.strip()]
+    return lines[0] if lines else str(err).splitlines()[0]
