@@ -126,3 +126,60 @@ def test_a_write_that_fails_on_a_full_file_system_is_named_so(tmp_path, monkeypa
     with pytest.raises(RuntimeError, match="unexpected pos"):  # with space left it is not called a full disk
         monkeypatch.setattr(torch, "save", short)
         save_checkpoint(tmp_path, 2, _w(2.0), {"step": 2}, keep_last=1)
+
+
+# -- non-finite weights near the end of a run ------------------------------------------------------------
+
+def test_bad_steps_at_the_end_never_save_non_finite_weights_nor_rotate_out_the_last_good_one(tmp_path, capsys):
+    from test_train_helpers import recipe
+    from zir.cli import main
+    from zir.train.runs import export_run
+
+    import yaml
+
+    # weights turn NaN after step 4; steps 5 and 6 are skipped (2 in a row < max_bad_steps=5) and the run ends
+    raw = recipe(train__steps=6, train__ckpt_every=3, train__keep_last=1)
+    raw["model"]["poison_after"] = 4
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(raw))
+    run = tmp_path / "run"
+    assert main(["train", str(tmp_path / "r.yaml"), "--out", str(run), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err and "finished" not in err
+    assert err.splitlines()[-1] == (f"zir: error: the weights at step 6 are not finite (model head.weight); no checkpoint written; "
+                   f"the last good checkpoint is {run / 'checkpoints' / 'step_00000003'}; try a lower optim.lr, "
+                   f"optim.clip_grad, or train.precision=fp32")
+    assert [p.name for p in list_checkpoints(run / "checkpoints")] == ["step_00000003"]
+    status = json.loads((run / "status.json").read_text())
+    assert status["status"] == "diverged" and "not finite" in status["error"]
+    assert not (run / "summary.json").exists()
+    exported = export_run(run)
+    from safetensors.torch import load_file
+
+    assert all(torch.isfinite(t).all() for t in load_file(str(exported)).values())
+
+
+def test_a_periodic_checkpoint_of_non_finite_weights_is_refused(tmp_path):
+    from test_train_helpers import recipe
+    from zir.config import from_dict
+    from zir.train import TrainingDiverged, train
+
+    raw = recipe(train__steps=8, train__ckpt_every=2, train__keep_last=1)
+    raw["model"]["poison_after"] = 4  # step 4 itself looked fine: only the weights tell
+    with pytest.raises(TrainingDiverged, match=r"^the weights at step 4 are not finite \(model head.weight\); no checkpoint "
+                                               r"written; the last good checkpoint is .*step_00000002;"):
+        train(from_dict(raw), tmp_path / "run", progress=False)
+    assert [p.name for p in list_checkpoints(tmp_path / "run" / "checkpoints")] == ["step_00000002"]
+
+
+def test_export_refuses_a_checkpoint_of_non_finite_weights(tmp_path):
+    from test_train_helpers import recipe
+    from zir.errors import WeightsError
+    from zir.train.runs import export_run
+
+    import yaml
+
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(recipe()))
+    save_checkpoint(tmp_path / "checkpoints", 1, {"w": torch.tensor([1.0, float("inf")])}, {"step": 1})
+    with pytest.raises(WeightsError, match=r"step_00000001 holds non-finite weights \(w\); nothing exported"):
+        export_run(tmp_path)
+    assert not (tmp_path / "export").exists()
