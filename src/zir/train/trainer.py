@@ -31,7 +31,7 @@ from torch import nn
 from zir.config import Config, from_dict, load_config, read_yaml, save_config, apply_overrides
 from zir.data import Loader, ViewPlan, open_source
 from zir.data.shards import ShardSource
-from zir.errors import ConfigError, ZirError
+from zir.errors import ConfigError, WeightsError, ZirError
 from zir.train import checkpoint as ckpt
 from zir.train import distributed, finite
 from zir.train.ema import WeightEMA
@@ -326,7 +326,13 @@ class Trainer:
 
     def _restore(self) -> None:
         path, (model_state, state, ema_state) = ckpt.latest_checkpoint(self.run_dir / "checkpoints")
-        self._load_states(model_state, state["optimizer"], state.get("strategy", "ddp"))
+        try:
+            self._load_states(model_state, state["optimizer"], state.get("strategy", "ddp"))
+        except (RuntimeError, ValueError) as err:  # torch's several-line "Error(s) in loading state_dict ..."
+            if isinstance(err, ZirError):
+                raise
+            why = " ".join(line.strip() for line in str(err).splitlines()[:2])[:300]
+            raise WeightsError(f"checkpoint {path} does not fit this config's model ({why}); a resume keeps its shapes") from None
         ratio = self.cfg.optim.lr / float(state.get("base_lr", self.cfg.optim.lr))
         if ratio != 1.0:  # optim.lr overridden on resume: scale every group's base lr
             for g in self.optimizer.param_groups:
