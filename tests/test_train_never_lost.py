@@ -183,3 +183,25 @@ def test_export_refuses_a_checkpoint_of_non_finite_weights(tmp_path):
     with pytest.raises(WeightsError, match=r"step_00000001 holds non-finite weights \(w\); nothing exported"):
         export_run(tmp_path)
     assert not (tmp_path / "export").exists()
+
+
+def test_a_full_disk_while_writing_metrics_is_one_line_on_the_command_line(tmp_path, monkeypatch, capsys):
+    from test_train_helpers import recipe
+    from zir.cli import main
+    from zir.train import trainer
+
+    import yaml
+
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe(train__steps=4, train__ckpt_every=1)))
+
+    def full(self, row):
+        if row["step"] == 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(trainer.MetricsLog, "write", full)
+    assert main(["train", str(tmp_path / "r.yaml"), "--out", str(tmp_path / "run"), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err
+    assert err.splitlines()[-1] == (f"zir: error: no space left on device writing {tmp_path / 'run'}; "
+                                    f"the checkpoints already written are kept")
+    assert [p.name for p in list_checkpoints(tmp_path / "run" / "checkpoints")] == ["step_00000001", "step_00000002"]
