@@ -175,3 +175,14 @@ def latest_checkpoint(folder: str | os.PathLike) -> tuple[Path, tuple]:
         except WeightsError as err:
             log.warning("%s; trying an older checkpoint", err)
     raise CheckpointError(f"{folder}: no readable checkpoint" + (f" (found {len(found)}, all unreadable)" if found else ""))
+
+
+def describe_mismatch(saved: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]) -> str:
+    """How a checkpoint's weights differ from a model's, in a few words: counts and a first example of each."""
+    missing = [k for k in expected if k not in saved]
+    unexpected = [k for k in saved if k not in expected]
+    misshaped = [f"{k} {tuple(saved[k].shape)} vs {tuple(expected[k].shape)}" for k in expected
+                 if k in saved and tuple(saved[k].shape) != tuple(expected[k].shape)]
+    parts = [f"{len(found)} {what} such as {found[0]}" for what, found in
+             (("missing weights", missing), ("unexpected weights", unexpected), ("misshaped weights", misshaped)) if found]
+    return "; ".join(parts) or "the optimizer state does not match"

@@ -331,7 +331,7 @@ class Trainer:
         except (RuntimeError, ValueError) as err:  # torch's several-line "Error(s) in loading state_dict ..."
             if isinstance(err, ZirError):
                 raise
-            why = " ".join(line.strip() for line in str(err).splitlines()[:2])[:300]
+            why = ckpt.describe_mismatch(model_state, self.model.state_dict())
             raise WeightsError(f"checkpoint {path} does not fit this config's model ({why}); a resume keeps its shapes") from None
         ratio = self.cfg.optim.lr / float(state.get("base_lr", self.cfg.optim.lr))
         if ratio != 1.0:  # optim.lr overridden on resume: scale every group's base lr
