@@ -19,6 +19,11 @@ from zir.errors import ConfigError
 from zir.train.run_lock import RunLock
 
 
+def launched_as_rank0() -> bool:
+    """Whether torchrun made this process rank 0 (or it is the only one): the one that owns the run folder."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def create_run_dir(run_dir: Path) -> list[Path]:
     """Make `run_dir` and its missing parents; the folders made, outermost first. One-line ConfigError when
     it is a file, lies under a file, or cannot be created (permissions)."""

@@ -35,7 +35,7 @@ from zir.errors import ConfigError, WeightsError, ZirError
 from zir.train import checkpoint as ckpt
 from zir.train import distributed, finite
 from zir.train.ema import WeightEMA
-from zir.train.run_folder import claimed, setup_logging
+from zir.train.run_folder import claimed, launched_as_rank0, setup_logging
 from zir.train.budget import BUDGET_RESOLUTION, NO_STEP_LIMIT, BudgetClock
 from zir.train.schedule import Schedule
 
@@ -705,13 +705,9 @@ class Progress:
 
 # -- entry points ------------------------------------------------------------------------------------
 
-def _main() -> bool:
-    return int(os.environ.get("RANK", "0")) == 0
-
-
 def _run(cfg: Config, run_dir: Path, resume: bool, progress: bool | None, write_config: bool) -> dict[str, Any]:
     """Build everything first: a start refused there (bad value, data, checkpoint) writes nothing into run_dir."""
-    runlog = setup_logging(run_dir, _main())
+    runlog = setup_logging(run_dir, launched_as_rank0())
     try:
         trainer = Trainer(cfg, run_dir, resume=resume, progress=progress)
         try:
@@ -738,7 +734,7 @@ def train(cfg: Config | str | os.PathLike, out: str | os.PathLike, overrides: li
     from zir.train.init_weights import check_init
 
     check_init(cfg.model)
-    with claimed(run_dir, create=True, main=_main()):  # a live run in it is refused first, naming its process
+    with claimed(run_dir, create=True, main=launched_as_rank0()):  # a live run in it is refused first, naming it
         if ckpt.list_checkpoints(run_dir / "checkpoints") or (run_dir / "metrics.csv").exists():
             raise ConfigError(f"run folder {run_dir} already holds a run: continue it with `zir train --resume {run_dir}` "
                               f"or choose another --out")
@@ -750,8 +746,10 @@ def resume(run_dir: str | os.PathLike, overrides: list[str] | tuple[str, ...] = 
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").is_file():
         raise ConfigError(f"{run_dir} is not a run folder (no config.yaml)")
-    with claimed(run_dir, create=False, main=_main()):  # refused while the run is alive; config.yaml is
-        raw = read_yaml(run_dir / "config.yaml")     # rewritten only once the overrides have built a trainer
+    # refused while the run is alive; config.yaml takes the overrides only once they have built a trainer (_run),
+    # so a refused resume leaves the folder as it was
+    with claimed(run_dir, create=False, main=launched_as_rank0()):
+        raw = read_yaml(run_dir / "config.yaml")
         cfg = from_dict(apply_overrides(raw, list(overrides)), origin=str(run_dir / "config.yaml"))
         if not ckpt.list_checkpoints(run_dir / "checkpoints"):
             raise ckpt.CheckpointError(f"{run_dir} has no checkpoint yet; start it again with zir train")
