@@ -100,13 +100,36 @@ def test_a_lock_left_by_kill_9_is_taken_over(tmp_path, recipe_file, capsys, capl
     assert not (run / LOCK_FILE).exists()
 
 
+def _dead_pid() -> int:
+    done = subprocess.Popen([PY, "-c", "pass"])
+    done.wait()
+    return done.pid
+
+
+def test_a_dead_runs_lock_still_held_by_its_children_is_taken_over(tmp_path, caplog):
+    # data loader workers forked by a run killed with -9 hold its flock for a moment after it is gone
+    record = {"pid": _dead_pid(), "host": socket.gethostname(), "started": "2026-01-01T00:00:00"}
+    child = subprocess.Popen([PY, "-c", "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT); "
+                              "fcntl.flock(fd, fcntl.LOCK_EX); os.write(fd, sys.argv[2].encode()); print('held', flush=True); "
+                              "time.sleep(600)", str(tmp_path / LOCK_FILE), json.dumps(record)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "held"
+        with RunLock(tmp_path):
+            assert json.loads((tmp_path / LOCK_FILE).read_text())["pid"] == os.getpid()
+            with pytest.raises(RunInUse, match=f"in use by pid {os.getpid()}"):  # and it is a real lock again
+                RunLock(tmp_path).acquire()
+        assert f"took over the lock of pid {record['pid']} on host" in caplog.text
+        assert not (tmp_path / LOCK_FILE).exists()
+    finally:
+        child.kill()
+        child.wait(timeout=30)
+
+
 def test_without_flock_a_live_pid_holds_the_lock_and_a_dead_one_does_not(tmp_path, monkeypatch):
     monkeypatch.setattr(run_lock, "fcntl", None)
-    dead = subprocess.Popen([PY, "-c", "pass"])
-    dead.wait()
-    here = socket.gethostname()
-    for record, refused in (({"pid": os.getppid(), "host": here}, True), ({"pid": dead.pid, "host": here}, False),
-                            ({"pid": dead.pid, "host": "elsewhere"}, True)):
+    dead, here = _dead_pid(), socket.gethostname()
+    for record, refused in (({"pid": os.getppid(), "host": here}, True), ({"pid": dead, "host": here}, False),
+                            ({"pid": dead, "host": "elsewhere"}, True)):
         (tmp_path / LOCK_FILE).write_text(json.dumps(record))
         if refused:
             with pytest.raises(RunInUse, match=f"in use by pid {record['pid']} on host {record['host']}"):

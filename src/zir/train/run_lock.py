@@ -9,6 +9,7 @@ removed when the holder releases it.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import logging
@@ -40,6 +41,18 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def _gone(holder: dict) -> bool:
+    """Whether a lock record names a process of this host that is no longer running."""
+    return bool(holder.get("pid")) and holder.get("host") == socket.gethostname() and not _alive(int(holder["pid"]))
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        return os.path.samestat(os.fstat(fd), os.stat(path))
+    except OSError:
+        return False
 
 
 def _read(fd: int) -> dict:
@@ -78,9 +91,7 @@ class RunLock:
                 if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                     return False
         holder = _read(fd)
-        if not holder.get("pid") or int(holder["pid"]) == os.getpid():
-            return True
-        return holder.get("host") == socket.gethostname() and not _alive(int(holder["pid"]))
+        return not holder.get("pid") or int(holder["pid"]) == os.getpid() or _gone(holder)
 
     def acquire(self) -> "RunLock":
         """Hold the lock, taking over one whose process is gone; RunInUse naming the holder otherwise."""
@@ -88,13 +99,17 @@ class RunLock:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             if not self._flock(fd):
                 holder = _read(fd)
+                if _gone(holder) and _same_file(fd, self.path):
+                    # the run died, but processes it forked (data loader workers) still hold the file for a
+                    # moment: leave them that file and lock a new one
+                    log.warning("run folder %s: took over the lock of %s (no longer running; its child processes "
+                                "still held it)", self.path.parent, describe(holder))
+                    os.unlink(self.path)
+                    os.close(fd)
+                    continue
                 os.close(fd)
                 raise self._refuse(holder)
-            try:  # the holder may have removed the file between our open and our flock: lock the new one
-                same = os.path.samestat(os.fstat(fd), os.stat(self.path))
-            except FileNotFoundError:
-                same = False
-            if not same:
+            if not _same_file(fd, self.path):  # its holder removed the file between our open and flock: lock the new one
                 os.close(fd)
                 continue
             stale = _read(fd)
@@ -112,11 +127,9 @@ class RunLock:
         """Remove the lock file and drop the lock (in that order, so no one locks a file about to vanish)."""
         if self._fd is None:
             return
-        try:
-            if os.path.samestat(os.fstat(self._fd), os.stat(self.path)):
+        if _same_file(self._fd, self.path):
+            with contextlib.suppress(OSError):
                 os.unlink(self.path)
-        except OSError:
-            pass
         os.close(self._fd)
         self._fd = None
 
