@@ -53,6 +53,13 @@ def test_the_resolved_config_round_trips(recipe, tmp_path):
     (["trian.steps=3"], "unknown section 'trian'; sections: name, model, data, optim, train"),
     (["optim.lr"], "override 'optim.lr': expected section.field=value"),
     (["train.steps.x=1"], "train.steps is 10, not a mapping"),
+    (["optim.lr=inf"], "optim.lr='inf': expected a finite number"),
+    (["optim.lr=.inf"], "optim.lr=inf: expected a finite number"),
+    (["optim.lr=nan"], "optim.lr='nan': expected a finite number"),
+    (["optim.clip_grad=.nan"], "optim.clip_grad=nan: expected a finite number"),
+    (["optim.betas=[0.9, .inf]"], "optim.betas=inf: expected a finite number"),
+    (["train.time_budget=-.inf"], "train.time_budget=-inf: expected a finite number"),
+    (["optim.weight_decay=1e999"], "optim.weight_decay='1e999': expected a finite number"),
 ])
 def test_bad_values_name_the_field_the_value_and_what_is_allowed(recipe, override, message):
     with pytest.raises(ConfigError) as err:

@@ -30,14 +30,17 @@ class Output:
 
 
 class StandIn(nn.Module):
-    """Image tower + linear classifier; `nan_at` makes the loss NaN at those steps (for the guard)."""
+    """Image tower + linear classifier; `nan_at` makes the loss NaN at those steps (for the guard), and after
+    `poison_after` applied steps the head's weights turn NaN (as an overflowing update would)."""
 
     def __init__(self, model: str = "vit_nano_patch4_32", drop_path: float = 0.0, pipeline: str = "none",
-                 nan_at: tuple = (), classes: int = 10, sleep: float = 0.0, signal_at: int | None = None):
+                 nan_at: tuple = (), classes: int = 10, sleep: float = 0.0, signal_at: int | None = None,
+                 poison_after: int | None = None):
         super().__init__()
         self.tower = create_model(model, num_classes=0, drop_path_rate=drop_path)
         self.head = nn.Linear(self.tower.embed_dim, classes)
         self.pipeline, self.nan_at, self.sleep, self.signal_at = pipeline, set(nan_at), sleep, signal_at
+        self.poison_after = poison_after
         self.calls = 0  # forward calls in this process
         self.positions: list[tuple[int, int]] = []  # what after_step was told, in this process
         self.register_buffer("after_calls", torch.zeros((), dtype=torch.long))
@@ -62,6 +65,9 @@ class StandIn(nn.Module):
     def after_step(self, step: int, total_steps: int) -> None:
         self.after_calls += 1
         self.positions.append((step, total_steps))
+        if self.after_calls.item() == self.poison_after:
+            with torch.no_grad():
+                self.head.weight.fill_(float("nan"))
 
     def param_groups(self, weight_decay, layer_decay=None, base_lr=None):
         decay = [p for n, p in self.named_parameters() if p.ndim > 1]

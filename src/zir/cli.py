@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -76,6 +77,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
     except TrainingInterrupted as stop:
         print(f"zir: {stop}", file=sys.stderr)
         return 128 + int(stop.signum)
+    except OSError as err:  # a full disk while writing metrics or status (checkpoints say so themselves)
+        if err.errno != errno.ENOSPC:
+            raise
+        print(f"zir: error: no space left on device writing {err.filename or args.resume or args.out or 'the run folder'}; "
+              f"the checkpoints already written are kept", file=sys.stderr)
+        return 2
     if summary and _is_rank0():
         _print_summary(summary)
     return 0

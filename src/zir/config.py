@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import math
 import os
 import re
 import typing
@@ -145,16 +146,15 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             return value
         raise bad
     if tp is float:
-        if isinstance(value, bool):
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
             raise bad
-        if isinstance(value, str):  # YAML reads 5e-4 (no dot) as a string
-            try:
-                return float(value)
-            except ValueError:
-                raise bad from None
-        if isinstance(value, (int, float)):
-            return float(value)
-        raise bad
+        try:
+            number = float(value)  # YAML reads 5e-4 (no dot) as a string
+        except (ValueError, OverflowError):
+            raise bad from None
+        if not math.isfinite(number):  # inf or nan would train to non-finite weights, or never stop
+            raise ConfigError(f"{where}={value!r}: expected a finite number")
+        return number
     if tp is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)

@@ -18,7 +18,7 @@ from torch import nn
 
 from zir.data.plan import Batch, ViewPlan
 from zir.data.transforms import local_size_for
-from zir.errors import ConfigError, ShapeError
+from zir.errors import ConfigError, ShapeError, ZirError
 from zir.objectives import Forward, Objective, create_objective
 
 # strongest augmentation first: a shared view is augmented for the objective that needs the most
@@ -321,7 +321,10 @@ def build_model(spec: dict) -> ZirModel:
             raise ConfigError(f"model.towers.{name}: missing field 'model' (a zoo name such as vit_micro_patch4_32)")
         model_name = tspec.pop("model")
         tspec.setdefault("num_classes", 0)
-        towers[name] = create_model(model_name, **tspec)
+        try:
+            towers[name] = create_model(model_name, **tspec)
+        except (TypeError, ValueError) as e:  # a value of the wrong type reached the constructor: name the tower
+            raise _named(e, f"model.towers.{name}", tspec) from None
     obj_specs = spec.get("objectives") or {}
     if not isinstance(obj_specs, dict) or not obj_specs:
         raise ConfigError("model.objectives: expected a mapping such as {mae: {weight: 1.0}}")
@@ -336,4 +339,15 @@ def build_model(spec: dict) -> ZirModel:
             objectives[name] = (create_objective(kind, towers, **ospec), float(weight))
         except ConfigError as e:
             raise ConfigError(f"model.objectives.{name}: {e}") from None
+        except (TypeError, ValueError) as e:
+            raise _named(e, f"model.objectives.{name}", ospec) from None
     return ZirModel(towers, objectives, stack_views=stack_views)
+
+
+def _named(err: Exception, where: str, values: dict) -> Exception:
+    """A constructor's TypeError or ValueError as a one-line ConfigError naming the section and its values."""
+    if isinstance(err, ZirError):
+        return err
+    text = str(err).splitlines()[0] if str(err) else ""
+    given = ", ".join(f"{k}={v!r}" for k, v in values.items() if k != "num_classes")
+    return ConfigError(f"{where}: does not build from {given or 'its defaults'} ({type(err).__name__}: {text})")

@@ -14,6 +14,7 @@ from torch import nn
 
 from zir.errors import ConfigError, WeightsError
 from zir.train import checkpoint as ckpt
+from zir.train.finite import first_nonfinite
 
 
 def _alive(pid: int) -> bool:
@@ -96,6 +97,9 @@ def export_run(run_dir: str | os.PathLike, out: str | os.PathLike | None = None,
         if ema_state is None:
             raise ConfigError(f"{run_dir} keeps no weight EMA (train.ema was off)")
         model_state = {**model_state, **ema_state}
+    bad = first_nonfinite(**{"": model_state})
+    if bad:  # written before checkpoints were checked, or by hand
+        raise WeightsError(f"checkpoint {path} holds non-finite weights ({bad.strip()}); nothing exported")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:

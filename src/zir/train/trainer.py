@@ -30,11 +30,12 @@ from torch import nn
 from zir.config import Config, from_dict, load_config, read_yaml, save_config, apply_overrides
 from zir.data import Loader, ViewPlan, open_source
 from zir.data.shards import ShardSource
-from zir.errors import ConfigError, ZirError
+from zir.errors import ConfigError, WeightsError, ZirError
 from zir.train import checkpoint as ckpt
-from zir.train import distributed
+from zir.train import distributed, finite
 from zir.train.compat import fit_optimizer_state
 from zir.train.ema import WeightEMA
+from zir.train.run_folder import claimed, launched_as_rank0, setup_logging
 from zir.train.budget import BUDGET_RESOLUTION, NO_STEP_LIMIT, BudgetClock
 from zir.train.schedule import Schedule
 
@@ -59,7 +60,13 @@ def build_model(section: dict) -> nn.Module:
     """The model of a recipe's model section; `factory: NAME` names a registered model factory (never an import)."""
     from zir.models.factories import build_recipe_model
 
-    return build_recipe_model(section)
+    try:
+        return build_recipe_model(section)
+    except (TypeError, ValueError) as err:  # a value of the wrong type reached a constructor
+        if isinstance(err, ZirError):
+            raise
+        raise ConfigError(f"model: the model does not build from these values ({type(err).__name__}: "
+                          f"{str(err).splitlines()[0] if str(err) else ''})") from None
 
 
 class ResumableLoader(Loader):
@@ -310,7 +317,13 @@ class Trainer:
 
     def _restore(self) -> None:
         path, (model_state, state, ema_state) = ckpt.latest_checkpoint(self.run_dir / "checkpoints")
-        self._load_states(model_state, state["optimizer"], state.get("strategy", "ddp"))
+        try:
+            self._load_states(model_state, state["optimizer"], state.get("strategy", "ddp"))
+        except (RuntimeError, ValueError) as err:  # torch's several-line "Error(s) in loading state_dict ..."
+            if isinstance(err, ZirError):
+                raise
+            why = ckpt.describe_mismatch(model_state, self.model.state_dict())
+            raise WeightsError(f"checkpoint {path} does not fit this config's model ({why}); a resume keeps its shapes") from None
         ratio = self.cfg.optim.lr / float(state.get("base_lr", self.cfg.optim.lr))
         if ratio != 1.0:  # optim.lr overridden on resume: scale every group's base lr
             for g in self.optimizer.param_groups:
@@ -355,6 +368,11 @@ class Trainer:
         rngs = self._gather_rng()
         path = None
         model_state, optim_state = self._full_states()
+        ema_state = self.ema.state_dict() if self.ema is not None else None
+        bad = finite.where_nonfinite(self.dist, model=model_state, optimizer=optim_state, EMA=ema_state)
+        if bad:  # never saved: it would rotate out the last good checkpoint and resume into NaN
+            raise TrainingDiverged(f"the weights at step {self.step} are not finite ({bad}); no checkpoint written; "
+                                   f"{self._last_good()}")
         if self.dist.main:
             state = {
                 "step": self.step, "total_steps": self.total_steps, "optimizer": optim_state, "strategy": "fsdp" if self.fsdp else "ddp",
@@ -364,11 +382,16 @@ class Trainer:
                 "world_size": self.dist.world_size, "base_lr": self.cfg.optim.lr,
                 "budget_spent": self.budget.spent() if self.budget is not None else 0.0,
             }
-            path = ckpt.save_checkpoint(self.run_dir / "checkpoints", self.step, model_state, state,
-                                        self.ema.state_dict() if self.ema is not None else None, self.cfg.train.keep_last)
+            path = ckpt.save_checkpoint(self.run_dir / "checkpoints", self.step, model_state, state, ema_state,
+                                        self.cfg.train.keep_last)
             self.last_ckpt = path
         distributed.barrier(self.dist)
         return path
+
+    def _last_good(self) -> str:
+        last = getattr(self, "last_ckpt", None) or (ckpt.list_checkpoints(self.run_dir / "checkpoints") or [None])[-1]
+        where = f"the last good checkpoint is {last}" if last else "no checkpoint was written yet"
+        return f"{where}; try a lower optim.lr, optim.clip_grad, or train.precision=fp32"
 
     def _full_states(self) -> tuple[dict, dict]:
         """Whole (unsharded) model and optimizer states; under FSDP every rank takes part, rank 0 gets them."""
@@ -470,11 +493,8 @@ class Trainer:
             if self.dist.main:
                 log.warning("step %d skipped: non-finite %s (%d in a row)", self.step + 1, what, self.bad_in_row)
             if self.bad_in_row >= t.max_bad_steps:
-                last = getattr(self, "last_ckpt", None) or (ckpt.list_checkpoints(self.run_dir / "checkpoints") or [None])[-1]
-                where = f"the last good checkpoint is {last}" if last else "no checkpoint was written yet"
                 raise TrainingDiverged(
-                    f"{self.bad_in_row} non-finite steps in a row (last at step {self.step + 1}, {what}); {where}; "
-                    f"try a lower optim.lr, optim.clip_grad, or train.precision=fp32")
+                    f"{self.bad_in_row} non-finite steps in a row (last at step {self.step + 1}, {what}); {self._last_good()}")
             self.step += 1
             return {**values, "lr": self.cfg.optim.lr * factor, "grad_norm": float(norm), "samples": n_samples, "skipped": 1}
         clip = self.cfg.optim.clip_grad
@@ -577,7 +597,8 @@ class Trainer:
         except TrainingInterrupted:
             raise
         except BaseException as err:
-            self._status("failed", error=f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
+            with contextlib.suppress(OSError):  # a full disk must not hide the error itself
+                self._status("failed", error=f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
             raise
         finally:
             if show:
@@ -683,46 +704,22 @@ class Progress:
 
 # -- entry points ------------------------------------------------------------------------------------
 
-class _Stderr(logging.Handler):
-    """Log lines to whatever sys.stderr is at the time (so captured and redirected streams get them)."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        print(self.format(record), file=sys.stderr, flush=True)
-
-
-def _setup_logging(run_dir: Path, main: bool) -> logging.Handler | None:
-    """Console lines (INFO on rank 0, warnings elsewhere) and, on rank 0, RUN/train.log; returns the file handler."""
-    logger = logging.getLogger("zir")
-    logger.setLevel(logging.INFO)
-    if not any(isinstance(h, _Stderr) for h in logger.handlers):
-        console = _Stderr(logging.INFO if main else logging.WARNING)
-        console.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
-        logger.addHandler(console)
-    if not main:
-        return None
-    handler = logging.FileHandler(run_dir / "train.log")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logger.addHandler(handler)
-    return handler
-
-
-def _run(cfg: Config, run_dir: Path, resume: bool, progress: bool | None) -> dict[str, Any]:
-    main = int(os.environ.get("RANK", "0")) == 0
-    if main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        if not resume:
-            save_config(cfg, run_dir / "config.yaml")
-    handler = _setup_logging(run_dir, main)
+def _run(cfg: Config, run_dir: Path, resume: bool, progress: bool | None, write_config: bool) -> dict[str, Any]:
+    """Build everything first: a start refused there (bad value, data, checkpoint) writes nothing into run_dir."""
+    runlog = setup_logging(run_dir, launched_as_rank0())
     try:
         trainer = Trainer(cfg, run_dir, resume=resume, progress=progress)
         try:
+            if runlog is not None:
+                if write_config:
+                    save_config(cfg, run_dir / "config.yaml")
+                runlog.start()
             return trainer.fit()
         finally:
             trainer.close()
     finally:
-        if handler is not None:
-            logging.getLogger("zir").removeHandler(handler)
-            handler.close()
+        if runlog is not None:
+            runlog.close()
 
 
 def train(cfg: Config | str | os.PathLike, out: str | os.PathLike, overrides: list[str] | tuple[str, ...] = (),
@@ -736,10 +733,11 @@ def train(cfg: Config | str | os.PathLike, out: str | os.PathLike, overrides: li
     from zir.train.init_weights import check_init
 
     check_init(cfg.model)
-    if ckpt.list_checkpoints(run_dir / "checkpoints") or (run_dir / "metrics.csv").exists():
-        raise ConfigError(f"run folder {run_dir} already holds a run: continue it with `zir train --resume {run_dir}` "
-                          f"or choose another --out")
-    return _run(cfg, run_dir, False, progress)
+    with claimed(run_dir, create=True, main=launched_as_rank0()):  # a live run in it is refused first, naming it
+        if ckpt.list_checkpoints(run_dir / "checkpoints") or (run_dir / "metrics.csv").exists():
+            raise ConfigError(f"run folder {run_dir} already holds a run: continue it with `zir train --resume {run_dir}` "
+                              f"or choose another --out")
+        return _run(cfg, run_dir, False, progress, write_config=True)
 
 
 def resume(run_dir: str | os.PathLike, overrides: list[str] | tuple[str, ...] = (), progress: bool | None = None) -> dict[str, Any]:
@@ -747,10 +745,11 @@ def resume(run_dir: str | os.PathLike, overrides: list[str] | tuple[str, ...] = 
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").is_file():
         raise ConfigError(f"{run_dir} is not a run folder (no config.yaml)")
-    raw = read_yaml(run_dir / "config.yaml")
-    cfg = from_dict(apply_overrides(raw, list(overrides)), origin=str(run_dir / "config.yaml"))
-    if not ckpt.list_checkpoints(run_dir / "checkpoints"):
-        raise ckpt.CheckpointError(f"{run_dir} has no checkpoint yet; start it again with zir train")
-    if overrides and int(os.environ.get("RANK", "0")) == 0:
-        save_config(cfg, run_dir / "config.yaml")
-    return _run(cfg, run_dir, True, progress)
+    # refused while the run is alive; config.yaml takes the overrides only once they have built a trainer (_run),
+    # so a refused resume leaves the folder as it was
+    with claimed(run_dir, create=False, main=launched_as_rank0()):
+        raw = read_yaml(run_dir / "config.yaml")
+        cfg = from_dict(apply_overrides(raw, list(overrides)), origin=str(run_dir / "config.yaml"))
+        if not ckpt.list_checkpoints(run_dir / "checkpoints"):
+            raise ckpt.CheckpointError(f"{run_dir} has no checkpoint yet; start it again with zir train")
+        return _run(cfg, run_dir, True, progress, write_config=bool(overrides))
