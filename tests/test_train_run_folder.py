@@ -43,7 +43,7 @@ def _one_line(capsys) -> str:
 # -- a failed resume changes nothing ---------------------------------------------------------------------
 
 @pytest.mark.parametrize("override, message", [
-    ("model.classes=abc", "model.factory='test_train_helpers:build': the model does not build from these values (TypeError"),
+    ("model.classes=abc", "model.factory='standin': the model does not build from these values (TypeError"),
     ("model.classes=7", "does not fit this config's model (2 misshaped weights such as head.weight (10, 64) vs (7, 64)"),
     ("data.source=no_such_data", "data source 'no_such_data'"),
     ("optim.lr=inf", "optim.lr='inf': expected a finite number"),

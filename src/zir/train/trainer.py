@@ -65,7 +65,9 @@ def build_model(section: dict) -> nn.Module:
     except (TypeError, ValueError) as err:  # a value of the wrong type reached a constructor
         if isinstance(err, ZirError):
             raise
-        raise ConfigError(f"model: the model does not build from these values ({type(err).__name__}: "
+        factory = section.get("factory") if isinstance(section, dict) else None
+        where = f"model.factory={factory!r}" if factory else "model"
+        raise ConfigError(f"{where}: the model does not build from these values ({type(err).__name__}: "
                           f"{str(err).splitlines()[0] if str(err) else ''})") from None
 
 
