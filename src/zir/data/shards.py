@@ -3,24 +3,20 @@
 A shard is a tar file (plain or gzip-compressed) whose members are grouped into samples by key: the
 member name up to the first dot of its file name. `KEY.jpg` (or .png, .webp, ...) is the image, `KEY.cls`
 the class index, `KEY.txt` a caption and `KEY.json` a dict that may hold `captions`, `caption` or `label`.
-Shards are read with `tarfile` in streaming mode, so a shard is never loaded whole and a truncated shard
-yields the samples before the damage, then one counted error. Members over `max_member_bytes` are passed
+Shards are read with `tarfile` in streaming mode over `DecodedStream`, so a shard is never loaded whole
+and a truncated shard (plain or compressed) yields the samples before the damage, then one counted error. Members over `max_member_bytes` are passed
 over unread, symlinks and devices are refused, hard links are read from their target: each refusal
 skips (and counts) the sample it belongs to.
 """
 
 from __future__ import annotations
 
-import bz2
 import glob
-import gzip
 import json
-import lzma
 import os
 import random
 import re
 import tarfile
-import zlib
 from collections import OrderedDict
 from pathlib import Path
 from typing import Iterator
@@ -35,6 +31,7 @@ from zir.data.sources import (
     decode_image,
     sized,
 )
+from zir.data.streams import DecodedStream
 from zir.errors import ConfigError
 
 SHARD_SUFFIXES = (".tar", ".tar.gz", ".tgz")
@@ -118,26 +115,11 @@ _RECENT_MEMBERS = 64
 _METADATA_TYPES = (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE, tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK)
 
 
-def _open_stream(path: str):
-    """The shard's tar stream, decompressed (gzip, bzip2, xz) in bounded chunks.
-
-    tarfile's own `r|gz` feeds 16 KB of compressed input to zlib at once, which a run of zeros turns
-    into 16 MB; Python's gzip, bz2 and lzma readers cap what each read decompresses.
-    """
-    with open(path, "rb") as raw:
-        magic = raw.read(6)
-    opener = {b"\x1f\x8b": gzip.open, b"BZ": bz2.open, b"\xfd7": lzma.open}.get(magic[:2], open)
-    return opener(path, "rb")
-
-
 def _read_at(path: str, offset: int, size: int) -> bytes:
     """`size` bytes at `offset` of the shard's uncompressed tar stream (a hard link's target), read afresh."""
-    with _open_stream(path) as f:
-        f.seek(offset)
-        data = f.read(size)
-    if len(data) != size:
-        raise EOFError("hard link target cut short")
-    return data
+    with DecodedStream(path) as stream:
+        stream.skip(offset)
+        return stream.read_exactly(size)
 
 
 def read_shard(path: str, max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES) -> Iterator[dict | BadSample]:
@@ -145,14 +127,18 @@ def read_shard(path: str, max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES) -> I
 
     A member over `max_member_bytes`, a symlink, a device or a hard link to a member not seen makes its
     sample a BadSample (counted, never read); hard links to earlier members are read from their target.
+    Damage (a cut, garbled bytes) ends the shard with one BadSample: every sample before it is kept, the
+    sample whose member the damage cut is lost with it (counted once, by that BadSample).
     """
     shard = os.path.basename(path)
     current: dict | None = None
     recent: OrderedDict[str, bytes] = OrderedDict()  # the last members read, for hard links to them
     held = 0  # bytes in `recent`, kept under max_member_bytes
     where: dict[str, tuple[int, int]] = {}  # member name -> (offset, size) in the tar stream
+    stream: DecodedStream | None = None
+    cut = False  # the damage hit inside a member's data: the sample being assembled is incomplete
     try:
-        with _open_stream(path) as stream, tarfile.open(fileobj=stream, mode="r|", tarinfo=_WatchedTarInfo) as tar:
+        with DecodedStream(path) as stream, tarfile.open(fileobj=stream, mode="r|", tarinfo=_WatchedTarInfo) as tar:
             for member in tar:
                 if member.isdir():
                     continue
@@ -170,29 +156,39 @@ def read_shard(path: str, max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES) -> I
                 if refused:
                     current.setdefault("__bad__", refused)
                     continue
+                cut = True
                 if member.islnk():
                     data = recent.get(member.linkname)
                     if data is None:
                         data = _read_at(path, *where[member.linkname])
                 else:
                     data = tar.extractfile(member).read()
+                cut = False
                 current[ext] = data
                 recent[member.name] = data
                 held += len(data)
                 while len(recent) > _RECENT_MEMBERS or (len(recent) > 1 and held > max_member_bytes):
                     held -= len(recent.popitem(last=False)[1])
+            if stream.damage is not None:  # the compressed stream ended early or garbled after the tar's end
+                raise tarfile.ReadError("compressed stream damaged")
             stop = getattr(tar, "zir_stop", None)
             if not isinstance(stop, tarfile.EOFHeaderError):
                 why = "cut short" if isinstance(stop, (tarfile.EmptyHeaderError, tarfile.TruncatedHeaderError)) else "garbled"
                 raise tarfile.ReadError(f"header {why} before the end-of-archive marker")
-    except (tarfile.TarError, EOFError, zlib.error, OSError, lzma.LZMAError) as e:
-        # records read before the damage are still good; the damage itself is one counted skip
-        if current is not None:
-            yield _finish(current)
-            current = None
-        yield BadSample(shard, f"damaged shard ({type(e).__name__})")
+    except (tarfile.TarError, EOFError, OSError) as e:
+        if current is not None and not cut:
+            yield _finish(current)  # complete as far as the shard goes
+        current = None
+        cause = stream.damage if stream is not None and stream.damage is not None else e
+        yield BadSample(shard, f"damaged shard ({_error_name(cause)})")
     if current is not None:
         yield _finish(current)
+
+
+def _error_name(error: BaseException) -> str:
+    """The class name of a damage error, with its module where the name alone says nothing (zlib.error)."""
+    name = type(error).__name__
+    return f"{type(error).__module__}.{name}" if name == "error" else name
 
 
 def _refusal(member: tarfile.TarInfo, where: dict, max_bytes: int) -> str | None:
