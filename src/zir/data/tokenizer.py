@@ -169,14 +169,13 @@ def text_context(model) -> int | None:
 
 
 def tower_tokenizer(model) -> TextTokenizer | None:
-    """The tokenizer a model's pretrained text tower brings (a tower with `tokenizer_file()`), else None.
+    """The tokenizer a model's pretrained text tower brings (its `tokenizer_file()` is not None), else None.
 
     Lets a LiT recipe name no tokenizer path: the one that matches the weights is found where they are.
     """
     for tower in (getattr(model, "towers", None) or {}).values():
-        find = getattr(tower, "tokenizer_file", None)
-        if callable(find):
-            return load_tokenizer(find(), context_length=getattr(tower, "caption_length", None))
+        if tower.modality == "text" and tower.tokenizer_file() is not None:
+            return load_tokenizer(tower.tokenizer_file(), context_length=tower.caption_length)
     return None
 
 
