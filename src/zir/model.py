@@ -137,8 +137,7 @@ class ZirModel(nn.Module):
         spec = {**_plan_dict(merged), "mask_patch_size": mask_patch_size if masks else None}
         tower = self.towers["image"] if "image" in self.towers else None
         if tower is not None and tower.modality == "image":
-            patch = tower.patch_size[0]
-            size = tower.token_grid[0] * patch
+            patch, size = tower.patch_size[0], tower.img_size[0]
             spec.update(size=size, patch_size=patch, local_size=fitting_local_size(tower, size, patch))
         return ViewPlan.from_dict(spec)
 

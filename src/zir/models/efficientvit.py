@@ -247,13 +247,6 @@ def _halve(size: int) -> int:
     return (size - 1) // 2 + 1
 
 
-def _output_side(side: int, stages: int) -> int:
-    """The last stage's grid side for an input side: the stem halves it 4 times, each later stage once."""
-    for _ in range(4 + stages - 1):
-        side = _halve(side)
-    return side
-
-
 class EfficientViT(MeanPooledHead, nn.Module):
     """EfficientViT (MSRA): conv stem, three stages of sandwich blocks with cascaded group attention."""
 
@@ -297,8 +290,9 @@ class EfficientViT(MeanPooledHead, nn.Module):
                                                  rates[start:start + d]))
             start, prev = start + d, dim
         stride = 16 * 2 ** (len(embed_dim) - 1)  # one output token per stride x stride pixels
-        self.feature_stride = self.patch_size = (stride, stride)
-        self.token_grid = tuple(_output_side(s, len(embed_dim)) for s in self.img_size)
+        self.feature_stride = (stride, stride)
+        self.patch_size = (16, 16)  # the stem's stride: the image is cut into 16 x 16 patches first
+        self.token_grid = tuple(_halve(_halve(_halve(_halve(s)))) for s in self.img_size)
         self.head_drop = nn.Dropout(drop_rate)
         self.head = self._make_head(num_classes)
         for module in self.modules():

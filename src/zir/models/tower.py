@@ -37,7 +37,7 @@ from zir.errors import ConfigError, ShapeError
 
 MODALITIES = ("image", "text")
 CAPABILITIES = {  # flag -> what an objective needing it does with the tower, for the one-line refusal
-    "can_drop_tokens": "drop patches (encode only the visible ones)",
+    "can_drop_tokens": "drop patches",
     "has_mask_token": "fill masked patches with a mask token",
 }
 

@@ -79,8 +79,8 @@ class IBOT(Objective):
         require("ibot", tower, t, "has_mask_token", "(ViT and Swin towers have one unless built with mask_token: false)")
         if tuple(t.feature_stride) != tuple(t.patch_size):
             raise ConfigError(f"ibot: the {type(t).__name__} tower {tower!r} outputs one token per "
-                              f"{t.feature_stride[0]}x{t.feature_stride[1]} pixels, not one per patch, which iBOT's "
-                              "patch targets need; use simmim for masked image modelling on it")
+                              f"{t.feature_stride[0]}x{t.feature_stride[1]} pixels, not one per patch (feature_stride != "
+                              "patch_size), which iBOT's patch targets need; use simmim for masked image modelling")
         self.global_views, self.mask_ratio = int(global_views), float(mask_ratio)
         self.student_temp, self.teacher_temp, self.warmup_teacher_temp = student_temp, teacher_temp, warmup_teacher_temp
         self.warmup_frac, self.center_momentum = warmup_frac, center_momentum
