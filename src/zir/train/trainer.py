@@ -404,11 +404,13 @@ class Trainer:
 
     def _load_states(self, model_state: dict, optim_state: dict, strategy: str) -> None:
         """Put whole states back (sharding them under FSDP)."""
+        from zir.train.optim_state import align_optimizer_state
+
         if strategy != ("fsdp" if self.fsdp else "ddp"):
             raise ConfigError(f"the checkpoint was written with train.strategy={strategy!r}; resume it with the same strategy")
         if not self.fsdp:
             self.model.load_state_dict(model_state)
-            self.optimizer.load_state_dict(optim_state)
+            self.optimizer.load_state_dict(align_optimizer_state(optim_state, self.optimizer))  # by name
             fit_optimizer_state(self.optimizer)  # 0-d moments of an older checkpoint
             return
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict, set_optimizer_state_dict
