@@ -162,9 +162,8 @@ def text_context(model) -> int | None:
     """The context length of a model's text tower, so captions are padded to what the tower reads, not to the
     tokenizer file's saved length (shapes captions fit 16 tokens; padding them to 32 doubles the text cost)."""
     for tower in (getattr(model, "towers", None) or {}).values():
-        length = getattr(tower, "context_length", None)
-        if isinstance(length, int):
-            return length
+        if tower.modality == "text":
+            return int(tower.context_length)
     return None
 
 

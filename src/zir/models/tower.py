@@ -137,6 +137,7 @@ class TextTowerMembers:
 
     Text towers return (B, 1 + L, width): a pooled sentence token first (so `num_prefix_tokens` is 1 and
     `has_class_token` is True), then every position; `causal` says whether position i sees only 0..i.
+    The class mixing it in sets `context_length` (the most token positions it reads) and `pad_id`.
     """
 
     modality = "text"

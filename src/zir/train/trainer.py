@@ -34,6 +34,7 @@ from zir.errors import ConfigError, WeightsError, ZirError
 from zir.train import checkpoint as ckpt
 from zir.train import distributed, finite
 from zir.train.compat import fit_optimizer_state
+from zir.train.optim_state import align_optimizer_state
 from zir.train.ema import WeightEMA
 from zir.train.run_folder import claimed, launched_as_rank0, setup_logging
 from zir.train.budget import BUDGET_RESOLUTION, NO_STEP_LIMIT, BudgetClock
@@ -404,8 +405,6 @@ class Trainer:
 
     def _load_states(self, model_state: dict, optim_state: dict, strategy: str) -> None:
         """Put whole states back (sharding them under FSDP)."""
-        from zir.train.optim_state import align_optimizer_state
-
         if strategy != ("fsdp" if self.fsdp else "ddp"):
             raise ConfigError(f"the checkpoint was written with train.strategy={strategy!r}; resume it with the same strategy")
         if not self.fsdp:
