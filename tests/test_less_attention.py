@@ -17,7 +17,6 @@ from zir.nn.less_attention import (
     diagonality_preserving_loss,
     less_attention_schedule,
 )
-from zir.objectives.ibot import encode_with_mask_token
 
 D, H = 32, 2
 
@@ -187,12 +186,11 @@ def test_clear_errors():
 
 
 def test_ibot_mask_token_forward_runs_through_the_reused_blocks():
-    model = tiny_vit(less_attention=1)
+    model = tiny_vit(less_attention=1, mask_token=True)
     x, mask = torch.randn(2, 3, 16, 16), torch.rand(2, 16) < 0.4
-    token = torch.zeros(1, 1, D)
-    out = encode_with_mask_token(model, x, torch.zeros(2, 16, dtype=torch.bool), token)
+    out = model.forward_tokens(x, mask=torch.zeros(2, 16, dtype=torch.bool))
     assert torch.allclose(out, model.forward_tokens(x), atol=1e-6)
-    assert encode_with_mask_token(model, x, mask, token).shape == (2, 17, D)
+    assert model.forward_tokens(x, mask=mask).shape == (2, 17, D)
 
 
 def test_diagonality_preserving_loss_by_hand():

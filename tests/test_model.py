@@ -71,7 +71,7 @@ def test_dino_ibot_share_one_teacher_and_masked_forward():
     out = model(make_batch(plan))
     assert counts == {"image": 2 + 2, "image_teacher": 2}  # masked-filled globals, locals; teacher globals
     out.loss.backward()
-    assert model.objectives["ibot"].mask_token.grad is not None
+    assert model.towers["image"].mask_token.grad is not None  # the tower owns it (build_model turned it on)
     before = [p.clone() for p in model.teachers.parameters()]
     model.after_step(0, 10)
     model.after_step(0, 10)  # a second call at the same step is a no-op for the shared tower

@@ -136,7 +136,7 @@ def test_simmim_on_swin_overfits_and_scores_only_hidden_pixels(source):
     model.eval()
     images, mask = batch.views["global_0"], batch.masks["global_0"].mask
     with torch.no_grad():
-        pred = obj.predict(obj.encode(tower, images, mask), images.shape[-2:])
+        pred = obj.predict(tower.forward_tokens(images, mask=mask), images.shape[-2:])
         assert pred.shape == images.shape
         loss = obj.loss(images, pred, mask)
         hidden = pixel_mask(mask, (16, 16), 2).bool().expand_as(images)
@@ -155,42 +155,43 @@ def test_swin_masked_positions_come_from_the_mask_token_not_the_pixels(source):
     images, mask = batch.views["global_0"], batch.masks["global_0"].mask
     hidden = pixel_mask(mask, (16, 16), 2).bool().expand_as(images)
     with torch.no_grad():
-        out = obj.encode(tower, images, mask)
+        out = tower.forward_tokens(images, mask=mask)
         # the tower never sees hidden pixels ...
-        assert torch.equal(obj.encode(tower, torch.where(hidden, torch.randn_like(images), images), mask), out)
+        assert torch.equal(tower.forward_tokens(torch.where(hidden, torch.randn_like(images), images), mask=mask), out)
         assert not torch.equal(tower.forward_tokens(images), out)
         # ... but its mask token: 4 px mask squares are exactly the stride-4 last-stage positions
         square = mask.reshape(2, 8, 2, 8, 2)[:, :, 0, :, 0].reshape(2, 64)
         tower.mask_token.add_(torch.randn_like(tower.mask_token))  # not a constant: LayerNorms remove those
-        changed = (obj.encode(tower, images, mask) - out).abs().amax(dim=-1) > 1e-4
+        changed = (tower.forward_tokens(images, mask=mask) - out).abs().amax(dim=-1) > 1e-4
     assert changed[square].all()
     assert square.sum() == 2 * 38
 
 
-def test_simmim_on_a_plain_vit_holds_the_mask_token(source):
+def test_simmim_on_a_plain_vit_uses_the_towers_mask_token(source):
     torch.manual_seed(0)
     model = build_model({"towers": {"image": {"model": "vit_nano_patch4_32"}}, "objectives": {"simmim": {}}})
     obj, tower = model.objectives["simmim"], model.towers["image"]
-    assert obj.mask_token is not None and obj.stride == 4 and obj.mask_patch_size == 4
-    assert "objectives.simmim.mask_token" in {n for g in model.param_groups(0.05) if g["weight_decay"] == 0
-                                              for n in g["names"]}
+    assert tower.has_mask_token and obj.stride == 4 and obj.mask_patch_size == 4
+    assert "towers.image.mask_token" in {n for g in model.param_groups(0.05) if g["weight_decay"] == 0
+                                         for n in g["names"]}
     batch = fixed_batch(model, source)
     images, mask = batch.views["global_0"], batch.masks["global_0"].mask
     with torch.no_grad():
-        out = obj.encode(tower, images, mask)
+        out = tower.forward_tokens(images, mask=mask)
         assert out.shape == (8, 1 + 64, 64)  # the CLS token and every patch position
-        token = obj.mask_token.clone()
-        obj.mask_token.add_(torch.randn_like(token))
-        changed = (obj.encode(tower, images, mask) - out)[:, 1:].abs().amax(dim=-1) > 1e-4
-        obj.mask_token.copy_(token)
+        token = tower.mask_token.clone()
+        tower.mask_token.add_(torch.randn_like(token))
+        changed = (tower.forward_tokens(images, mask=mask) - out)[:, 1:].abs().amax(dim=-1) > 1e-4
+        tower.mask_token.copy_(token)
     assert changed[mask].all()
     losses = overfit(model, batch, 20, 3e-3)
     assert mean(losses[-4:]) < 0.6 * mean(losses[:4])
 
 
 def test_simmim_config_errors():
-    with pytest.raises(ConfigError, match=r"model\.towers\.image\.mask_token: true"):
-        build_model({"towers": {"image": SWIN}, "objectives": {"simmim": {}}})
+    with pytest.raises(ConfigError, match=r"has_mask_token is False\); set model\.towers\.image\.mask_token: true"):
+        build_model({"towers": {"image": {**SWIN, "mask_token": False}}, "objectives": {"simmim": {}}})
+    assert build_model({"towers": {"image": SWIN}, "objectives": {"simmim": {}}}).towers["image"].has_mask_token
     with pytest.raises(ConfigError, match="mask_patch_size=3"):
         build_model({"towers": {"image": {**SWIN, "mask_token": True}}, "objectives": {"simmim": {"mask_patch_size": 3}}})
     with pytest.raises(ConfigError, match="mask_ratio"):
@@ -204,5 +205,5 @@ def test_simmim_config_errors():
 def test_mae_and_ibot_refuse_a_swin_tower():
     with pytest.raises(ConfigError, match="mae: the SwinTransformer tower 'image' cannot drop patches.*simmim"):
         build_model({"towers": {"image": {**SWIN, "mask_token": True}}, "objectives": {"mae": {}}})
-    with pytest.raises(ConfigError, match="ibot: tower 'image' \\(SwinTransformer\\) is not a plain ViT.*simmim"):
+    with pytest.raises(ConfigError, match="ibot: the SwinTransformer tower 'image' outputs one token per 4x4 pixels.*simmim"):
         build_model({"towers": {"image": SWIN}, "objectives": {"ibot": {}}})

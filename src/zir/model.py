@@ -71,7 +71,20 @@ class ZirModel(nn.Module):
                 obj.use_teacher(tname, self.teachers[tname])
         self.plan_forwards = self._plan_forwards()
         self.plan_calls = self._plan_calls(self.plan_forwards) if self.stack_views else [(f,) for f in self.plan_forwards]
-        self._fillers = {o.name: o for o in self.objectives.values()}
+        self._register_load_state_dict_pre_hook(self._move_old_mask_tokens)
+
+    def _move_old_mask_tokens(self, state: dict, prefix: str, *_) -> None:
+        """Load checkpoints written before towers owned their mask token: iBOT and SimMIM kept it as
+        `objectives.<name>.mask_token`; it becomes `towers.<tower>.mask_token` (and the EMA teacher's copy)."""
+        for oname, obj in self.objectives.items():
+            old = f"{prefix}objectives.{oname}.mask_token"
+            if old not in state or not obj.needs_mask_token:
+                continue
+            token = state.pop(old)
+            state.setdefault(f"{prefix}towers.{obj.tower_name}.mask_token", token)
+            teacher = f"{prefix}teachers.{obj.tower_name}_teacher.module.mask_token"
+            if f"{obj.tower_name}_teacher" in self.teachers:
+                state.setdefault(teacher, token.clone())
 
     # -- the plan -------------------------------------------------------------------------------------
     def _plan_forwards(self) -> list[Forward]:
@@ -123,24 +136,22 @@ class ZirModel(nn.Module):
             merged.mask_on = tuple(mask_on)
         spec = {**_plan_dict(merged), "mask_patch_size": mask_patch_size if masks else None}
         tower = self.towers["image"] if "image" in self.towers else None
-        if tower is not None and hasattr(tower, "patch_embed"):
-            grid, patch = tower.patch_embed.grid_size, tower.patch_embed.patch_size
-            patch = patch[0] if isinstance(patch, (tuple, list)) else patch
-            size = grid[0] * patch
+        if tower is not None and tower.modality == "image":
+            patch, size = tower.patch_size[0], tower.img_size[0]
             spec.update(size=size, patch_size=patch, local_size=fitting_local_size(tower, size, patch))
         return ViewPlan.from_dict(spec)
 
     def check_plan(self, plan: ViewPlan, where: str = "data.plan") -> None:
         """Raise a ConfigError naming the plan field whose crops the image tower cannot take (Swin's windows)."""
         tower = self.towers["image"] if "image" in self.towers else None
-        if tower is None or not hasattr(tower, "stage_grids"):
+        if tower is None or tower.modality != "image":
             return
         sides = (("size", plan.size, plan.global_views + plan.image), ("local_size", plan.local_size, plan.local_views))
         for name, side, used in sides:
             if not used:
                 continue
             try:
-                tower.stage_grids(side, side)
+                tower.check_size(side, side)
             except ShapeError as err:
                 hint = nearest_fitting_side(tower, side, plan.size if name == "local_size" else 2 * side)
                 suggestion = f"; e.g. {where}.{name}={hint}" if hint else ""
@@ -198,7 +209,7 @@ class ZirModel(nn.Module):
             if m is None:
                 return tower.forward_tokens(x)
             if f.fill:
-                return self._fillers[f.fill].encode(tower, x, m)
+                return tower.forward_tokens(x, mask=m)
             return tower.forward_tokens(x, m)
 
     def forward(self, batch: Batch) -> ModelOutput:
@@ -245,10 +256,10 @@ class ZirModel(nn.Module):
 
         seen: set[int] = set()
         for tname, tower in self.towers.items():
-            skip = tower.no_weight_decay() if hasattr(tower, "no_weight_decay") else set()
+            skip = tower.no_weight_decay()
             named = [(n, p) for n, p in tower.named_parameters() if p.requires_grad]
             depth = None
-            if layer_decay is not None and hasattr(tower, "layer_index"):
+            if layer_decay is not None:
                 depth = max((tower.layer_index(n) for n, _ in named), default=0)
             for n, p in named:
                 seen.add(id(p))
@@ -265,22 +276,25 @@ class ZirModel(nn.Module):
 
 
 def fitting_local_size(tower: nn.Module, size: int, patch: int) -> int | None:
-    """DINO's local crop side (96/224 of `size`) moved to the nearest side a windowed tower (Swin) accepts.
+    """DINO's local crop side (96/224 of `size`, a multiple of the patch), or the nearest side the tower takes.
 
     Swin needs sides whose patch grid halves at every merge and whose stage grids the window divides, so the
-    default rounding to the patch size is not enough (14 px at 32 px would break Swin). None for other towers.
+    default rounding to the patch size is not always enough (14 px at 32 px would break Swin).
     """
-    return nearest_fitting_side(tower, local_size_for(size, patch), size)
+    target = local_size_for(size, patch)
+    try:
+        tower.check_size(target, target)
+        return target
+    except ShapeError:
+        return nearest_fitting_side(tower, target, size)
 
 
 def nearest_fitting_side(tower: nn.Module, target: float, limit: int) -> int | None:
-    """The image side nearest `target` (at most `limit`) that a tower with `stage_grids` (Swin) accepts, or None."""
-    if not hasattr(tower, "stage_grids"):
-        return None
+    """The image side nearest `target` (at most `limit`, a multiple of the output stride) the tower takes, or None."""
     unit = tower.feature_stride[0]
     for side in sorted(range(unit, max(limit, unit) + 1, unit), key=lambda s: (abs(s - target), -s)):
         try:
-            tower.stage_grids(side, side)
+            tower.check_size(side, side)
             return side
         except ShapeError:
             continue
@@ -302,6 +316,7 @@ def build_model(spec: dict) -> ZirModel:
     runs same-size views (the global crops, the local crops) as one stacked tower call each.
     """
     from zir.models import create_model
+    from zir.models.tower import check_tower
 
     if not isinstance(spec, dict):
         raise ConfigError(f"model: expected a mapping with towers and objectives; got {type(spec).__name__}")
@@ -314,6 +329,10 @@ def build_model(spec: dict) -> ZirModel:
     tower_specs = spec.get("towers") or {}
     if not isinstance(tower_specs, dict) or not tower_specs:
         raise ConfigError("model.towers: expected a mapping such as {image: {model: vit_micro_patch4_32}}")
+    obj_specs = spec.get("objectives") or {}
+    if not isinstance(obj_specs, dict) or not obj_specs:
+        raise ConfigError("model.objectives: expected a mapping such as {mae: {weight: 1.0}}")
+    masked = towers_needing_mask_tokens(obj_specs)
     towers = {}
     for name, tspec in tower_specs.items():
         tspec = {"model": tspec} if isinstance(tspec, str) else dict(tspec or {})
@@ -321,13 +340,13 @@ def build_model(spec: dict) -> ZirModel:
             raise ConfigError(f"model.towers.{name}: missing field 'model' (a zoo name such as vit_micro_patch4_32)")
         model_name = tspec.pop("model")
         tspec.setdefault("num_classes", 0)
+        if name in masked and "mask_token" not in tspec and "mask_token" in model_options(model_name):
+            tspec["mask_token"] = True  # iBOT / SimMIM fill masked patches with the tower's own token
         try:
             towers[name] = create_model(model_name, **tspec)
         except (TypeError, ValueError) as e:  # a value of the wrong type reached the constructor: name the tower
             raise _named(e, f"model.towers.{name}", tspec) from None
-    obj_specs = spec.get("objectives") or {}
-    if not isinstance(obj_specs, dict) or not obj_specs:
-        raise ConfigError("model.objectives: expected a mapping such as {mae: {weight: 1.0}}")
+        check_tower(towers[name], f"model.towers.{name}")
     objectives = {}
     for name, ospec in obj_specs.items():
         ospec = dict(ospec or {})
@@ -351,3 +370,32 @@ def _named(err: Exception, where: str, values: dict) -> Exception:
     text = str(err).splitlines()[0] if str(err) else ""
     given = ", ".join(f"{k}={v!r}" for k, v in values.items() if k != "num_classes")
     return ConfigError(f"{where}: does not build from {given or 'its defaults'} ({type(err).__name__}: {text})")
+
+
+def towers_needing_mask_tokens(obj_specs: dict) -> set[str]:
+    """Names of the towers an objective with `needs_mask_token` (iBOT, SimMIM) reads: they get one at build."""
+    from zir.objectives.base import OBJECTIVES
+
+    names = set()
+    for name, ospec in obj_specs.items():
+        ospec = ospec if isinstance(ospec, dict) else {}
+        kind, tower = ospec.get("type", name), ospec.get("tower", "image")
+        cls = OBJECTIVES.get(kind) if isinstance(kind, str) else None  # malformed values are reported later
+        if cls is not None and cls.needs_mask_token and isinstance(tower, str):
+            names.add(tower)
+    return names
+
+
+def model_options(name: str) -> set[str]:
+    """The constructor options of a zoo model (empty for an unknown name: `create_model` reports it)."""
+    import inspect
+
+    from zir.models import get_model_spec
+    from zir.errors import UnknownNameError
+
+    if not isinstance(name, str):
+        return set()
+    try:
+        return set(inspect.signature(get_model_spec(name).cls.__init__).parameters)
+    except UnknownNameError:
+        return set()

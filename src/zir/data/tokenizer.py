@@ -162,21 +162,19 @@ def text_context(model) -> int | None:
     """The context length of a model's text tower, so captions are padded to what the tower reads, not to the
     tokenizer file's saved length (shapes captions fit 16 tokens; padding them to 32 doubles the text cost)."""
     for tower in (getattr(model, "towers", None) or {}).values():
-        length = getattr(tower, "context_length", None)
-        if isinstance(length, int):
-            return length
+        if tower.modality == "text":
+            return int(tower.context_length)
     return None
 
 
 def tower_tokenizer(model) -> TextTokenizer | None:
-    """The tokenizer a model's pretrained text tower brings (a tower with `tokenizer_file()`), else None.
+    """The tokenizer a model's pretrained text tower brings (its `tokenizer_file()` is not None), else None.
 
     Lets a LiT recipe name no tokenizer path: the one that matches the weights is found where they are.
     """
     for tower in (getattr(model, "towers", None) or {}).values():
-        find = getattr(tower, "tokenizer_file", None)
-        if callable(find):
-            return load_tokenizer(find(), context_length=getattr(tower, "caption_length", None))
+        if tower.modality == "text" and tower.tokenizer_file() is not None:
+            return load_tokenizer(tower.tokenizer_file(), context_length=tower.caption_length)
     return None
 
 

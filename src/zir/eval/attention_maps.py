@@ -26,7 +26,7 @@ def _eval_mode(tower: torch.nn.Module) -> Iterator[torch.nn.Module]:
 
 
 def _grid(tower: torch.nn.Module, images: torch.Tensor) -> tuple[int, int]:
-    return tower.patch_embed.grid_for(images.shape[-2], images.shape[-1])
+    return images.shape[-2] // tower.patch_size[0], images.shape[-1] // tower.patch_size[1]
 
 
 @torch.no_grad()
@@ -35,7 +35,7 @@ def cls_attention(tower: torch.nn.Module, images: torch.Tensor, block: int = -1)
 
     Each head's map sums to 1 minus what the CLS token gives to prefix tokens (itself, registers).
     """
-    if getattr(tower, "cls_token", None) is None:
+    if not tower.has_class_token:
         raise ShapeError("cls_attention needs a tower with a class token; use attention_rollout or patch_pca")
     with _eval_mode(tower):
         _, weights = tower.forward_with_attention(images)
@@ -72,7 +72,7 @@ def attention_rollout(tower: torch.nn.Module, images: torch.Tensor, residual: fl
         _, weights = tower.forward_with_attention(images)
     flow = rollout(weights, residual)
     prefix = tower.num_prefix_tokens
-    source = flow[:, 0] if getattr(tower, "cls_token", None) is not None else flow[:, prefix:].mean(dim=1)
+    source = flow[:, 0] if tower.has_class_token else flow[:, prefix:].mean(dim=1)
     patches = source[:, prefix:]
     patches = patches / patches.sum(dim=-1, keepdim=True)
     rows, cols = _grid(tower, images)

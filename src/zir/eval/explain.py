@@ -43,7 +43,7 @@ def explain_image(tower: torch.nn.Module, images: torch.Tensor, out_png: str | o
     """Write a PNG per image row: the image, attention rollout, each head's CLS attention, PCA of patches."""
     size = tuple(images.shape[-2:])
     rollout_maps = attention_rollout(tower, images)
-    has_cls = getattr(tower, "cls_token", None) is not None
+    has_cls = tower.has_class_token
     head_maps = cls_attention(tower, images) if has_cls else None
     colours = patch_pca(tower, images)
     rows = []

@@ -165,7 +165,7 @@ def _attention(run, images) -> str:
     from zir.eval.explain import explain_image
 
     name, tower = image_tower(run.model)
-    if not hasattr(tower, "forward_with_attention"):
+    if not tower.can_return_attention:
         return _why(f"The {name} tower ({type(tower).__name__}) does not expose attention weights.")
     png = _png_file(lambda p: explain_image(tower, images, p))
     return (_img(png, "attention") + "<p>Per test image: the image, attention rollout over all blocks, each head's CLS "

@@ -159,12 +159,12 @@ def random_init_model(config: dict) -> nn.Module:
 
 
 def image_tower(model: nn.Module) -> tuple[str, nn.Module]:
-    """(name, module) of the model's image tower: `image`, else the first tower with a patch embedding."""
+    """(name, module) of the model's image tower: `image`, else the first tower whose modality is image."""
     towers = model.towers
     if "image" in towers:
         return "image", towers["image"]
     for name, tower in towers.items():
-        if hasattr(tower, "patch_embed"):
+        if tower.modality == "image":
             return name, tower
     raise EvalError(f"the model has no image tower (towers: {', '.join(towers)})")
 
@@ -190,11 +190,8 @@ def supervised_objective(model: nn.Module, tower_name: str = "image"):
 
 
 def image_size(tower: nn.Module) -> int:
-    """The side of the square images the tower was built for (its patch grid times its patch size)."""
-    grid, patch = tower.patch_embed.grid_size, tower.patch_embed.patch_size
-    patch = patch[0] if isinstance(patch, (tuple, list)) else patch
-    grid = grid[0] if isinstance(grid, (tuple, list)) else grid
-    return int(grid) * int(patch)
+    """The side of the square images the tower was built for (its native `img_size`)."""
+    return int(tower.img_size[0])
 
 
 def image_text_objective(model: nn.Module, tower_name: str = "image"):

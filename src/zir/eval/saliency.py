@@ -25,7 +25,7 @@ def text_relevance(tower: torch.nn.Module, project: Callable[[torch.Tensor], tor
                    text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(scores (B,), relevance (B, rows, cols) in [0, 1]) of images (B, 3, H, W) for unit-norm text (E,) or (B, E)."""
     # `project` maps the tower's pooled features (B, D) into the joint space (an objective's `image_proj`).
-    if not hasattr(tower, "forward_with_attention"):
+    if not tower.can_return_attention:
         raise ShapeError(f"{type(tower).__name__} does not expose attention weights; text relevance needs a ViT tower")
     was_training = tower.training
     tower.eval()
@@ -42,11 +42,11 @@ def text_relevance(tower: torch.nn.Module, project: Callable[[torch.Tensor], tor
     for attn, grad in zip(weights, grads):
         flow = flow + (grad * attn).clamp(min=0).mean(dim=1).detach() @ flow
     prefix = tower.num_prefix_tokens
-    source = flow[:, 0] if getattr(tower, "cls_token", None) is not None else flow[:, prefix:].mean(dim=1)
+    source = flow[:, 0] if tower.has_class_token else flow[:, prefix:].mean(dim=1)
     patches = source[:, prefix:]
     low, high = patches.min(dim=1, keepdim=True).values, patches.max(dim=1, keepdim=True).values
     patches = (patches - low) / (high - low).clamp_min(1e-12)
-    rows, cols = tower.patch_embed.grid_for(images.shape[-2], images.shape[-1])
+    rows, cols = images.shape[-2] // tower.patch_size[0], images.shape[-1] // tower.patch_size[1]
     return scores.detach(), patches.reshape(B, rows, cols)
 
 

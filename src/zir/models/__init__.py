@@ -7,6 +7,7 @@ from zir.models.minilm import MiniLM
 from zir.models.mobilevit import MobileViTv2
 from zir.models.swin import SwinTransformer
 from zir.models.text import TextTransformer
+from zir.models.tower import Tower
 from zir.models.vit import VisionTransformer
 from zir.models.weights import load_weights, read_state_dict, save_weights
 from zir.models.zoo import (
@@ -15,7 +16,7 @@ from zir.models.zoo import (
 
 __all__ = [
     "EfficientAttentionViT", "EfficientViT", "MiniLM", "MobileViTv2", "SwinTransformer", "TextTransformer",
-    "VisionTransformer", "count_flops", "count_parameters", "create_model", "get_model_spec", "list_model_factories",
+    "Tower", "VisionTransformer", "count_flops", "count_parameters", "create_model", "get_model_spec", "list_model_factories",
     "list_models", "load_weights", "native_size", "read_state_dict", "register_model", "register_model_factory",
     "save_weights",
 ]

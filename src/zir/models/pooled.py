@@ -1,6 +1,7 @@
-"""The head half of the tower interface for towers without a class token (Swin, MobileViT v2, EfficientViT).
+"""The tower protocol's defaults for image towers without a class token (Swin, MobileViT v2, EfficientViT).
 
 They pool by averaging their output tokens and classify the mean; only how they make tokens differs.
+Convolution-like towers can neither drop nor mask patches; Swin overrides what it can do more.
 """
 
 from __future__ import annotations
@@ -8,12 +9,42 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from zir.nn import check_attention_impl
+
 
 class MeanPooledHead:
-    """Mixin: `pool`, `forward_head`, `forward`, `forward_features` and `reset_classifier` over mean pooling.
+    """Mixin: `pool`, `forward_head`, `forward`, `forward_features` and `reset_classifier` over mean pooling,
+    plus the protocol members (`zir.models.tower`) such towers share.
 
-    The class mixing it in defines `forward_tokens(x, keep=None)`, `head`, `head_drop` and `num_features`.
+    The class mixing it in defines `forward_tokens(x, keep=None, mask=None)`, `head`, `head_drop`,
+    `num_features`, `img_size`, `in_chans`, `patch_size`, `token_grid` and `feature_stride`.
     """
+
+    modality = "image"
+    num_prefix_tokens = 0
+    has_class_token = False
+    can_drop_tokens = False
+    has_mask_token = False
+    can_return_attention = False
+
+    def check_size(self, height: int, width: int) -> None:
+        """Any side is accepted (the convolutions and resizing take it)."""
+
+    def set_attention_impl(self, impl: str) -> None:
+        """Check `impl`; these towers have no softmax attention whose kernel could be chosen."""
+        check_attention_impl(impl)
+
+    def layer_index(self, param_name: str) -> int:
+        """Depth for layer-wise lr decay: 0 the stem, i + 1 stage i, stages + 1 the head."""
+        if param_name.startswith("stages."):
+            return int(param_name.split(".")[1]) + 1
+        if param_name.startswith("head"):
+            return len(self.stages) + 1
+        return 0
+
+    def adapt_state_dict(self, state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
+        """zir's own layout: nothing to convert."""
+        return dict(state), []
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Images -> all token features (B, N, D) (timm's name for `forward_tokens` without masking)."""

@@ -4,7 +4,7 @@ Token layout: Swin has no prefix tokens; `forward_tokens` returns the last stage
 row-major order, N = (H / s) * (W / s) for the total stride s = patch * 2 ** (stages - 1), and `pool`
 averages them. Windowed attention needs the full grid, so masking works SimMIM-style: masked patches are
 replaced by a learned mask token (build with `mask_token=True`) instead of being dropped, and the output
-keeps all N tokens (`keep_drops_tokens` is False).
+keeps all N tokens (`can_drop_tokens` is False).
 
 Any input size works whose patch grid halves evenly at every merge and whose stage grids the window
 divides; a stage grid no larger than the window becomes a single window without a shift.
@@ -127,7 +127,7 @@ class SwinStage(nn.Module):
 class SwinTransformer(MeanPooledHead, nn.Module):
     """Swin Transformer: hierarchical stages of shifted-window attention joined by patch merging."""
 
-    keep_drops_tokens = False  # `keep` masks patches with the mask token; the output keeps the full grid
+    can_drop_tokens = False  # `keep` masks patches with the mask token; the output keeps the full grid
 
     def __init__(
         self,
@@ -173,6 +173,8 @@ class SwinTransformer(MeanPooledHead, nn.Module):
         self.patch_size = self.patch_embed.patch_size
         self.grid_size = self.patch_embed.grid_size
         self.img_size = self.patch_embed.img_size
+        self.in_chans = in_chans
+        self.token_grid = self.grid_size  # the patch grid `keep` and `mask` index (outputs: `feature_stride`)
         self.feature_stride = (self.patch_size[0] * 2 ** (len(depths) - 1), self.patch_size[1] * 2 ** (len(depths) - 1))
         self.mask_token = nn.Parameter(torch.zeros(1, 1, embed_dim)) if mask_token else None
 
@@ -235,6 +237,15 @@ class SwinTransformer(MeanPooledHead, nn.Module):
                 )
             grids.append(grid)
         return grids
+
+    def check_size(self, height: int, width: int) -> None:
+        """Raise a ShapeError unless every stage grid of this side halves evenly and fits the windows."""
+        self.stage_grids(height, width)
+
+    @property
+    def has_mask_token(self) -> bool:
+        """Whether masked patches can become the mask token (built with `mask_token=True`)."""
+        return self.mask_token is not None
 
     def check_input(self, x: torch.Tensor) -> None:
         """Raise a ShapeError naming what is wrong with an image batch."""

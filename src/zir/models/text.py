@@ -17,6 +17,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from zir.errors import ConfigError, ShapeError
+from zir.models.tower import TextTowerMembers
 from zir.nn import Block, check_attention_impl
 
 
@@ -35,7 +36,7 @@ def eot_positions(ids: torch.Tensor, pad_id: int = 0, eot_id: int | None = None)
     return torch.where(ids != pad_id, positions, 0).amax(dim=1)
 
 
-class TextTransformer(nn.Module):
+class TextTransformer(TextTowerMembers, nn.Module):
     """Token + position embeddings, causal pre-norm blocks, final norm; pooled at end-of-text and projected."""
 
     num_prefix_tokens = 1
@@ -113,10 +114,11 @@ class TextTransformer(nn.Module):
                 x = block(x, mask)
         return self.norm(x)
 
-    def forward_tokens(self, ids: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+    def forward_tokens(
+        self, ids: torch.Tensor, keep: torch.Tensor | None = None, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """(B, L) token ids -> (B, 1 + L, width): the end-of-text feature, then every position's feature."""
-        if keep is not None:
-            raise ConfigError("text towers encode every token; `keep` (token masking) is for image towers")
+        self.refuse_patches(keep, mask)
         x = self.forward_positions(ids)
         at = eot_positions(ids, self.pad_id, self.eot_id)
         pooled = x[torch.arange(x.shape[0], device=x.device), at]
@@ -143,3 +145,11 @@ class TextTransformer(nn.Module):
     def no_weight_decay(self) -> set[str]:
         """Parameter names that weight decay should skip (embeddings)."""
         return {"pos_embed", "token_embedding.weight"}
+
+    def layer_index(self, param_name: str) -> int:
+        """Depth for layer-wise lr decay: 0 the embeddings, i + 1 block i, depth + 1 the rest."""
+        if param_name.startswith("blocks."):
+            return int(param_name.split(".")[1]) + 1
+        if param_name.startswith(("token_embedding", "pos_embed")):
+            return 0
+        return len(self.blocks) + 1

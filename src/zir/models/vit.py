@@ -2,7 +2,9 @@
 
 Token layout: prefix tokens first (CLS, then the DeiT distillation token, then registers), then patch
 tokens in row-major order. `forward_tokens(x, keep)` encodes only the patch tokens listed in `keep`, so
-masked-image and FLIP-style training never pay for dropped tokens.
+masked-image and FLIP-style training never pay for dropped tokens; built with `mask_token=True` the tower
+owns a mask token (as DINOv2's does) and `forward_tokens(x, mask=m)` encodes every position with the
+masked patches replaced by it (iBOT, SimMIM). See `zir.models.tower` for the protocol.
 """
 
 from __future__ import annotations
@@ -14,12 +16,13 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from zir.errors import ConfigError, ShapeError
+from zir.errors import ConfigError
 from zir.nn import Block, PatchEmbed, check_attention_impl, resample_pos_embed, sincos_2d
 from zir.nn.conv_stem import ConvStem
 from zir.nn.less_attention import (
     ScoreSharingBlock, check_score_transform, less_attention_schedule, run_score_sharing, token_positions,
 )
+from zir.models.tower import check_keep, check_mask
 
 GLOBAL_POOLS = ("token", "avg")
 POS_EMBEDS = ("learn", "sincos")
@@ -33,6 +36,10 @@ def gather_tokens(tokens: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
 
 class VisionTransformer(nn.Module):
     """ViT (Dosovitskiy et al., 2021) with optional CLS, register (Darcet et al., 2024) and DeiT tokens."""
+
+    modality = "image"
+    can_drop_tokens = True
+    can_return_attention = True
 
     def __init__(
         self,
@@ -62,6 +69,7 @@ class VisionTransformer(nn.Module):
         less_attention_stages: int = 1,
         less_attention_transform: str = "heads",
         stem: str = "patch",
+        mask_token: bool = False,
     ) -> None:
         """Build the tower.
 
@@ -73,6 +81,9 @@ class VisionTransformer(nn.Module):
         reuse the previous block's scores through `less_attention_transform` ('heads' or 'tokens').
         `stem`: 'patch' (one patch-sized projection, as published) or 'conv' (stride-2 3x3 convolutions,
         Xiao et al. 2021: `zir.nn.conv_stem`), with which small towers learn somewhat faster on small data.
+        `mask_token`: own a learned mask token (zeros at build, as DINOv2 and iBOT), which
+        `forward_tokens(x, mask=m)` puts in place of masked patches; `build_model` turns it on for a tower
+        that iBOT or SimMIM reads. Off by default: an unused parameter would stall DDP.
         """
         super().__init__()
         if global_pool not in GLOBAL_POOLS:
@@ -101,11 +112,15 @@ class VisionTransformer(nn.Module):
 
         self.stem_type = stem
         self.patch_embed = STEMS[stem](img_size, patch_size, in_chans, embed_dim)
-        self.grid_size = self.patch_embed.grid_size
+        self.grid_size = self.token_grid = self.patch_embed.grid_size
         self.patch_size = self.patch_embed.patch_size
+        self.img_size = self.patch_embed.img_size
+        self.feature_stride = self.patch_size  # one output token per patch
+        self.in_chans = in_chans
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim)) if class_token else None
         self.dist_token = nn.Parameter(torch.zeros(1, 1, embed_dim)) if distilled else None
         self.register_tokens = nn.Parameter(torch.zeros(1, reg_tokens, embed_dim)) if reg_tokens else None
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, embed_dim)) if mask_token else None
         if pos_embed == "learn":
             self.pos_embed = nn.Parameter(torch.zeros(1, self.patch_embed.num_patches, embed_dim))
         else:
@@ -157,6 +172,20 @@ class VisionTransformer(nn.Module):
                     nn.init.zeros_(module.bias)
 
     # -- the tower interface --------------------------------------------------------------------------
+    @property
+    def has_class_token(self) -> bool:
+        """Whether token 0 is a CLS token."""
+        return self.cls_token is not None
+
+    @property
+    def has_mask_token(self) -> bool:
+        """Whether `forward_tokens(x, mask=m)` can fill masked patches (built with `mask_token=True`)."""
+        return self.mask_token is not None
+
+    def check_size(self, height: int, width: int) -> None:
+        """Raise a ShapeError unless the patch size divides both sides."""
+        self.patch_embed.check_input(torch.empty(1, self.patch_embed.in_chans, height, width, device="meta"))
+
     def patch_pos_embed(self, grid: tuple[int, int]) -> torch.Tensor:
         """The (1, rows * cols, D) position table for a patch grid, resampled or recomputed if it differs."""
         if tuple(grid) == tuple(self.grid_size):
@@ -175,16 +204,27 @@ class VisionTransformer(nn.Module):
             prefix = prefix + self.prefix_pos_embed
         return prefix.expand(batch_size, -1, -1)
 
-    def embed(self, x: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
-        """Images (B, C, H, W) -> input tokens (B, P + K, D): prefix tokens and the kept patch tokens."""
+    def embed(self, x: torch.Tensor, keep: torch.Tensor | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Images (B, C, H, W) -> input tokens (B, P + K, D): prefix tokens and the kept patch tokens.
+
+        With `mask` (B, N) every patch is kept and the masked ones are the mask token (before positions).
+        """
         grid = self.patch_embed.grid_for(x.shape[-2], x.shape[-1])
         hidden = None
+        if keep is not None and mask is not None:
+            raise ConfigError("pass either keep (patches to encode) or mask (patches to mask), not both")
         if keep is not None:
-            keep = self._check_keep(keep, x.shape[0], grid[0] * grid[1])
+            keep = check_keep(keep, x.shape[0], grid[0] * grid[1])
             if self.patch_embed.overlapping:  # dropped patches must not show through the stem
                 hidden = torch.ones(x.shape[0], grid[0] * grid[1], dtype=torch.bool, device=x.device)
                 hidden.scatter_(1, keep, False)
+        if mask is not None:
+            if self.mask_token is None:
+                raise ConfigError("this ViT has no mask token; build it with mask_token=True to mask patches")
+            hidden = check_mask(mask, x.shape[0], grid[0] * grid[1])  # a conv stem must not show them either
         patches = self.patch_embed(x, hidden)
+        if mask is not None:
+            patches = torch.where(hidden.unsqueeze(-1), self.mask_token.to(patches.dtype), patches)
         patches = patches + self.patch_pos_embed(grid)
         if keep is not None:
             patches = gather_tokens(patches, keep)
@@ -192,9 +232,12 @@ class VisionTransformer(nn.Module):
         tokens = patches if prefix is None else torch.cat([prefix.to(patches.dtype), patches], dim=1)
         return self.pos_drop(tokens)
 
-    def forward_tokens(self, x: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
-        """Images (B, C, H, W) -> token features (B, P + K, D); `keep` (B, K) picks the patches to encode."""
-        return self.norm(self.forward_blocks(self.embed(x, keep), keep))
+    def forward_tokens(
+        self, x: torch.Tensor, keep: torch.Tensor | None = None, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Images (B, C, H, W) -> token features (B, P + K, D); `keep` (B, K) picks the patches to encode,
+        or `mask` (B, N) (True = masked) replaces patches by the mask token and keeps all N."""
+        return self.norm(self.forward_blocks(self.embed(x, keep, mask), keep))
 
     def forward_blocks(self, tokens: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
         """Run the blocks on (B, P + K, D) input tokens; `keep`: the patches they hold (less attention's token maps)."""
@@ -284,7 +327,7 @@ class VisionTransformer(nn.Module):
 
     def no_weight_decay(self) -> set[str]:
         """Parameter names that weight decay should skip (tokens and position embeddings)."""
-        names = {"cls_token", "dist_token", "register_tokens", "pos_embed", "prefix_pos_embed"}
+        names = {"cls_token", "dist_token", "register_tokens", "mask_token", "pos_embed", "prefix_pos_embed"}
         return {name for name, _ in self.named_parameters() if name in names}
 
     def layer_index(self, param_name: str) -> int:
@@ -292,19 +335,9 @@ class VisionTransformer(nn.Module):
         if param_name.startswith("blocks."):
             return int(param_name.split(".")[1]) + 1
         if param_name.startswith(("patch_embed.", "pos_embed", "prefix_pos_embed", "cls_token", "dist_token",
-                                  "register_tokens")):
+                                  "register_tokens", "mask_token")):
             return 0
         return len(self.blocks) + 1
-
-    def _check_keep(self, keep: torch.Tensor, batch: int, num_patches: int) -> torch.Tensor:
-        """Validate a (B, K) index tensor of patches to encode."""
-        if keep.dtype not in (torch.int64, torch.int32) or keep.ndim != 2 or keep.shape[0] != batch:
-            raise ShapeError(
-                f"keep must be a (B={batch}, K) integer tensor of patch indices; got {keep.dtype} {tuple(keep.shape)}"
-            )
-        if keep.numel() and (int(keep.min()) < 0 or int(keep.max()) >= num_patches):
-            raise ShapeError(f"keep indices must lie in [0, {num_patches}); got [{int(keep.min())}, {int(keep.max())}]")
-        return keep.long()
 
     # -- foreign checkpoints --------------------------------------------------------------------------
     def adapt_state_dict(self, state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:

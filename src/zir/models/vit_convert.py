@@ -56,7 +56,9 @@ def adapt_vit_state_dict(
     state = dict(state)
     notes: list[str] = []
 
-    dropped = sorted(k for k in state if k.startswith("decoder") or k == "mask_token")
+    dropped = sorted(k for k in state if k.startswith("decoder") or (k == "mask_token" and model.mask_token is None))
+    if "mask_token" in state and model.mask_token is not None:  # DINOv2 stores it as (1, D)
+        state["mask_token"] = state["mask_token"].reshape(model.mask_token.shape)
     if dropped:
         notes.append(f"dropped {len(dropped)} MAE decoder keys (the tower is the encoder)")
     projection = sorted(k for k in state if k.startswith("head.") and k not in _CLASSIFIER_KEYS)

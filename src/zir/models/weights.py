@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from zir.models.tower import Tower
 from zir.errors import WeightsError
 
 _CONTAINER_KEYS = ("state_dict", "model", "teacher", "module", "model_ema")
@@ -102,7 +103,7 @@ def load_weights(model: nn.Module, source: StateSource) -> list[str]:
     """
     state = read_state_dict(source)
     notes: list[str] = []
-    if hasattr(model, "adapt_state_dict"):
+    if isinstance(model, Tower):  # a zir tower converts foreign layouts; another module loads as is
         state, notes = model.adapt_state_dict(state)
     expected = model.state_dict()
     missing = sorted(k for k in expected if k not in state)

@@ -100,15 +100,11 @@ def _count_flops_on(device: torch.device, name: str, batch_size: int, overrides:
 
     with device:
         model = create_model(name, **overrides).eval()
-        if hasattr(model, "set_attention_impl"):
-            model.set_attention_impl("math")  # explicit matmuls, which the counter sees on any device
-        if hasattr(model, "patch_embed"):
-            height, width = model.patch_embed.img_size
-            inputs = torch.zeros(batch_size, model.patch_embed.in_chans, height, width)
-        elif hasattr(model, "context_length"):
+        model.set_attention_impl("math")  # explicit matmuls, which the counter sees on any device
+        if model.modality == "image":
+            inputs = torch.zeros(batch_size, model.in_chans, *model.img_size)
+        else:  # text towers take a full context of token ids
             inputs = torch.ones(batch_size, model.context_length, dtype=torch.long)
-        else:
-            raise ConfigError(f"{name}: FLOPs are counted for image and text towers only")
         counter = FlopCounterMode(display=False)
         with counter, torch.no_grad():
             model(inputs)

@@ -32,8 +32,8 @@ class Loss:
 class Forward:
     """One tower forward an objective needs: `tower` run on `view`, with the view's mask applied when `masked`.
 
-    `fill` names the objective that encodes masked patches as a learned mask token (iBOT, BEiT) instead of
-    dropping them (MAE); empty means the masked patches are dropped through `forward_tokens(x, keep)`.
+    `fill` names the objective whose masked patches become the tower's mask token (iBOT, SimMIM:
+    `forward_tokens(x, mask=m)`) instead of being dropped (MAE: `forward_tokens(x, keep)`); empty: dropped.
     """
 
     tower: str
@@ -60,6 +60,9 @@ class Objective(nn.Module):
     """Base of all objectives: heads as submodules, `view_plan`, `forwards`, `forward(batch, features) -> Loss`."""
 
     name = "objective"
+    # True for objectives whose masked forwards fill patches with the tower's mask token (iBOT, SimMIM):
+    # `build_model` then builds the tower with `mask_token: true` unless the recipe sets it.
+    needs_mask_token = False
 
     def __init__(self, towers: dict[str, nn.Module], tower: str = "image") -> None:
         """Keep a reference to the towers (not registered: the model owns them) and the tower this reads."""
@@ -106,10 +109,6 @@ class Objective(nn.Module):
     def _teacher_attrs(self) -> dict[str, str]:
         """Map teacher tower name -> attribute holding its EMATeacher."""
         return {}
-
-    def encode(self, tower: nn.Module, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Encode images with masked patches filled by this objective's mask token (only for `fill` objectives)."""
-        raise ConfigError(f"objective {self.name} does not fill masked patches")
 
 
 class EMATeacher(nn.Module):

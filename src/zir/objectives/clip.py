@@ -57,7 +57,7 @@ class ImageText(Objective):
                               f"({', '.join(towers)}); add one such as {{text: {{model: text_micro}}}}")
         if not 0.0 < keep <= 1.0:
             raise ConfigError(f"objective {self.name}: keep={keep}: expected a fraction of patches 0 < keep <= 1")
-        if keep < 1.0 and not getattr(self.tower, "keep_drops_tokens", True):
+        if keep < 1.0 and not self.tower.can_drop_tokens:
             raise ConfigError(f"objective {self.name}: keep={keep}: the {type(self.tower).__name__} image tower needs "
                               "every patch (windows or convolutions), so FLIP masking saves nothing; use keep: 1.0")
         if not text_view.startswith("text_"):

@@ -112,7 +112,7 @@ class CoCa(CLIP):
         super().__init__(towers, tower, text_tower, image_view, text_view, embed_dim, keep, temperature,
                          gather_distributed=gather_distributed)
         text = self.text_tower
-        if not (getattr(text, "causal", False) and hasattr(text, "forward_positions")):
+        if not (text.modality == "text" and text.causal):
             raise ConfigError(f"objective coca: text tower {text_tower!r} must be a causal TextTransformer "
                               "(CoCa's unimodal decoder), not a bidirectional encoder")
         self.contrastive_weight, self.caption_weight = float(contrastive_weight), float(caption_weight)

@@ -1,7 +1,8 @@
 """iBOT: masked image modelling with an online tokenizer (Zhou et al., 2022, "iBOT").
 
-The student sees each global crop with a block-wise mask: hidden patches are replaced by a learned mask
-token (BEiT-style, so the student still outputs a token at every position). The teacher (the same EMA
+The student sees each global crop with a block-wise mask: hidden patches are replaced by the tower's
+learned mask token (BEiT-style, so the student still outputs a token at every position; the tower owns
+the token, as DINOv2's does, and `build_model` builds it with one). The teacher (the same EMA
 teacher as DINO's, shared when both objectives are in one model) sees the unmasked crop. On the hidden
 patches the student's patch logits are trained to match the teacher's centred and sharpened patch
 distribution, with a head and a centre of its own. The heads run on the hidden patches only (DINOv2's
@@ -22,22 +23,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from zir.errors import ConfigError
+from zir.models.tower import require
 from zir.models.vit import gather_tokens
 from zir.objectives.base import EMATeacher, Forward, Loss, Objective, ema_update_, register_objective
 from zir.objectives.dino import DINOHead, entropy, teacher_probs, teacher_temp_at, update_center
-
-
-def encode_with_mask_token(tower: nn.Module, x: torch.Tensor, mask: torch.Tensor, token: torch.Tensor) -> torch.Tensor:
-    """A ViT forward with hidden patches replaced by `token` (1, 1, D): images (B, C, H, W), mask (B, N) -> (B, P + N, D)."""
-    grid = tower.patch_embed.grid_for(x.shape[-2], x.shape[-1])
-    if mask.shape != (x.shape[0], grid[0] * grid[1]):
-        raise ConfigError(f"ibot mask of shape {tuple(mask.shape)} does not fit {grid[0] * grid[1]} patches")
-    patches = tower.patch_embed(x, hidden=mask.bool())  # a conv stem must not show the hidden pixels
-    patches = torch.where(mask.unsqueeze(-1), token.to(patches.dtype), patches)
-    patches = patches + tower.patch_pos_embed(grid)
-    prefix = tower.prefix_tokens(patches.shape[0])
-    tokens = patches if prefix is None else torch.cat([prefix.to(patches.dtype), patches], dim=1)
-    return tower.norm(tower.forward_blocks(tower.pos_drop(tokens)))
 
 
 def ibot_patch_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, mask: torch.Tensor, center: torch.Tensor,
@@ -59,6 +48,7 @@ class IBOT(Objective):
     """iBOT masked patch prediction against the EMA teacher's patch tokens; fills hidden patches with a mask token."""
 
     name = "ibot"
+    needs_mask_token = True
 
     def __init__(
         self,
@@ -84,15 +74,18 @@ class IBOT(Objective):
             raise ConfigError(f"ibot mask_ratio={mask_ratio}: expected 0 < mask_ratio < 1")
         if global_views < 1:
             raise ConfigError(f"ibot global_views={global_views}: expected >= 1")
-        if not hasattr(self.tower, "patch_pos_embed"):
-            raise ConfigError(f"ibot: tower {tower!r} ({type(self.tower).__name__}) is not a plain ViT, which "
-                              "iBOT's mask-token forward needs; use simmim for masked image modelling on it")
+        t = self.tower
+        require("ibot", tower, t, "image")
+        require("ibot", tower, t, "has_mask_token", "(ViT and Swin towers have one unless built with mask_token: false)")
+        if tuple(t.feature_stride) != tuple(t.patch_size):
+            raise ConfigError(f"ibot: the {type(t).__name__} tower {tower!r} outputs one token per "
+                              f"{t.feature_stride[0]}x{t.feature_stride[1]} pixels, not one per patch (feature_stride != "
+                              "patch_size), which iBOT's patch targets need; use simmim for masked image modelling")
         self.global_views, self.mask_ratio = int(global_views), float(mask_ratio)
         self.student_temp, self.teacher_temp, self.warmup_teacher_temp = student_temp, teacher_temp, warmup_teacher_temp
         self.warmup_frac, self.center_momentum = warmup_frac, center_momentum
         self.teacher_temp_now = warmup_teacher_temp if warmup_frac > 0 else teacher_temp
         dim = self.tower.embed_dim
-        self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
         self.head = DINOHead(dim, out_dim, hidden_dim, bottleneck_dim, head_layers)
         self.teacher_head = copy.deepcopy(self.head).requires_grad_(False)
         self.register_buffer("center", torch.zeros(1, 1, out_dim))
@@ -122,14 +115,6 @@ class IBOT(Objective):
     def forwards(self) -> list[Forward]:
         """Student (masked, filled) then teacher (unmasked) forwards on the global crops."""
         return self.student_forwards() + self.teacher_forwards()
-
-    def encode(self, tower: nn.Module, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Images (B, C, H, W) with mask (B, N) -> tokens (B, P + N, D), hidden patches as the mask token."""
-        return encode_with_mask_token(tower, x, mask, self.mask_token)
-
-    def no_weight_decay(self) -> set[str]:
-        """The mask token."""
-        return {"mask_token"}
 
     def forward(self, batch, features) -> Loss:
         """Masked patch prediction loss averaged over the global crops."""

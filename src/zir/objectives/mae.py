@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from zir.errors import ConfigError
+from zir.models.tower import require
 from zir.nn import Block, sincos_2d
 from zir.objectives.base import Forward, Loss, Objective, register_objective, views_needed
 
@@ -106,12 +107,11 @@ class MAE(Objective):
         if not 0.0 < mask_ratio < 1.0:
             raise ConfigError(f"mae mask_ratio={mask_ratio}: expected 0 < mask_ratio < 1")
         t = self.tower
-        if not getattr(t, "keep_drops_tokens", True):
-            raise ConfigError(f"mae: the {type(t).__name__} tower {tower!r} cannot drop patches (its decoder needs "
-                              "the visible tokens alone); use simmim for masked image modelling on it")
+        require("mae", tower, t, "image")
+        require("mae", tower, t, "can_drop_tokens", "its decoder needs the visible tokens alone; use simmim "
+                "for masked image modelling on it where the tower has a mask token")
         self.view, self.mask_ratio, self.norm_pix_loss = view, float(mask_ratio), bool(norm_pix_loss)
-        patch = t.patch_embed.patch_size
-        self.patch = patch[0] if isinstance(patch, (tuple, list)) else int(patch)
+        self.patch = t.patch_size[0]
         self.prefix = t.num_prefix_tokens
         dim = decoder_dim or max(64, t.embed_dim // 2)
         if dim % decoder_heads or dim % 4:

@@ -7,9 +7,9 @@ values per output token, then a pixel shuffle) predicts the raw (normalised) pix
 map: the last stage's for Swin (stride = patch x 2^(stages - 1)), the patch tokens for a plain ViT
 (stride = patch). The loss is the L1 distance on hidden pixels only.
 
-Where the mask token lives: Swin owns it (build the tower with `mask_token: true`, as SimMIM's released
-checkpoints do); for a ViT, which has none, this objective holds it and fills it in through iBOT's
-masked forward.
+Where the mask token lives: the tower owns it (`forward_tokens(x, mask=m)`; `build_model` builds a ViT
+or Swin tower with `mask_token: true` for SimMIM, as SimMIM's released checkpoints have it). A freshly
+built (all-zero) token gets SimMIM's initialisation, a truncated normal of std 0.02; a loaded one is kept.
 
 Published defaults (Swin-B at 192 px, ViT-B at 224 px): mask ratio 0.6, mask patches of 32 px (1/6 of
 a 192 px side), AdamW lr 8e-4 (batch 2048), weight decay 0.05, crops of 0.67-1 of the image with flips.
@@ -27,8 +27,9 @@ from torch import nn
 
 from zir.errors import ConfigError
 from zir.objectives.base import Forward, Loss, Objective, register_objective, views_needed
-from zir.objectives.ibot import encode_with_mask_token
+from zir.models.tower import require
 
+HINT = "(ViT and Swin towers take it)"
 # SimMIM's 32-pixel mask patches on 192-pixel images: the fraction of the side one mask patch spans.
 MASK_PATCH_FRACTION = 32 / 192
 
@@ -56,6 +57,7 @@ class SimMIM(Objective):
     """Masked image modelling: hidden patches as a mask token in the tower, a linear head regresses their pixels."""
 
     name = "simmim"
+    needs_mask_token = True
 
     def __init__(
         self,
@@ -71,21 +73,16 @@ class SimMIM(Objective):
         if not 0.0 < mask_ratio < 1.0:
             raise ConfigError(f"simmim mask_ratio={mask_ratio}: expected 0 < mask_ratio < 1")
         t = self.tower
-        if hasattr(t, "token_mask"):  # Swin-style: the tower fills masked patches with its own token
-            if getattr(t, "mask_token", None) is None:
-                raise ConfigError(f"simmim: the {type(t).__name__} tower {tower!r} has no mask token; "
-                                  f"set model.towers.{tower}.mask_token: true")
-            self.mask_token = None
-            stride = tuple(t.feature_stride)
-        elif hasattr(t, "patch_pos_embed") and hasattr(t, "blocks"):  # a plain ViT: the token lives here
-            self.mask_token = nn.Parameter(torch.zeros(1, 1, t.embed_dim))
-            nn.init.trunc_normal_(self.mask_token, std=0.02)
-            stride = tuple(t.patch_embed.patch_size)
-        else:
-            raise ConfigError(f"simmim: tower {tower!r} ({type(t).__name__}) is neither a Swin nor a plain ViT")
-        patch = t.patch_embed.patch_size[0]
-        side = t.patch_embed.img_size[0]
-        if stride[0] != stride[1] or t.patch_embed.patch_size[0] != t.patch_embed.patch_size[1]:
+        require("simmim", tower, t, "image")
+        require("simmim", tower, t, "has_mask_token", f"set model.towers.{tower}.mask_token: true {HINT}")
+        fresh = t.mask_token.device.type != "meta" and not t.mask_token.detach().any()
+        if fresh:  # freshly built (all zeros): SimMIM's init; a loaded token is kept
+            with torch.no_grad():
+                nn.init.trunc_normal_(t.mask_token, std=0.02)
+        stride = tuple(t.feature_stride)
+        patch = t.patch_size[0]
+        side = t.img_size[0]
+        if stride[0] != stride[1] or t.patch_size[0] != t.patch_size[1]:
             raise ConfigError(f"simmim: tower {tower!r} has a non-square stride {stride}; expected square patches")
         if mask_patch_size is None:
             mask_patch_size = default_mask_patch_size(side, patch)
@@ -106,16 +103,6 @@ class SimMIM(Objective):
     def forwards(self) -> list[Forward]:
         """The tower on the masked view, every position encoded, hidden ones as the mask token."""
         return [Forward(self.tower_name, self.view, masked=True, fill=self.name)]
-
-    def encode(self, tower: nn.Module, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Images (B, C, H, W) with mask (B, N) (True = hidden) -> all tokens (B, P + N', D)."""
-        if self.mask_token is None:
-            return tower.forward_tokens(x, mask=mask)
-        return encode_with_mask_token(tower, x, mask, self.mask_token)
-
-    def no_weight_decay(self) -> set[str]:
-        """The ViT mask token (Swin's own is skipped by the tower)."""
-        return {"mask_token"} if self.mask_token is not None else set()
 
     def predict(self, tokens: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         """Tower tokens (B, P + N', D) of an image of `size` (H, W) -> predicted pixels (B, 3, H, W)."""

@@ -34,6 +34,7 @@ from zir.errors import ConfigError, WeightsError, ZirError
 from zir.train import checkpoint as ckpt
 from zir.train import distributed, finite
 from zir.train.compat import fit_optimizer_state
+from zir.train.optim_state import align_optimizer_state
 from zir.train.ema import WeightEMA
 from zir.train.run_folder import claimed, launched_as_rank0, setup_logging
 from zir.train.budget import BUDGET_RESOLUTION, NO_STEP_LIMIT, BudgetClock
@@ -410,7 +411,7 @@ class Trainer:
             raise ConfigError(f"the checkpoint was written with train.strategy={strategy!r}; resume it with the same strategy")
         if not self.fsdp:
             self.model.load_state_dict(model_state)
-            self.optimizer.load_state_dict(optim_state)
+            self.optimizer.load_state_dict(align_optimizer_state(optim_state, self.optimizer))  # by name
             fit_optimizer_state(self.optimizer)  # 0-d moments of an older checkpoint
             return
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict, set_optimizer_state_dict
