@@ -23,7 +23,7 @@ import yaml
 
 from zir.errors import ConfigError
 
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 SCHEDULES = ("cosine", "linear", "constant")
 STRATEGIES = ("ddp", "fsdp")
 BUDGET_CLOCKS = ("wall", "cpu")
@@ -68,7 +68,7 @@ class TrainConfig:
     steps: int | None = None  # optimizer steps; or give epochs
     epochs: float | None = None
     accum_steps: int = 1  # micro-batches per optimizer step (the global batch stays data.batch_size)
-    precision: str = "fp32"  # fp32, bf16 (autocast on CPU and CUDA), fp16 (CUDA, with a gradient scaler)
+    precision: str = "fp32"  # auto (bf16 where native, else fp32), fp32, bf16 (autocast), fp16 (CUDA, gradient scaler)
     compile: bool = False  # torch.compile the model
     device: str = "auto"
     seed: int = 0

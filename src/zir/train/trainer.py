@@ -38,6 +38,7 @@ from zir.train.optim_state import align_optimizer_state
 from zir.train.ema import WeightEMA
 from zir.train.run_folder import claimed, launched_as_rank0, setup_logging
 from zir.train.budget import BUDGET_RESOLUTION, NO_STEP_LIMIT, BudgetClock
+from zir.train.precision import resolve_precision
 from zir.train.schedule import Schedule
 
 log = logging.getLogger("zir.train")
@@ -243,7 +244,8 @@ class Trainer:
         t = cfg.train
         if t.threads:
             torch.set_num_threads(t.threads)
-        if t.precision == "fp16" and self.device.type != "cuda":
+        self.precision = resolve_precision(t.precision, self.device, self._recorded_precision())
+        if self.precision == "fp16" and self.device.type != "cuda":
             raise ConfigError(f"train.precision='fp16' needs CUDA (this run is on {self.device.type}); use bf16 or fp32")
         self.fsdp = t.strategy == "fsdp" and d.enabled
         if self.fsdp and t.ema:
@@ -298,7 +300,7 @@ class Trainer:
         self.budget = BudgetClock(t.time_budget, t.budget_clock) if t.time_budget else None
         self.schedule = Schedule(self.optimizer, BUDGET_RESOLUTION if self.budget else self.total_steps, cfg.optim.warmup,
                                  cfg.optim.schedule, cfg.optim.min_lr / cfg.optim.lr, cfg.optim.warmup_steps)
-        self.scaler = torch.amp.GradScaler("cuda") if t.precision == "fp16" else None
+        self.scaler = torch.amp.GradScaler("cuda") if self.precision == "fp16" else None
         self.ema = WeightEMA(self.model, t.ema) if t.ema and d.main else None
 
         self.net: nn.Module = self.model
@@ -317,6 +319,15 @@ class Trainer:
         self.stream = DataStream(self.loader)
         if self.resuming:
             self._restore()
+
+    def _recorded_precision(self) -> str | None:
+        """The precision a resumed run started with (its status.json), so `auto` is chosen once per run."""
+        if not self.resuming:
+            return None
+        try:
+            return json.loads((self.run_dir / "status.json").read_text()).get("precision")
+        except (OSError, ValueError, AttributeError):
+            return None
 
     def _restore(self) -> None:
         path, (model_state, state, ema_state) = ckpt.latest_checkpoint(self.run_dir / "checkpoints")
@@ -380,7 +391,8 @@ class Trainer:
             state = {
                 "step": self.step, "total_steps": self.total_steps, "optimizer": optim_state, "strategy": "fsdp" if self.fsdp else "ddp",
                 "scaler": self.scaler.state_dict() if self.scaler is not None else {}, "rng": rngs,
-                "data": self.stream.position(), "bad_in_row": self.bad_in_row, "skipped_total": self.skipped_total,
+                "data": self.stream.position(), "precision": self.precision,
+                "bad_in_row": self.bad_in_row, "skipped_total": self.skipped_total,
                 "best": self.best, "elapsed": self.elapsed_before + (time.perf_counter() - self._t0),
                 "world_size": self.dist.world_size, "base_lr": self.cfg.optim.lr,
                 "budget_spent": self.budget.spent() if self.budget is not None else 0.0,
@@ -425,12 +437,12 @@ class Trainer:
             return
         data = {"name": self.cfg.name, "status": status, "step": self.step, "total_steps": self.total_steps,
                 "best": self.best, "last": getattr(self, "last_row", {}), "pid": os.getpid(), "host": socket.gethostname(),
-                "world_size": self.dist.world_size, "updated": time.strftime("%Y-%m-%dT%H:%M:%S"), **extra}
+                "world_size": self.dist.world_size, "precision": self.precision, "updated": time.strftime("%Y-%m-%dT%H:%M:%S"), **extra}
         _write_json(self.run_dir / "status.json", data)
 
     # the loop ----------------------------------------------------------------------------------------
     def _autocast(self):
-        p = self.cfg.train.precision
+        p = self.precision
         if p == "fp32":
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=torch.bfloat16 if p == "bf16" else torch.float16)
@@ -550,7 +562,7 @@ class Trainer:
             span += f" (steps {self.step + 1}-{self.total_steps})" if self.total_steps < NO_STEP_LIMIT else ""
             log.info("%s: %s into %s; batch %d = %d processes x %d accumulation x %d on %s, %s", self.cfg.name,
                      span, self.run_dir, self.cfg.data.batch_size, d.world_size,
-                     t.accum_steps, self.micro_batch, self.device, t.precision)
+                     t.accum_steps, self.micro_batch, self.device, self.precision)
         start_step = self.step
         rate = None
         try:
