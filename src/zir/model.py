@@ -20,6 +20,7 @@ from zir.data.plan import Batch, ViewPlan
 from zir.data.transforms import local_size_for
 from zir.errors import ConfigError, ShapeError, ZirError
 from zir.objectives import Forward, Objective, create_objective
+from zir.objectives.phase import Phase, pop_phase
 
 # strongest augmentation first: a shared view is augmented for the objective that needs the most
 PIPELINE_ORDER = ("dino", "simclr", "byol", "mae", "light", "none")
@@ -43,8 +44,9 @@ class ZirModel(nn.Module):
     """
 
     def __init__(self, towers: dict[str, nn.Module], objectives: dict[str, tuple[Objective, float]],
-                 stack_views: bool = False) -> None:
-        """`towers` by name (e.g. `image`); `objectives` by name -> (objective, weight); `stack_views`: one call per view size."""
+                 stack_views: bool = False, phases: dict[str, Phase] | None = None) -> None:
+        """`towers` by name (e.g. `image`); `objectives` by name -> (objective, weight); `stack_views`: one call
+        per view size; `phases`: when objectives start or ramp in (all count from the first step by default)."""
         super().__init__()
         self.stack_views = bool(stack_views)
         if not towers:
@@ -72,6 +74,13 @@ class ZirModel(nn.Module):
         self.plan_forwards = self._plan_forwards()
         self.plan_calls = self._plan_calls(self.plan_forwards) if self.stack_views else [(f,) for f in self.plan_forwards]
         self._register_load_state_dict_pre_hook(self._move_old_mask_tokens)
+        self.phases = {name: (phases or {}).get(name, Phase()) for name in self.objectives}
+        self.phased = not all(p.always for p in self.phases.values())
+        if self.phased and not any(p.always for p in self.phases.values()):
+            raise ConfigError("model.objectives: every objective starts late or ramps in; expected at least one "
+                              "that counts from the first step (no start or ramp)")
+        if self.phased:  # a buffer, so a resumed run continues exactly
+            self.register_buffer("phase_factors", torch.tensor([p.factor(0, 1) for p in self.phases.values()]))
 
     def _move_old_mask_tokens(self, state: dict, prefix: str, *_) -> None:
         """Load checkpoints written before towers owned their mask token: iBOT and SimMIM kept it as
@@ -162,7 +171,13 @@ class ZirModel(nn.Module):
         """The module a forward's tower name refers to: a tower, or a teacher's frozen copy."""
         return self.towers[name] if name in self.towers else self.teachers[name].module
 
-    def encode(self, batch: Batch) -> dict[Forward, torch.Tensor]:
+    def active_weights(self) -> dict[str, float]:
+        """Each objective's weight at this step: its recipe weight times its phase factor (0: not computed)."""
+        if not self.phased:
+            return dict(self.weights)
+        return {name: self.weights[name] * float(f) for name, f in zip(self.objectives, self.phase_factors)}
+
+    def encode(self, batch: Batch, needed: set[Forward] | None = None) -> dict[Forward, torch.Tensor]:
         """Run every planned forward once: the feature cache, each entry (B, P + K, D).
 
         With `stack_views`, forwards that differ only in their view (the global crops, the local crops)
@@ -170,6 +185,9 @@ class ZirModel(nn.Module):
         """
         cache: dict[Forward, torch.Tensor] = {}
         for call in self.plan_calls:
+            call = tuple(f for f in call if needed is None or f in needed)
+            if not call:
+                continue
             inputs = [self._inputs(batch, f) for f in call]
             # views of one call share a shape by construction of the plan; split if an override broke that
             by_shape: dict[tuple, list[int]] = {}
@@ -213,26 +231,32 @@ class ZirModel(nn.Module):
             return tower.forward_tokens(x, m)
 
     def forward(self, batch: Batch) -> ModelOutput:
-        """One step's loss: encode once, then every objective reads the cache."""
-        cache = self.encode(batch)
+        """One step's loss: encode once, then every objective reads the cache (objectives not started: neither)."""
+        weights = self.active_weights()
+        active = {name: obj for name, obj in self.objectives.items() if weights[name] != 0.0 or self.weights[name] == 0.0}
+        cache = self.encode(batch, {f for obj in active.values() for f in obj.forwards()})
         total = None
         terms: dict[str, torch.Tensor] = {}
         metrics: dict[str, float] = {}
-        for name, obj in self.objectives.items():
+        for name, obj in active.items():
             out = obj(batch, cache)
-            weighted = self.weights[name] * out.value
+            weighted = weights[name] * out.value
             total = weighted if total is None else total + weighted
             terms[f"{name}_loss"] = out.value.detach()
             metrics[f"{name}_loss"] = float(out.value.detach())
             for k, v in out.metrics.items():
                 metrics[f"{name}_{k}"] = float(v)
+            if not self.phases[name].always:
+                metrics[f"{name}_weight"] = weights[name]
         metrics["loss"] = float(total.detach())
         return ModelOutput(total, terms, metrics)
 
     def after_step(self, step: int, total_steps: int) -> None:
-        """Per-step hooks of the objectives (EMA teachers, temperature schedules)."""
+        """Per-step hooks of the objectives (EMA teachers, temperature schedules) and the next step's phases."""
         for obj in self.objectives.values():
             obj.after_step(step, total_steps)
+        if self.phased:
+            self.phase_factors.copy_(torch.tensor([p.factor(step + 1, total_steps) for p in self.phases.values()]))
 
     # -- optimisation ---------------------------------------------------------------------------------
     def param_groups(self, weight_decay: float, layer_decay: float | None = None, base_lr: float | None = None) -> list[dict]:
@@ -347,20 +371,21 @@ def build_model(spec: dict) -> ZirModel:
         except (TypeError, ValueError) as e:  # a value of the wrong type reached the constructor: name the tower
             raise _named(e, f"model.towers.{name}", tspec) from None
         check_tower(towers[name], f"model.towers.{name}")
-    objectives = {}
+    objectives, phases = {}, {}
     for name, ospec in obj_specs.items():
         ospec = dict(ospec or {})
         weight = ospec.pop("weight", 1.0)
         if not isinstance(weight, (int, float)) or isinstance(weight, bool):
             raise ConfigError(f"model.objectives.{name}.weight: expected a number; got {weight!r}")
         kind = ospec.pop("type", name)
+        phases[name] = pop_phase(ospec, f"model.objectives.{name}")
         try:
             objectives[name] = (create_objective(kind, towers, **ospec), float(weight))
         except ConfigError as e:
             raise ConfigError(f"model.objectives.{name}: {e}") from None
         except (TypeError, ValueError) as e:
             raise _named(e, f"model.objectives.{name}", ospec) from None
-    return ZirModel(towers, objectives, stack_views=stack_views)
+    return ZirModel(towers, objectives, stack_views=stack_views, phases=phases)
 
 
 def _named(err: Exception, where: str, values: dict) -> Exception:

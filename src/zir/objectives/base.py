@@ -43,8 +43,11 @@ class Forward:
 
 
 def views_needed(views) -> dict:
-    """The `ViewPlan.from_dict` counts that make the named views exist: ['global_1', 'local_0'] -> {global: 2, local: 1}."""
-    plan: dict = {}
+    """The `ViewPlan.from_dict` counts that make the named views exist: ['global_1', 'local_0'] -> {global: 2, local: 1}.
+
+    Global crops are always counted (0 when none is named), so an objective on the `image` view alone does not
+    make the loader produce the plan's default two global crops that nobody reads."""
+    plan: dict = {"global": 0}
     for view in views:
         kind, _, index = view.partition("_")
         if view == "image":

@@ -128,15 +128,18 @@ class CoCa(CLIP):
         """Weighted contrastive + captioning loss; metrics: both parts, accuracy, next-token accuracy."""
         f_img, f_txt = self.forwards()
         image_tokens, text_tokens = features[f_img], features[f_txt]
-        contrastive = super().forward(batch, features)
+        # with contrastive_weight 0 (a recipe whose CLIP objective carries the contrastive term) skip it entirely
+        contrastive = super().forward(batch, features) if self.contrastive_weight else None
         ids = batch.tokens[self.text_view]
         logits = self.decoder(text_tokens[:, self.text_tower.num_prefix_tokens:], image_tokens)
         caption = self.caption_loss(logits, ids)
         with torch.no_grad():
             real = ids[:, 1:] != self.pad_id
             token_acc = ((logits[:, :-1].argmax(-1) == ids[:, 1:]) & real).sum() / real.sum().clamp_min(1)
-        metrics = {"contrastive_loss": float(contrastive.value.detach()), "caption_loss": float(caption.detach()),
-                   "token_acc": float(token_acc), **contrastive.metrics}
+        metrics = {"caption_loss": float(caption.detach()), "token_acc": float(token_acc)}
+        if contrastive is None:
+            return Loss(self.caption_weight * caption, metrics)
+        metrics.update(contrastive_loss=float(contrastive.value.detach()), **contrastive.metrics)
         return Loss(self.contrastive_weight * contrastive.value + self.caption_weight * caption, metrics)
 
     # -- generation -------------------------------------------------------------------------------------

@@ -1,0 +1,120 @@
+"""Masked self-distillation: the student sees a view with patches dropped, the EMA teacher the whole view.
+
+DINO's loss (a centred, sharpened teacher softmax as the target of the student's) between the teacher on the
+full view and the student on the *same* view with only `keep` of its patches (Masked Siamese Networks, Assran
+et al. 2022, without their second augmentation; the masked-prediction term of SigLIP 2 and TIPS at the image
+level). Why it is here: it reads the one masked encoding that MAE, FLIP-style CLIP and CoCa read in the unified
+recipe, so self-distillation adds only a teacher forward without gradients and a small head, not DINO's two
+global and several local student forwards.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from zir.errors import ConfigError
+from zir.objectives.base import EMATeacher, Forward, Loss, Objective, ema_update_, register_objective
+from zir.objectives.dino import DINOHead, embedding_std, entropy, teacher_probs, teacher_temp_at, update_center
+
+
+class MaskedDistillation(Objective):
+    """Student on `view` with a random `keep` fraction of its patches, EMA teacher on all of them; DINO's loss."""
+
+    name = "masked_dino"
+
+    def __init__(
+        self,
+        towers: dict[str, nn.Module],
+        tower: str = "image",
+        view: str = "image",
+        keep: float = 0.5,
+        out_dim: int = 1024,
+        hidden_dim: int = 512,
+        bottleneck_dim: int = 128,
+        head_layers: int = 3,
+        student_temp: float = 0.1,
+        teacher_temp: float = 0.04,
+        warmup_teacher_temp: float = 0.04,
+        warmup_frac: float = 0.3,
+        center_momentum: float = 0.9,
+        momentum: float = 0.99,
+        final_momentum: float = 1.0,
+    ) -> None:
+        """Distil the teacher's view of `view` into the student's masked view (keep < 1: the mask is the signal)."""
+        super().__init__(towers, tower)
+        if not 0.0 < keep < 1.0:
+            raise ConfigError(f"masked_dino keep={keep}: expected 0 < keep < 1 (the student must see fewer patches)")
+        if min(student_temp, teacher_temp, warmup_teacher_temp) <= 0:
+            raise ConfigError("masked_dino temperatures: expected > 0")
+        if not 0 <= center_momentum < 1:
+            raise ConfigError(f"masked_dino center_momentum={center_momentum}: expected 0 <= m < 1")
+        self.view, self.keep = view, float(keep)
+        self.student_temp, self.teacher_temp, self.warmup_teacher_temp = student_temp, teacher_temp, warmup_teacher_temp
+        self.warmup_frac, self.center_momentum = warmup_frac, center_momentum
+        self.teacher_temp_now = warmup_teacher_temp if warmup_frac > 0 else teacher_temp
+        self.momentum_now = momentum
+        self.head = DINOHead(self.tower.embed_dim, out_dim, hidden_dim, bottleneck_dim, head_layers)
+        self.teacher_head = copy.deepcopy(self.head).requires_grad_(False)
+        self.register_buffer("center", torch.zeros(1, out_dim))
+        self.teacher = EMATeacher(self.tower, momentum, final_momentum)
+        self.teacher_name = f"{self.tower_name}_teacher"
+
+    def teachers(self) -> dict[str, EMATeacher]:
+        """The EMA copy of the image tower, run by the model as tower `<tower>_teacher` (shared with DINO/iBOT)."""
+        return {self.teacher_name: self.teacher}
+
+    def _teacher_attrs(self) -> dict[str, str]:
+        return {self.teacher_name: "teacher"}
+
+    def view_plan(self) -> dict:
+        """One lightly augmented view with a random mask of 1 - keep of its patches."""
+        plan: dict = {"global": 0, "image": 1, "pipeline": "light"} if self.view == "image" else {}
+        if self.view != "image":
+            kind, _, index = self.view.partition("_")
+            if kind != "global" or not index.isdigit():
+                raise ConfigError(f"masked_dino view={self.view!r}: expected image or global_<i>")
+            plan = {"global": int(index) + 1}
+        return {**plan, "mask": 1.0 - self.keep, "mask_kind": "random", "mask_on": [self.view]}
+
+    def forwards(self) -> list[Forward]:
+        """The student on the masked view (visible patches only), the teacher on the whole view."""
+        return [Forward(self.tower_name, self.view, masked=True), Forward(self.teacher_name, self.view)]
+
+    def forward(self, batch, features) -> Loss:
+        """Cross-entropy of the student's softmax against the teacher's centred, sharpened one."""
+        student, teacher = self.forwards()
+        s_emb = self.tower.pool(features[student])
+        with torch.no_grad():
+            t_logits = self.teacher_head(self.teacher.module.pool(features[teacher]))
+            p_t = teacher_probs(t_logits, self.center, self.teacher_temp_now)
+        logp_s = F.log_softmax(self.head(s_emb).float() / self.student_temp, dim=-1)
+        loss = -(p_t * logp_s).sum(dim=-1).mean()
+        with torch.no_grad():
+            h_t = entropy(p_t)
+            metrics = {"teacher_entropy": float(h_t), "teacher_batch_entropy": float(entropy(p_t.mean(dim=0))),
+                       "kl": float(loss.detach() - h_t), "emb_std": embedding_std(s_emb),
+                       "teacher_temp": self.teacher_temp_now, "momentum": self.momentum_now}
+        if self.training:
+            update_center(self.center, t_logits, self.center_momentum)
+        return Loss(loss, metrics)
+
+    def after_step(self, step: int, total_steps: int) -> None:
+        """EMA of tower and head into the teacher; teacher temperature for the next step."""
+        m = self.teacher.update(self.tower, step, total_steps)
+        ema_update_(self.teacher_head, self.head, m)
+        self.momentum_now = m
+        self.teacher_temp_now = teacher_temp_at(step + 1, total_steps, self.warmup_teacher_temp, self.teacher_temp,
+                                                self.warmup_frac)
+
+    def train(self, mode: bool = True) -> "MaskedDistillation":
+        """Train the head; the teacher head stays in eval mode."""
+        super().train(mode)
+        self.teacher_head.eval()
+        return self
+
+
+register_objective("masked_dino", MaskedDistillation)
