@@ -6,6 +6,7 @@ Prints two markdown tables:
 2. the image tower's forward+backward on visible patches only (MAE, mask 0.75) against all patches.
 
     .venv/bin/python benchmarks/ssl_step.py --threads 1 --clock cpu
+    .venv/bin/python benchmarks/ssl_step.py --recipes clip,unified,coca,mae,dino --reps 10   # shipped recipes
 """
 
 from __future__ import annotations
@@ -142,6 +143,48 @@ def knn_after_training(model_name: str, steps: int, batch_size: int, label: str 
     return rows
 
 
+def recipe_costs(names: list[str], reps: int, precision: str) -> list[tuple[str, int, int, float, float]]:
+    """(recipe, batch, tower forwards, ms per step, samples per CPU-second) of shipped recipes as they train:
+    the recipe's own model, data, batch and views, the loader's augmentation included, AdamW, after_step."""
+    from contextlib import nullcontext
+    from pathlib import Path
+
+    from zir.config import load_config
+    from zir.data import load_tokenizer, open_source
+    from zir.data.loader import Loader
+    from zir.data.tokenizer import text_context
+
+    root = Path(__file__).resolve().parents[1]
+    rows = []
+    for name in names:
+        cfg = load_config(root / "configs" / f"{name}.yaml", [f"data.tokenizer={root / 'configs' / 'shapes_tokenizer.json'}"])
+        torch.manual_seed(0)
+        model = build_model(cfg.model)
+        plan = model.view_plan()
+        for key, value in cfg.data.plan.items():
+            setattr(plan, key, value)
+        tokenizer = load_tokenizer(cfg.data.tokenizer, context_length=text_context(model)) if cfg.data.tokenizer else None
+        loader = iter(Loader(open_source(cfg.data.source, split="train", **cfg.data.options), plan,
+                             cfg.data.batch_size, tokenizer=tokenizer, shuffle=True, drop_last=True))
+        opt = torch.optim.AdamW(model.param_groups(0.05, base_lr=1e-4))
+        amp = torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
+        times = []
+        for step in range(reps + 1):
+            t0 = clock()
+            batch = next(loader)
+            with amp:
+                out = model(batch)
+            opt.zero_grad(set_to_none=True)
+            out.loss.float().backward()
+            opt.step()
+            model.after_step(step, 1000)
+            if step:
+                times.append(clock() - t0)
+        ms = 1000 * statistics.median(times)
+        rows.append((name, cfg.data.batch_size, len(model.plan_forwards), ms, cfg.data.batch_size / ms * 1000))
+    return rows
+
+
 def main() -> None:
     """Run both measurements and print markdown tables."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -155,6 +198,9 @@ def main() -> None:
                     help="cpu: this process's CPU time (steadier on a shared machine with 1 thread); wall: elapsed")
     ap.add_argument("--knn-steps", type=int, default=0,
                     help="also train each objective this many steps on shapes and report k-NN top-1 on shapes:val")
+    ap.add_argument("--recipes", default="",
+                    help="instead: shipped recipes (e.g. clip,unified) as they train, step cost and samples per CPU-second")
+    ap.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="with --recipes: autocast or not")
     args = ap.parse_args()
     global clock
     clock = CLOCKS[args.clock]
@@ -165,6 +211,15 @@ def main() -> None:
             cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
+    if args.recipes:
+        print(f"shipped recipes as they train, {args.precision}, {cpu}, {torch.get_num_threads()} torch threads, "
+              f"torch {torch.__version__}, {args.clock} clock, median of {args.reps} steps\n")
+        print("| recipe | batch | tower forwards | ms per step | samples per CPU-second | cost per sample vs first |")
+        print("|---|---:|---:|---:|---:|---:|", flush=True)
+        rows = recipe_costs(args.recipes.split(","), args.reps, args.precision)
+        for name, batch, forwards, ms, rate in rows:
+            print(f"| {name} | {batch} | {forwards} | {ms:.0f} | {rate:.0f} | {rows[0][4] / rate:.2f}x |", flush=True)
+        return
     if args.knn_steps:
         print(f"{args.model}, {args.knn_steps} steps of batch {args.batch_size} on shapes (4000 images), "
               "k-NN (k=20, T=0.07) on shapes:val (1000), label: shape\n")
