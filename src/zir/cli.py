@@ -19,7 +19,10 @@ def _cmd_models(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from zir.demo import run_demo
 
-    run_demo(out_dir=args.out, steps=args.steps, seed=args.seed)
+    from zir.demo import DEFAULT_STEPS
+
+    run_demo(out_dir=args.out, steps=DEFAULT_STEPS if args.steps is None else args.steps, seed=args.seed,
+             threads=args.threads)
     return 0
 
 
@@ -202,8 +205,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="the main job on built-in data: train briefly and print a table")
     demo.add_argument("--out", default="runs/demo", help="run folder for weights and results (default runs/demo)")
-    demo.add_argument("--steps", type=int, default=200, help="training steps (default 200)")
+    demo.add_argument("--steps", type=int, default=None, help="training steps (default: the demo's, printed in its title)")
     demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's own choice)")
     demo.set_defaults(func=_cmd_demo)
     data = sub.add_parser("data", help="look at datasets").add_subparsers(dest="data_command", required=True,
                                                                          metavar="ACTION")
