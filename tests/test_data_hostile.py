@@ -289,7 +289,7 @@ def own_data(tmp_path):
 def test_shipped_recipe_trains_on_your_own_data(own_data, kind, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(REPO)  # the recipe names its tokenizer relative to the repository root
     run = tmp_path / "run"
-    argv = ["train", "configs/clip.yaml", f"data.source={own_data[kind]}", "train.steps=2", "data.batch_size=4",
+    argv = ["train", "clip", f"data.source={own_data[kind]}", "train.steps=2", "data.batch_size=4",
             "--out", str(run), "--no-progress"]
     assert main(argv) == 0, capsys.readouterr().err
     assert "step 2/2" in capsys.readouterr().out
@@ -322,7 +322,7 @@ def test_unknown_option_is_one_line_naming_the_key_and_the_accepted_ones(own_dat
     assert str(e.value) == ("data.options.colour: not an option of the shapes source; "
                             "accepted: cache_dir, label, n, object_scale, objects, seed, size")
     monkeypatch.chdir(REPO)
-    argv = ["train", "configs/clip.yaml", f"data.source={own_data['folder']}", "data.options.colour=red",
+    argv = ["train", "clip", f"data.source={own_data['folder']}", "data.options.colour=red",
             "--out", str(tmp_path / "run"), "--no-progress"]
     assert main(argv) == 2
     err = capsys.readouterr().err
