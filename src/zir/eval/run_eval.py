@@ -461,7 +461,7 @@ def _evaluate_model(model, tag: str, tasks: Sequence[str], data: EvalData, run_d
             reason = None
             if head is None:
                 reason = ("the classifier head was trained on the student's features" if teacher else
-                          "the model has no supervised objective (a classifier head); see configs/finetune.yaml")
+                          "the model has no supervised objective (a classifier head); fine-tune one with zir train finetune")
             elif classes and classes != head.num_classes:
                 reason = f"{data.name} has {classes} classes, the head {head.num_classes}"
             x, y = pooled(data.test_split, data.test) if reason is None else (None, None)
