@@ -34,7 +34,7 @@ block (`zir.models.tome.set_token_merging`)::
 
     .venv/bin/python benchmarks/attention_scaling.py --tome --threads 1
 
-`--tome-run RUN` measures a run fine-tuned through `configs/finetune.yaml` instead (its tower and
+`--tome-run RUN` measures a run fine-tuned through the `finetune` recipe instead (its tower and
 `supervised` head, on the test split of its own data), so the trade-off can be read on a harder task::
 
     .venv/bin/python benchmarks/attention_scaling.py --tome --tome-run runs/finetune --threads 1
@@ -369,7 +369,7 @@ class RunClassifier(nn.Module):
 
 
 def load_run_classifier(args: argparse.Namespace) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
-    """A run trained with configs/finetune.yaml, with its held-out test images normalised as it trained."""
+    """A run trained with the finetune recipe, with its held-out test images normalised as it trained."""
     from zir.data import make_loader
     from zir.eval.run_eval import _plan_stats, eval_data, image_size, image_tower, load_run, supervised_objective
 
@@ -377,7 +377,7 @@ def load_run_classifier(args: argparse.Namespace) -> tuple[nn.Module, torch.Tens
     name, tower = image_tower(run.model)
     obj = supervised_objective(run.model, name)
     if obj is None:
-        raise SystemExit(f"{args.tome_run} has no supervised objective; fine-tune it with configs/finetune.yaml")
+        raise SystemExit(f"{args.tome_run} has no supervised objective; fine-tune it with zir train finetune")
     mean, std = _plan_stats(run.model, run.config)
     data = eval_data(None, run.config, limit=args.tome_test)
     plan = {"global": 1, "pipeline": "none", "size": image_size(tower), "mean": mean, "std": std}
@@ -541,7 +541,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-train", type=int, default=64)
     parser.add_argument("--tome-batch", type=int, default=64, help="inference batch for the throughput")
     parser.add_argument("--tome-weights", help="safetensors file: load the trained ViT from it, or save it there")
-    parser.add_argument("--tome-run", help="instead of training here, measure a run fine-tuned with configs/finetune.yaml "
+    parser.add_argument("--tome-run", help="instead of training here, measure a run fine-tuned with zir train finetune "
                         "(its tower and supervised head, on its data's test split)")
     args = parser.parse_args(argv)
     if args.threads:

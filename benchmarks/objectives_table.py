@@ -1,6 +1,6 @@
 """The headline experiment: the unified recipe against each single objective, at equal training time.
 
-Every recipe in `configs/` trains the same image tower (vit_micro_patch4_32) for the same budget of CPU
+Every shipped recipe (`zir recipes`) trains the same image tower (vit_micro_patch4_32) for the same budget of CPU
 seconds (`train.time_budget`, `train.budget_clock=cpu`, one thread each, so runs sharing the machine still
 get equal work), then is evaluated the same way:
 
@@ -34,17 +34,18 @@ from pathlib import Path
 
 import yaml
 
+from zir.recipes import RECIPES_DIR, TOKENIZERS_DIR
+
 REPO = Path(__file__).resolve().parent.parent
-CONFIGS = REPO / "configs"
 OBJECTIVES = ("unified", "mae", "dino", "ibot", "simclr", "clip", "siglip", "slip", "coca", "lit")
 SUITES = ("flickr8k", "shapes")
-FLICKR_TOKENIZER = CONFIGS / "flickr8k_tokenizer.json"
+FLICKR_TOKENIZER = TOKENIZERS_DIR / "flickr8k.json"
 SHAPES_EVAL = {"size": 64, "objects": [1, 1]}  # single-object test images: the shape label is unambiguous
 
 
 def recipe_for(objective: str, suite: str, seed: int, budget: float, data_root: str) -> dict:
-    """The recipe of one run: configs/OBJECTIVE.yaml moved onto the suite's data with a CPU-time budget."""
-    raw = yaml.safe_load((CONFIGS / f"{objective}.yaml").read_text())
+    """The recipe of one run: the shipped OBJECTIVE recipe moved onto the suite's data with a CPU-time budget."""
+    raw = yaml.safe_load((RECIPES_DIR / f"{objective}.yaml").read_text())
     data, model = raw.setdefault("data", {}), raw["model"]
     text = model.get("towers", {}).get("text")
     if suite == "flickr8k":
@@ -56,9 +57,7 @@ def recipe_for(objective: str, suite: str, seed: int, budget: float, data_root: 
             text["vocab_size"] = load_tokenizer(FLICKR_TOKENIZER).vocab_size
     else:
         data["options"] = {**(data.get("options") or {}), "size": SHAPES_EVAL["size"]}
-        model["towers"]["image"]["model"] = "vit_micro_patch8_64"
-        if data.get("tokenizer") and not Path(data["tokenizer"]).is_absolute():
-            data["tokenizer"] = str(REPO / data["tokenizer"])
+        model["towers"]["image"]["model"] = "vit_micro_patch8_64"  # data.tokenizer: the shipped name, found anywhere
     if objective == "lit":
         from zir.data.tokenizer import pretrained_tokenizer_path
 

@@ -147,23 +147,21 @@ def recipe_costs(names: list[str], reps: int, precision: str) -> list[tuple[str,
     """(recipe, batch, tower forwards, ms per step, samples per CPU-second) of shipped recipes as they train:
     the recipe's own model, data, batch and views, the loader's augmentation included, AdamW, after_step."""
     from contextlib import nullcontext
-    from pathlib import Path
-
     from zir.config import load_config
     from zir.data import load_tokenizer, open_source
     from zir.data.loader import Loader
     from zir.data.tokenizer import text_context
+    from zir.recipes import tokenizer_path
 
-    root = Path(__file__).resolve().parents[1]
     rows = []
     for name in names:
-        cfg = load_config(root / "configs" / f"{name}.yaml", [f"data.tokenizer={root / 'configs' / 'shapes_tokenizer.json'}"])
+        cfg = load_config(name)  # a shipped recipe, its tokenizer by shipped name
         torch.manual_seed(0)
         model = build_model(cfg.model)
         plan = model.view_plan()
         for key, value in cfg.data.plan.items():
             setattr(plan, key, value)
-        tokenizer = load_tokenizer(cfg.data.tokenizer, context_length=text_context(model)) if cfg.data.tokenizer else None
+        tokenizer = load_tokenizer(tokenizer_path(cfg.data.tokenizer), context_length=text_context(model)) if cfg.data.tokenizer else None
         loader = iter(Loader(open_source(cfg.data.source, split="train", **cfg.data.options), plan,
                              cfg.data.batch_size, tokenizer=tokenizer, shuffle=True, drop_last=True))
         opt = torch.optim.AdamW(model.param_groups(0.05, base_lr=1e-4))

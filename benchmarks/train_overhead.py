@@ -39,7 +39,6 @@ from zir.models import register_model_factory
 import zir.train.trainer
 from zir.train.trainer import Trainer
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 WARM = 3
 
 
@@ -103,7 +102,7 @@ def _config(name: str, args):
         raw = {"name": "null", "model": {"factory": "null"}, "data": {"options": {"size": 32}},
                "train": {"steps": 1}}
         return from_dict(apply_overrides(raw, overrides))
-    return load_config(CONFIGS / f"{name}.yaml", overrides + [f"model.towers.image.model={args.model}"])
+    return load_config(name, overrides + [f"model.towers.image.model={args.model}"])
 
 
 def bare(model, batch, steps: int, cfg) -> list[float]:

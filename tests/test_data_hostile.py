@@ -23,7 +23,6 @@ from zir.data.shards import ShardSource, read_shard
 from zir.data.sources import BadSample, decode_image, fit_square
 from zir.errors import ConfigError, ZirError
 
-REPO = Path(__file__).resolve().parents[1]
 PLAN = {"global": 1, "pipeline": "none", "size": 8}
 
 
@@ -287,9 +286,9 @@ def own_data(tmp_path):
 
 @pytest.mark.parametrize("kind", ["folder", "table", "shards"])
 def test_shipped_recipe_trains_on_your_own_data(own_data, kind, tmp_path, monkeypatch, capsys):
-    monkeypatch.chdir(REPO)  # the recipe names its tokenizer relative to the repository root
+    monkeypatch.chdir(tmp_path)  # the shipped recipe and its tokenizer are found from any folder
     run = tmp_path / "run"
-    argv = ["train", "configs/clip.yaml", f"data.source={own_data[kind]}", "train.steps=2", "data.batch_size=4",
+    argv = ["train", "clip", f"data.source={own_data[kind]}", "train.steps=2", "data.batch_size=4",
             "--out", str(run), "--no-progress"]
     assert main(argv) == 0, capsys.readouterr().err
     assert "step 2/2" in capsys.readouterr().out
@@ -321,8 +320,8 @@ def test_unknown_option_is_one_line_naming_the_key_and_the_accepted_ones(own_dat
         open_source("shapes", colour="red")
     assert str(e.value) == ("data.options.colour: not an option of the shapes source; "
                             "accepted: cache_dir, label, n, object_scale, objects, seed, size")
-    monkeypatch.chdir(REPO)
-    argv = ["train", "configs/clip.yaml", f"data.source={own_data['folder']}", "data.options.colour=red",
+    monkeypatch.chdir(tmp_path)
+    argv = ["train", "clip", f"data.source={own_data['folder']}", "data.options.colour=red",
             "--out", str(tmp_path / "run"), "--no-progress"]
     assert main(argv) == 2
     err = capsys.readouterr().err

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -14,9 +13,9 @@ from zir.data.masking import random_mask, upsample_mask
 from zir.errors import ConfigError
 from zir.model import build_model
 from zir.objectives.simmim import default_mask_patch_size, pixel_mask
+from zir.recipes import RECIPES_DIR as CONFIGS, TOKENIZERS_DIR
 from zir.train import train
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 # two stages of one block: stride 4, an 8x8 last-stage map at 32 px; the same code path as the zoo's Swins
 SWIN = {"model": "swin_micro_patch2_window4_32", "embed_dim": 16, "depths": [1, 1], "num_heads": [1, 2]}
 TEXT = {"model": "text_nano", "vocab_size": 435, "context_length": 32}
@@ -29,7 +28,7 @@ def source():
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    return load_tokenizer(CONFIGS / "shapes_tokenizer.json")
+    return load_tokenizer(TOKENIZERS_DIR / "shapes.json")
 
 
 def fixed_batch(model, source, batch_size=8, tokenizer=None):

@@ -4,7 +4,6 @@ one-line ConfigError at build naming the objective, the tower and the capability
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -12,8 +11,8 @@ import torch
 from zir.data import load_tokenizer, make_loader, open_source
 from zir.errors import ConfigError
 from zir.model import build_model
+from zir.recipes import TOKENIZERS_DIR
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 TEXT = {"model": "text_nano", "vocab_size": 435, "context_length": 32}
 # one small model per zoo family, at 32 px
 FAMILIES = {
@@ -50,7 +49,7 @@ REFUSED = {  # (family, objective) -> what the one-line error must say
 
 @pytest.fixture(scope="module")
 def data():
-    return open_source("shapes", split="train", n=4), load_tokenizer(CONFIGS / "shapes_tokenizer.json")
+    return open_source("shapes", split="train", n=4), load_tokenizer(TOKENIZERS_DIR / "shapes.json")
 
 
 @pytest.mark.parametrize("objective", list(OBJECTIVES))

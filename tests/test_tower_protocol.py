@@ -18,9 +18,9 @@ from zir.errors import ConfigError
 from zir.model import build_model
 from zir.models import create_model, list_models
 from zir.models.tower import Tower, check_tower
+from zir.recipes import TOKENIZERS_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = ROOT / "configs"
 
 
 @pytest.mark.parametrize("name", list_models())
@@ -78,7 +78,7 @@ RECORDED = {  # name: (towers, objectives, loss, sum of |gradients|), from main 
 
 @pytest.fixture(scope="module")
 def data():
-    return open_source("shapes", split="train", n=8), load_tokenizer(CONFIGS / "shapes_tokenizer.json")
+    return open_source("shapes", split="train", n=8), load_tokenizer(TOKENIZERS_DIR / "shapes.json")
 
 
 def loss_and_grads(towers, objectives, data):
@@ -121,7 +121,7 @@ def test_a_checkpoint_with_the_objectives_old_mask_token_key_loads(objective, da
 def test_efficient_towers_train_from_the_command_line(recipe, tower, tmp_path, capsys):
     # the image-text recipes run their tower at 16 px; MobileViT's 32-pixel stride needs at least 32
     size = ["model.towers.image.img_size=32"] if recipe == "clip" else []
-    args = ["train", str(CONFIGS / f"{recipe}.yaml"), f"model.towers.image.model={tower}", *size, "train.steps=2",
+    args = ["train", recipe, f"model.towers.image.model={tower}", *size, "train.steps=2",
             "data.batch_size=4", "data.options.n=8", "train.threads=1", "--out", str(tmp_path / "run"), "--no-progress"]
     assert main(args) == 0
     assert "step 2/2" in capsys.readouterr().out

@@ -7,7 +7,6 @@ samples share a batch, must give the one-process losses and weights at the same 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import subprocess
@@ -31,8 +30,7 @@ def _weights(run):
 def one_process(tmp_path_factory):
     out = tmp_path_factory.mktemp("one")
     write_pairs(out)
-    with contextlib.chdir(ROOT):
-        return out, {spec: run_recipe(spec, out) for spec in COMPARED}
+    return out, {spec: run_recipe(spec, out) for spec in COMPARED}
 
 
 def test_shipped_recipes_are_found():
@@ -111,8 +109,7 @@ def test_a_run_with_0d_temperature_and_bias_resumes_and_exports_as_before(tmp_pa
     from zir.train import resume
     from zir.train.runs import export_run, load
 
-    with contextlib.chdir(ROOT):
-        run_recipe("siglip", tmp_path)
+    run_recipe("siglip", tmp_path)
     shutil.copytree(tmp_path / "siglip", tmp_path / "old")
     assert _as_old_checkpoint(tmp_path / "old") == (2, 2)
     assert load_file(str(list_checkpoints(tmp_path / "old" / "checkpoints")[-1] / "model.safetensors"))[
@@ -120,9 +117,8 @@ def test_a_run_with_0d_temperature_and_bias_resumes_and_exports_as_before(tmp_pa
     model = load(export_run(tmp_path / "old"))
     bias = model.objectives["siglip"].loss.logit_bias
     assert bias.shape == (1,) and bias.item() == _weights(tmp_path / "siglip")["objectives.siglip.loss.logit_bias"].item()
-    with contextlib.chdir(ROOT):
-        for name in ("siglip", "old"):
-            resume(tmp_path / name, ["train.steps=3"], progress=False)
+    for name in ("siglip", "old"):
+        resume(tmp_path / name, ["train.steps=3"], progress=False)
     from train_recipes_worker import losses
 
     assert len(losses(tmp_path / "old")) == 3 and losses(tmp_path / "old") == losses(tmp_path / "siglip")

@@ -22,7 +22,7 @@ def test_warmup_then_cosine_linear_and_constant():
 
 
 def test_layer_decay_scales_each_group_and_the_schedule_moves_them_together(tmp_path):
-    cfg = load_config("configs/mae.yaml", ["model.towers.image.model=vit_nano_patch4_32", "optim.layer_decay=0.5",
+    cfg = load_config("mae", ["model.towers.image.model=vit_nano_patch4_32", "optim.layer_decay=0.5",
                                            "optim.lr=1e-3", "train.steps=10", "optim.warmup=0.2", "data.options.n=64"])
     trainer = Trainer(cfg, tmp_path / "run", progress=False)
     groups = trainer.optimizer.param_groups

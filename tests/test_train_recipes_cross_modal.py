@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -13,10 +12,9 @@ from zir.config import load_config
 from zir.data import load_tokenizer, open_source
 from zir.data.tokenizer import pretrained_tokenizer_path
 from zir.model import build_model
+from zir.recipes import RECIPES_DIR as CONFIGS, TOKENIZERS_DIR
 from zir.train import train
 
-ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = ROOT / "configs"
 CROSS_MODAL = ["clip", "siglip", "slip", "coca", "lit", "unified"]
 TINY = ["train.steps=2", "data.batch_size=8", "data.options.n=64", "train.threads=1", "train.ckpt_every=1",
         "train.keep_last=1"]
@@ -30,7 +28,7 @@ def tiny_config(name: str):
         cfg = load_config(CONFIGS / "lit.yaml", TINY)
         assert cfg.data.tokenizer is None
     else:
-        cfg = load_config(CONFIGS / f"{name}.yaml", TINY + [f"data.tokenizer={CONFIGS / 'shapes_tokenizer.json'}"])
+        cfg = load_config(CONFIGS / f"{name}.yaml", TINY)
     cfg.model["towers"]["image"]["model"] = "vit_nano_patch4_32"
     for obj in cfg.model["objectives"].values():
         if "out_dim" in obj:
@@ -43,9 +41,9 @@ def tiny_config(name: str):
 @pytest.mark.parametrize("name", [n for n in CROSS_MODAL if n != "lit"])
 def test_the_shapes_tokenizer_fits_the_text_tower(name):
     cfg = load_config(CONFIGS / f"{name}.yaml")
-    assert cfg.data.source == "shapes" and cfg.data.tokenizer == "configs/shapes_tokenizer.json"
+    assert cfg.data.source == "shapes" and cfg.data.tokenizer == "shapes"
     text = cfg.model["towers"]["text"]
-    tok = load_tokenizer(ROOT / cfg.data.tokenizer, context_length=text["context_length"])
+    tok = load_tokenizer(TOKENIZERS_DIR / f"{cfg.data.tokenizer}.json", context_length=text["context_length"])
     assert tok.vocab_size == text["vocab_size"]
     # every caption of the recipe's data fits the tower's context uncut (its end token before any padding)
     source = open_source("shapes", split="train", **{**cfg.data.options, "n": 500})
@@ -98,7 +96,7 @@ def test_captions_are_padded_to_the_text_towers_context_not_the_tokenizer_files(
 
     cfg = tiny_config("clip")
     cfg.model["towers"]["text"]["context_length"] = 16
-    assert load_tokenizer(CONFIGS / "shapes_tokenizer.json").context_length == 32
+    assert load_tokenizer(TOKENIZERS_DIR / "shapes.json").context_length == 32
     train(cfg, tmp_path / "run", progress=False)
     run = load_run(tmp_path / "run")
     tok = run_tokenizer(tmp_path / "run", run.config, run.model)

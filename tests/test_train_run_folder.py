@@ -19,8 +19,6 @@ from zir.cli import main
 from zir.train import run_lock
 from zir.train.run_lock import LOCK_FILE, RunInUse, RunLock
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 @pytest.fixture
 def recipe_file(tmp_path):
@@ -161,7 +159,7 @@ def test_the_lock_is_released_when_a_run_fails_or_is_interrupted(tmp_path, recip
 
 def test_a_model_value_of_the_wrong_type_is_one_line_and_leaves_no_folder(tmp_path, capsys):
     out = tmp_path / "runs" / "x"
-    argv = ["train", str(ROOT / "configs" / "mae.yaml"), "model.towers.image.depth=abc", "train.steps=1", "--out", str(out)]
+    argv = ["train", "mae", "model.towers.image.depth=abc", "train.steps=1", "--out", str(out)]
     assert main(argv) == 2
     assert _one_line(capsys) == ("model.towers.image: does not build from depth='abc' "
                                  "(TypeError: 'str' object cannot be interpreted as an integer)")
@@ -169,7 +167,7 @@ def test_a_model_value_of_the_wrong_type_is_one_line_and_leaves_no_folder(tmp_pa
 
 
 def test_an_objective_value_of_the_wrong_type_names_the_objective(tmp_path, capsys):
-    argv = ["train", str(ROOT / "configs" / "mae.yaml"), "model.objectives.mae.decoder_depth=two", "--out", str(tmp_path / "x")]
+    argv = ["train", "mae", "model.objectives.mae.decoder_depth=two", "--out", str(tmp_path / "x")]
     assert main(argv) == 2
     err = _one_line(capsys)
     assert err.startswith("model.objectives.mae: does not build from ") and "decoder_depth='two'" in err

@@ -7,7 +7,6 @@ view), objectives that start late or ramp in (`start`/`ramp`), CoCa without its 
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 
 import pytest
 import torch
@@ -20,14 +19,14 @@ from zir.errors import ConfigError
 from zir.model import build_model
 from zir.objectives import Forward
 from zir.objectives.phase import Phase
+from zir.recipes import TOKENIZERS_DIR
 
-ROOT = Path(__file__).resolve().parents[1]
-TOKENIZER = ROOT / "configs" / "shapes_tokenizer.json"
+TOKENIZER = TOKENIZERS_DIR / "shapes.json"
 
 
 def unified(**objective_overrides) -> tuple[dict, object]:
     """The shipped unified model section (objectives changed as given) and one real batch of 16 for it."""
-    cfg = load_config(ROOT / "configs" / "unified.yaml", [f"data.tokenizer={TOKENIZER}", "data.options.n=64"])
+    cfg = load_config("unified", ["data.options.n=64"])
     spec = copy.deepcopy(cfg.model)
     for name, settings in objective_overrides.items():
         if settings is None:

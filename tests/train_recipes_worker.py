@@ -48,10 +48,10 @@ def write_pairs(out: Path, n: int = 32) -> Path:
 
 
 def shipped_recipes() -> list[str]:
-    """Recipe names in configs/ (YAML files with a model section; data-only files are left out)."""
-    import yaml
+    """The shipped recipe names (`zir recipes`)."""
+    from zir.recipes import list_recipes
 
-    return sorted(p.stem for p in (ROOT / "configs").glob("*.yaml") if "model" in (yaml.safe_load(p.read_text()) or {}))
+    return list_recipes()
 
 
 def losses(run: Path) -> list[float]:
@@ -83,7 +83,7 @@ def run_recipe(spec: str, out: Path, strategy: str = "ddp") -> dict:
     if mode in ("match", "resume"):
         overrides += MATCH.get(name, []) + ([f"data.source={out / 'pairs.csv'}"] if name == "clip" else [])
     run = out / spec
-    train(ROOT / "configs" / f"{name}.yaml", run, overrides, progress=False)
+    train(name, run, overrides, progress=False)
     verdict = {"losses": losses(run)}
     if strategy == "fsdp" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         verdict["units"] = fsdp_units(run)
@@ -118,5 +118,4 @@ def main(out: Path, strategy: str, specs: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    os.chdir(ROOT)  # recipes name their tokenizer relative to the repository root
     sys.exit(main(Path(sys.argv[1]), sys.argv[2], sys.argv[3:] or shipped_recipes()))

@@ -16,6 +16,17 @@ def _cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_recipes(args: argparse.Namespace) -> int:
+    from zir.recipes import recipe_path
+    from zir.report_tables import recipes_table
+
+    if args.path:
+        print(recipe_path(args.path).resolve())
+        return 0
+    recipes_table().print()
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from zir.demo import run_demo
 
@@ -64,11 +75,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
             summary = resume(args.resume, overrides, progress=progress)
         else:
             if not args.recipe:
-                raise ConfigError("zir train needs a recipe (e.g. configs/mae.yaml) or --resume RUN")
+                raise ConfigError("zir train needs a recipe (a shipped name such as mae, see zir recipes, or a YAML path) "
+                                  "or --resume RUN")
             from zir.config import load_config
 
             if args.import_factory:
-                _import_factory(args.import_factory, Path(args.recipe), overrides)
+                from zir.recipes import recipe_path
+
+                _import_factory(args.import_factory, recipe_path(args.recipe), overrides)
             cfg = load_config(args.recipe, overrides)
             if args.print_config:
                 import yaml
@@ -167,7 +181,7 @@ def _cmd_runs(args: argparse.Namespace) -> int:
                            f"{best['loss']:.4f} @ {best['step']}" if best else "-",
                            f"{last:.4f}" if isinstance(last, (int, float)) else "-", r["updated"][5:16].replace("T", " ")])
     if not rows:
-        table.caption = "no runs yet: start one with zir train configs/mae.yaml"
+        table.caption = "no runs yet: start one with zir train mae"
     table.print()
     return 0
 
@@ -203,6 +217,10 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--no-flops", action="store_true", help="skip the FLOP count (faster)")
     models.set_defaults(func=_cmd_models)
 
+    recipes = sub.add_parser("recipes", help="list the shipped recipes (zir train NAME), one line each")
+    recipes.add_argument("--path", default=None, metavar="NAME", help="print where recipe NAME lives, to copy and edit")
+    recipes.set_defaults(func=_cmd_recipes)
+
     demo = sub.add_parser("demo", help="the main job on built-in data: train briefly and print a table")
     demo.add_argument("--out", default="runs/demo", help="run folder for weights and results (default runs/demo)")
     demo.add_argument("--steps", type=int, default=None, help="training steps (default: the demo's, printed in its title)")
@@ -228,7 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     tr = sub.add_parser("train", help="train a recipe into a run folder, or resume one",
                         description="Train RECIPE with key=value overrides (e.g. optim.lr=5e-4 train.steps=50), or continue a run.")
-    tr.add_argument("recipe", nargs="?", help="a recipe YAML such as configs/mae.yaml")
+    tr.add_argument("recipe", nargs="?", help="a shipped recipe such as mae (see zir recipes) or a recipe YAML path")
     tr.add_argument("overrides", nargs="*", help="dotted overrides: section.field=value")
     tr.add_argument("--out", default=None, help="run folder (default runs/NAME, numbered when taken)")
     tr.add_argument("--resume", default=None, metavar="RUN", help="continue the run in this folder from its newest checkpoint")

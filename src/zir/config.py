@@ -1,9 +1,9 @@
 """Typed recipe configs: YAML recipes plus dotted command-line overrides, validated field by field.
 
 A recipe has five sections: `name`, `model` (free-form, handed to `zir.model.build_model`), `data`,
-`optim` and `train` (typed below). `load_config("configs/mae.yaml", ["optim.lr=5e-4", "train.steps=50"])`
-reads the file, applies the overrides and returns a `Config`; every bad field raises a `ConfigError`
-naming the field, the bad value and what is allowed.
+`optim` and `train` (typed below). `load_config("mae", ["optim.lr=5e-4", "train.steps=50"])` reads the
+shipped recipe (or a YAML path), applies the overrides and returns a `Config`; every bad field raises a
+`ConfigError` naming the field, the bad value and what is allowed.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ class DataConfig:
     data_root: str | None = None
     options: dict = field(default_factory=dict)  # extra keyword arguments of the source (e.g. n, size)
     plan: dict = field(default_factory=dict)  # overrides of the model's view plan fields (pipeline, seed, ...)
-    tokenizer: str | None = None  # a tokenizer.json for text views
+    tokenizer: str | None = None  # a shipped tokenizer name (shapes, flickr8k) or a tokenizer.json, for text views
 
 
 @dataclass
@@ -238,7 +238,7 @@ def _check(cfg: Config) -> None:
     if d.batch_size % t.accum_steps:
         raise ConfigError(f"data.batch_size={d.batch_size} is not divisible by train.accum_steps={t.accum_steps}")
     if not isinstance(cfg.model, dict) or not cfg.model:
-        raise ConfigError("model: expected a mapping with towers and objectives (see configs/mae.yaml)")
+        raise ConfigError("model: expected a mapping with towers and objectives (see `zir recipes`)")
     from zir.models.factories import factory_name
 
     factory_name(cfg.model)  # a registered name or nothing: a recipe never names code to import
@@ -300,10 +300,7 @@ def read_yaml(path: str | os.PathLike) -> dict:
     """A recipe file as a dict, with a one-line error for a missing or malformed file."""
     path = Path(path)
     if not path.is_file():
-        hint = ""
-        if not path.suffix and (Path("configs") / f"{path}.yaml").is_file():
-            hint = f" (did you mean configs/{path}.yaml?)"
-        raise ConfigError(f"recipe {path} does not exist{hint}")
+        raise ConfigError(f"recipe {path} does not exist")
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError:
@@ -315,13 +312,18 @@ def read_yaml(path: str | os.PathLike) -> dict:
     return raw or {}
 
 
-def load_config(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Read a recipe, apply dotted overrides and validate; errors name the file or the override."""
+def load_config(recipe: str | os.PathLike, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Read a recipe (a YAML path, or the name of a shipped one such as "clip"), apply dotted overrides and
+    validate; errors name the file or the override."""
+    from zir.recipes import recipe_path
+
+    path = recipe_path(recipe)
+    origin = str(path) if path == Path(recipe) else f"recipe {recipe}"
     raw = read_yaml(path)
     if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping with model, data, optim and train sections")
+        raise ConfigError(f"{origin}: expected a mapping with model, data, optim and train sections")
     raw = apply_overrides(raw, list(overrides))
-    return from_dict(raw, origin=str(path))
+    return from_dict(raw, origin=origin)
 
 
 def save_config(cfg: Config, path: str | os.PathLike) -> Path:

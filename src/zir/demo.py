@@ -16,17 +16,12 @@ from pathlib import Path
 
 from zir.errors import ConfigError
 
-REPO_CONFIGS = Path(__file__).resolve().parents[2] / "configs"
-
 
 def _recipe_files() -> tuple[Path, Path]:
-    """configs/unified.yaml and configs/shapes_tokenizer.json of this checkout (or of the working directory)."""
-    for folder in (REPO_CONFIGS, Path("configs")):
-        recipe, tokenizer = folder / "unified.yaml", folder / "shapes_tokenizer.json"
-        if recipe.is_file() and tokenizer.is_file():
-            return recipe.resolve(), tokenizer.resolve()
-    raise ConfigError(f"zir demo needs configs/unified.yaml and configs/shapes_tokenizer.json; neither {REPO_CONFIGS} "
-                      "nor ./configs has them (run it from the zir checkout)")
+    """The shipped unified recipe and shapes tokenizer, inside the installed package (any working directory)."""
+    from zir.recipes import RECIPES_DIR, TOKENIZERS_DIR
+
+    return RECIPES_DIR / "unified.yaml", TOKENIZERS_DIR / "shapes.json"
 
 
 def _free_folder(out: Path) -> Path:

@@ -16,12 +16,13 @@ class TextTable:
     columns: list[str]
     rows: list[list[str]] = field(default_factory=list)
     caption: str = ""
+    left: int = 1  # how many leading columns are text (left-aligned); the rest are numbers
 
     def print(self, console: Console | None = None) -> None:
         """Render to the terminal (or the given console)."""
         table = Table(title=self.title, caption=self.caption or None)
         for i, column in enumerate(self.columns):
-            table.add_column(column, justify="left" if i == 0 else "right")
+            table.add_column(column, justify="left" if i < self.left else "right")
         for row in self.rows:
             table.add_row(*row)
         (console or Console()).print(table)
@@ -57,6 +58,17 @@ def models_table(pattern: str = "*", with_flops: bool = True) -> TextTable:
             context = size["context_length"]
             shown_input, patch = (f"{context} tokens" if context else "text"), "-"
         table.rows.append([name, f"{count_parameters(name):,}", flops, shown_input, patch])
+    return table
+
+
+def recipes_table() -> TextTable:
+    """The `zir recipes` table: each shipped recipe's name and the first line of its leading comment."""
+    from zir.recipes import RECIPES_DIR, list_recipes, recipe_summary
+
+    table = TextTable(title="zir recipes (zir train NAME)", columns=["name", "what it trains"], left=2,
+                      caption=f"Shipped in {RECIPES_DIR}; copy one to edit it: "
+                              "cp $(zir recipes --path NAME) my.yaml && zir train my.yaml")
+    table.rows = [[name, recipe_summary(name)] for name in list_recipes()]
     return table
 
 

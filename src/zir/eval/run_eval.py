@@ -30,7 +30,7 @@ import yaml
 from torch import nn
 
 from zir.data.sources import MapSource
-from zir.errors import ZirError
+from zir.errors import ConfigError, ZirError
 from zir.eval.features import extract_features
 from zir.eval.knn import evaluate_knn
 from zir.eval.linear_probe import evaluate_linear_probe
@@ -206,16 +206,20 @@ def image_text_objective(model: nn.Module, tower_name: str = "image"):
 
 
 def run_tokenizer(run_dir: str | os.PathLike, config: dict, model: nn.Module):
-    """The run's text tokenizer: RUN/tokenizer.json, else data.tokenizer, else the model's own; None if none."""
+    """The run's text tokenizer: RUN/tokenizer.json, else data.tokenizer (a path, also relative to the run, or a
+    shipped name such as shapes), else the model's own; None if none."""
     from zir.data import load_tokenizer
     from zir.data.tokenizer import text_context
+    from zir.recipes import tokenizer_path
 
     run_dir = Path(run_dir)
     candidates = [run_dir / "tokenizer.json", run_dir / "export" / "tokenizer.json"]
     named = (config.get("data") or {}).get("tokenizer")
     if named:
-        named = Path(named)
-        candidates += [named, run_dir / named] if not named.is_absolute() else [named]
+        try:
+            candidates.append(tokenizer_path(named, base=run_dir))
+        except ConfigError:
+            pass  # gone since the run trained: the model's own tokenizer, if any, below
     for path in candidates:
         if path.is_file() or (path.is_dir() and (path / "tokenizer.json").is_file()):
             return load_tokenizer(path, context_length=text_context(model))
@@ -457,7 +461,7 @@ def _evaluate_model(model, tag: str, tasks: Sequence[str], data: EvalData, run_d
             reason = None
             if head is None:
                 reason = ("the classifier head was trained on the student's features" if teacher else
-                          "the model has no supervised objective (a classifier head); see configs/finetune.yaml")
+                          "the model has no supervised objective (a classifier head); fine-tune one with zir train finetune")
             elif classes and classes != head.num_classes:
                 reason = f"{data.name} has {classes} classes, the head {head.num_classes}"
             x, y = pooled(data.test_split, data.test) if reason is None else (None, None)

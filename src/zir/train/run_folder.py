@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import sys
 from pathlib import Path
 from typing import Iterator
@@ -45,6 +46,18 @@ def create_run_dir(run_dir: Path) -> list[Path]:
     if not os.access(run_dir, os.W_OK | os.X_OK):
         raise ConfigError(f"run folder {run_dir} is not writable; choose another --out")
     return made
+
+
+def keep_tokenizer(tokenizer: Path, run_dir: Path) -> None:
+    """Copy the run's caption tokenizer to RUN/tokenizer.json (atomically), so the folder stays self-contained:
+    `zir eval RUN` reads it from any working directory, whatever path or shipped name the recipe gave."""
+    source = tokenizer / "tokenizer.json" if tokenizer.is_dir() else tokenizer
+    target = run_dir / "tokenizer.json"
+    if target.exists() and os.path.samefile(source, target):
+        return
+    tmp = target.with_name(target.name + ".tmp")
+    shutil.copyfile(source, tmp)
+    os.replace(tmp, target)
 
 
 def remove_empty(folders: list[Path]) -> None:

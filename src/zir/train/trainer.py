@@ -36,7 +36,7 @@ from zir.train import distributed, finite
 from zir.train.compat import fit_optimizer_state
 from zir.train.optim_state import align_optimizer_state
 from zir.train.ema import WeightEMA
-from zir.train.run_folder import claimed, launched_as_rank0, setup_logging
+from zir.train.run_folder import claimed, keep_tokenizer, launched_as_rank0, setup_logging
 from zir.train.budget import BUDGET_RESOLUTION, NO_STEP_LIMIT, BudgetClock
 from zir.train.precision import resolve_precision
 from zir.train.schedule import Schedule
@@ -267,12 +267,14 @@ class Trainer:
                          cfg.model["init"])
         self.plan = _plan(self.model, cfg)
         source = open_source(cfg.data.source, split=cfg.data.split, data_root=cfg.data.data_root, **cfg.data.options)
-        tokenizer = None
+        tokenizer, self.tokenizer_file = None, None
         if cfg.data.tokenizer:
             from zir.data import load_tokenizer
             from zir.data.tokenizer import text_context
+            from zir.recipes import tokenizer_path
 
-            tokenizer = load_tokenizer(cfg.data.tokenizer, context_length=text_context(self.model))
+            self.tokenizer_file = tokenizer_path(cfg.data.tokenizer)  # a path, or a shipped name such as shapes
+            tokenizer = load_tokenizer(self.tokenizer_file, context_length=text_context(self.model))
         elif getattr(self.model, "tokenizer", None) is not None:
             tokenizer = self.model.tokenizer
         else:
@@ -728,6 +730,8 @@ def _run(cfg: Config, run_dir: Path, resume: bool, progress: bool | None, write_
             if runlog is not None:
                 if write_config:
                     save_config(cfg, run_dir / "config.yaml")
+                if trainer.tokenizer_file is not None:
+                    keep_tokenizer(trainer.tokenizer_file, run_dir)
                 runlog.start()
             return trainer.fit()
         finally:
