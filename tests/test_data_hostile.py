@@ -306,7 +306,10 @@ def test_options_of_another_source_are_dropped_with_a_warning(own_data, caplog):
     with caplog.at_level(logging.WARNING, logger="zir.data"):
         src = open_source(own_data["folder"], size=8, objects=[1, 1], label="shape")
     assert src.image_size == 8
-    assert "data.options.objects is an option of shapes, not of an image folder" in caplog.text
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 1, warnings  # one line however many options are dropped
+    assert warnings[0].startswith("data.options objects, label (options of shapes) do not apply")
+    assert f"do not apply to an image folder ({own_data['folder']}): ignored" in warnings[0]
 
 
 def test_unknown_option_is_one_line_naming_the_key_and_the_accepted_ones(own_data, tmp_path, monkeypatch, capsys):

@@ -1,6 +1,6 @@
 """The main job, for `make demo` / `zir demo`: the unified recipe on built-in shapes, against random init.
 
-Trains `configs/unified.yaml` as shipped (CLIP + CoCa captioning + MAE + masked self-distillation on one
+Trains the shipped `unified` recipe (`zir recipes --path unified`) as it is (CLIP + CoCa captioning + MAE + masked self-distillation on one
 shared conv-stem ViT and a small text tower) on built-in `shapes` with captions, for a few CPU-minutes,
 evaluates the run with `zir.eval.run_eval.evaluate_run` (zero-shot classification, image-text retrieval,
 linear probe and k-NN) beside the same towers at random initialisation, prints one table, exports the
@@ -10,7 +10,6 @@ and thread count (`--threads`; the recipe's `precision: auto` trains in bf16 whe
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from pathlib import Path
 
@@ -75,7 +74,6 @@ def run_demo(
     started = time.perf_counter()
     summary = train(recipe, out, overrides, progress=progress)
     trained_s = time.perf_counter() - started
-    shutil.copyfile(tokenizer, out / "tokenizer.json")  # the run folder is self-contained for zir eval / explain
     weights = export_run(out)
 
     started = time.perf_counter()

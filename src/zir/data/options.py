@@ -34,14 +34,19 @@ def check_options(what: str, factory: Callable, options: dict, everyone: Iterabl
     accepted = accepted_options(factory)
     if accepted is None:
         return dict(options)
-    kept = {}
+    kept, ignored = {}, {}
     for key, value in options.items():
         if key in accepted:
             kept[key] = value
             continue
         owners = sorted(name for name, other in everyone if key in (accepted_options(other) or ()))
-        if owners:
-            log.warning("data.options.%s is an option of %s, not of %s: ignored", key, ", ".join(owners), what)
-            continue
-        raise ConfigError(f"data.options.{key}: not an option of {what}; accepted: {', '.join(sorted(accepted))}")
+        if not owners:  # an error before any warning: a user error prints one line
+            raise ConfigError(f"data.options.{key}: not an option of {what}; accepted: {', '.join(sorted(accepted))}")
+        ignored[key] = ", ".join(owners)
+    if ignored:  # one line, however many: a shipped recipe's shapes options on a user's own folder
+        by_owner: dict[str, list[str]] = {}
+        for key, owners in ignored.items():
+            by_owner.setdefault(owners, []).append(key)
+        parts = "; ".join(f"{', '.join(keys)} (options of {owners})" for owners, keys in by_owner.items())
+        log.warning("data.options %s do not apply to %s: ignored", parts, what)
     return kept
