@@ -1,4 +1,5 @@
-"""The unified recipe reads one masked encoding: MAE, FLIP-style CLIP, CoCa and masked self-distillation share it.
+"""The unified recipe encodes each (tower, view, mask) once: MAE and masked self-distillation share one masked
+encoding of the view CLIP and CoCa read whole (with FLIP's `keep`, all four share the masked one).
 
 Also the parts that make this possible: `masked_dino` (student on the masked view, EMA teacher on the whole
 view), objectives that start late or ramp in (`start`/`ramp`), CoCa without its own contrastive term.
@@ -57,25 +58,36 @@ def tower_calls(model) -> dict[str, int]:
     return counts
 
 
-def test_one_masked_forward_serves_mae_clip_coca_and_masked_distillation():
+def test_each_distinct_tower_view_mask_triple_runs_once_and_mae_and_distillation_share_the_masked_one():
     model, batch = unified()
-    shared = Forward("image", "image", masked=True)
-    for name in ("clip", "coca", "mae", "masked_dino"):
-        assert shared in model.objectives[name].forwards(), name
+    masked, whole = Forward("image", "image", masked=True), Forward("image", "image")
+    for name in ("mae", "masked_dino"):
+        assert masked in model.objectives[name].forwards(), name
+    for name in ("clip", "coca"):
+        assert whole in model.objectives[name].forwards(), name
     triples = {(f.tower, f.view, f.masked) for o in model.objectives.values() for f in o.forwards()}
-    assert triples == {("image", "image", True), ("text", "text_0", False), ("image_teacher", "image", False)}
+    assert triples == {("image", "image", True), ("image", "image", False), ("text", "text_0", False),
+                       ("image_teacher", "image", False)}
     assert len(model.plan_forwards) == len(triples)
     calls = tower_calls(model)
     out = model(batch)
-    assert calls == {"image": 1, "text": 1, "image_teacher": 1}  # one call per distinct (tower, view, mask)
+    per_tower = {t: sum(1 for tower, _, _ in triples if tower == t) for t in ("image", "text", "image_teacher")}
+    assert calls == per_tower == {"image": 2, "text": 1, "image_teacher": 1}
     assert torch.isfinite(out.loss)
     keep = batch.masks["image"].keep
     assert keep.shape[1] == batch.masks["image"].mask.shape[1] // 2  # half of the patches encoded
 
 
+def test_flip_masking_shares_the_masked_forward_too():
+    model, batch = unified(clip={"keep": 0.5}, coca={"keep": 0.5})
+    calls = tower_calls(model)
+    model(batch)
+    assert calls == {"image": 1, "text": 1, "image_teacher": 1}  # CLIP, CoCa, MAE, distillation: one encoding
+
+
 def test_two_masks_on_one_view_are_refused_in_one_line():
     with pytest.raises(ConfigError, match="different masks"):
-        unified(mae={"mask_ratio": 0.75})  # CLIP keeps 0.5: one mask per view (several masks: not yet)
+        unified(mae={"mask_ratio": 0.75})  # distillation keeps 0.5: one mask per view (several masks: not yet)
 
 
 def test_masked_distillation_trains_the_student_and_follows_it_with_the_teacher():
