@@ -44,7 +44,7 @@ def test_the_resolved_config_round_trips(recipe, tmp_path):
     (["optim.lrr=1"], "optim.lrr: no such field (did you mean optim.lr?); optim fields: lr, min_lr,"),
     (["data.batch_size=12.5"], "data.batch_size=12.5: expected a whole number"),
     (["data.batch_size=true"], "data.batch_size=True: expected a whole number"),
-    (["train.precision=fp8"], "train.precision='fp8': expected one of fp32, bf16, fp16"),
+    (["train.precision=fp8"], "train.precision='fp8': expected one of auto, fp32, bf16, fp16"),
     (["optim.schedule=step"], "optim.schedule='step': expected one of cosine, linear, constant"),
     (["optim.warmup=1.5"], "optim.warmup=1.5: expected a fraction of the steps, 0 <= warmup < 1"),
     (["optim.betas=[0.9]"], "optim.betas=[0.9]: expected a list of 2 numbers"),
