@@ -58,8 +58,11 @@ def tower_calls(model) -> dict[str, int]:
     return counts
 
 
+FROM_THE_START = {"mae": {"start": 0.0}, "masked_dino": {"start": 0.0}}  # the recipe starts both halfway
+
+
 def test_each_distinct_tower_view_mask_triple_runs_once_and_mae_and_distillation_share_the_masked_one():
-    model, batch = unified()
+    model, batch = unified(**FROM_THE_START)
     masked, whole = Forward("image", "image", masked=True), Forward("image", "image")
     for name in ("mae", "masked_dino"):
         assert masked in model.objectives[name].forwards(), name
@@ -79,7 +82,7 @@ def test_each_distinct_tower_view_mask_triple_runs_once_and_mae_and_distillation
 
 
 def test_flip_masking_shares_the_masked_forward_too():
-    model, batch = unified(clip={"keep": 0.5}, coca={"keep": 0.5})
+    model, batch = unified(clip={"keep": 0.5}, coca={"keep": 0.5}, **FROM_THE_START)
     calls = tower_calls(model)
     model(batch)
     assert calls == {"image": 1, "text": 1, "image_teacher": 1}  # CLIP, CoCa, MAE, distillation: one encoding
@@ -91,7 +94,7 @@ def test_two_masks_on_one_view_are_refused_in_one_line():
 
 
 def test_masked_distillation_trains_the_student_and_follows_it_with_the_teacher():
-    model, batch = unified(clip=None, coca=None, mae=None)
+    model, batch = unified(clip=None, coca=None, mae=None, masked_dino={"start": 0.0})
     obj = model.objectives["masked_dino"]
     teacher_before = [p.clone() for p in obj.teacher.module.parameters()]
     out = model(batch)
