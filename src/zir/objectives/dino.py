@@ -128,7 +128,37 @@ def embedding_std(x: torch.Tensor) -> float:
     return float(z.std(dim=0).mean() * math.sqrt(z.shape[-1])) if z.shape[0] > 1 else 0.0
 
 
-class DINO(Objective):
+class SelfDistillation(Objective):
+    """What DINO-style objectives share: an EMA teacher of the tower (`<tower>_teacher`, owned by the model and
+    shared between objectives), an EMA copy of the head, and the teacher temperature's warm-up.
+
+    A subclass sets `head`, `teacher_head`, `teacher` and the temperatures in its `__init__`; `after_step`
+    moves teacher tower and head towards the student and the teacher temperature on by one step.
+    """
+
+    def teachers(self) -> dict[str, EMATeacher]:
+        """The EMA copy of the tower, run by the model as tower `<tower>_teacher`."""
+        return {self.teacher_name: self.teacher}
+
+    def _teacher_attrs(self) -> dict[str, str]:
+        return {self.teacher_name: "teacher"}
+
+    def after_step(self, step: int, total_steps: int) -> None:
+        """EMA of tower and head into the teacher; teacher temperature for the next step."""
+        m = self.teacher.update(self.tower, step, total_steps)
+        ema_update_(self.teacher_head, self.head, m)
+        self.momentum_now = m
+        self.teacher_temp_now = teacher_temp_at(step + 1, total_steps, self.warmup_teacher_temp, self.teacher_temp,
+                                                self.warmup_frac)
+
+    def train(self, mode: bool = True) -> "SelfDistillation":
+        """Train the heads; the teacher head stays in eval mode."""
+        super().train(mode)
+        self.teacher_head.eval()
+        return self
+
+
+class DINO(SelfDistillation):
     """DINO self-distillation: student (all crops) vs EMA teacher (global crops), centred and sharpened."""
 
     name = "dino"
@@ -183,13 +213,6 @@ class DINO(Objective):
         self.teacher = EMATeacher(self.tower, momentum, final_momentum)
         self.teacher_name = f"{self.tower_name}_teacher"
 
-    def teachers(self) -> dict[str, EMATeacher]:
-        """The EMA copy of the image tower, run by the model as tower `<tower>_teacher`."""
-        return {self.teacher_name: self.teacher}
-
-    def _teacher_attrs(self) -> dict[str, str]:
-        return {self.teacher_name: "teacher"}
-
     def view_plan(self) -> dict:
         """Global and local crops with DINO's multi-crop augmentation."""
         return {"global": self.global_views, "local": self.local_views, "pipeline": "dino"}
@@ -235,18 +258,9 @@ class DINO(Objective):
         return Loss(loss, metrics)
 
     def after_step(self, step: int, total_steps: int) -> None:
-        """EMA of tower and head into the teacher; teacher temperature for the next step."""
-        m = self.teacher.update(self.tower, step, total_steps)
-        ema_update_(self.teacher_head, self.head, m)
-        self.momentum_now = m
+        """The teacher's EMA and temperature (SelfDistillation); the head's last layer frozen at first."""
+        super().after_step(step, total_steps)
         self.head.last_layer.frozen = step + 1 < self.freeze_last_layer * total_steps
-        self.teacher_temp_now = teacher_temp_at(step + 1, total_steps, self.warmup_teacher_temp, self.teacher_temp, self.warmup_frac)
-
-    def train(self, mode: bool = True) -> "DINO":
-        """Train the heads; the teacher head stays in eval mode."""
-        super().train(mode)
-        self.teacher_head.eval()
-        return self
 
 
 register_objective("dino", DINO)

@@ -17,11 +17,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from zir.errors import ConfigError
-from zir.objectives.base import EMATeacher, Forward, Loss, Objective, ema_update_, register_objective
-from zir.objectives.dino import DINOHead, embedding_std, entropy, teacher_probs, teacher_temp_at, update_center
+from zir.objectives.base import EMATeacher, Forward, Loss, register_objective
+from zir.objectives.dino import DINOHead, SelfDistillation, embedding_std, entropy, teacher_probs, update_center
 
 
-class MaskedDistillation(Objective):
+class MaskedDistillation(SelfDistillation):
     """Student on `view` with a random `keep` fraction of its patches, EMA teacher on all of them; DINO's loss."""
 
     name = "masked_dino"
@@ -63,13 +63,6 @@ class MaskedDistillation(Objective):
         self.teacher = EMATeacher(self.tower, momentum, final_momentum)
         self.teacher_name = f"{self.tower_name}_teacher"
 
-    def teachers(self) -> dict[str, EMATeacher]:
-        """The EMA copy of the image tower, run by the model as tower `<tower>_teacher` (shared with DINO/iBOT)."""
-        return {self.teacher_name: self.teacher}
-
-    def _teacher_attrs(self) -> dict[str, str]:
-        return {self.teacher_name: "teacher"}
-
     def view_plan(self) -> dict:
         """One lightly augmented view with a random mask of 1 - keep of its patches."""
         plan: dict = {"global": 0, "image": 1, "pipeline": "light"} if self.view == "image" else {}
@@ -101,20 +94,6 @@ class MaskedDistillation(Objective):
         if self.training:
             update_center(self.center, t_logits, self.center_momentum)
         return Loss(loss, metrics)
-
-    def after_step(self, step: int, total_steps: int) -> None:
-        """EMA of tower and head into the teacher; teacher temperature for the next step."""
-        m = self.teacher.update(self.tower, step, total_steps)
-        ema_update_(self.teacher_head, self.head, m)
-        self.momentum_now = m
-        self.teacher_temp_now = teacher_temp_at(step + 1, total_steps, self.warmup_teacher_temp, self.teacher_temp,
-                                                self.warmup_frac)
-
-    def train(self, mode: bool = True) -> "MaskedDistillation":
-        """Train the head; the teacher head stays in eval mode."""
-        super().train(mode)
-        self.teacher_head.eval()
-        return self
 
 
 register_objective("masked_dino", MaskedDistillation)

@@ -33,7 +33,8 @@ class RunInUse(ZirError):
     """Another live process trains into this run folder."""
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid runs on this host (one of another user's counts as alive)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -45,7 +46,7 @@ def _alive(pid: int) -> bool:
 
 def _gone(holder: dict) -> bool:
     """Whether a lock record names a process of this host that is no longer running."""
-    return bool(holder.get("pid")) and holder.get("host") == socket.gethostname() and not _alive(int(holder["pid"]))
+    return bool(holder.get("pid")) and holder.get("host") == socket.gethostname() and not pid_alive(int(holder["pid"]))
 
 
 def _same_file(fd: int, path: Path) -> bool:

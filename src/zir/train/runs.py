@@ -15,16 +15,7 @@ from torch import nn
 from zir.errors import ConfigError, WeightsError
 from zir.train import checkpoint as ckpt
 from zir.train.finite import first_nonfinite
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+from zir.train.run_lock import pid_alive
 
 
 def run_status(run_dir: str | os.PathLike) -> dict[str, Any]:
@@ -38,7 +29,7 @@ def run_status(run_dir: str | os.PathLike) -> dict[str, Any]:
     status.setdefault("status", "unknown")
     pid = status.get("pid")
     if status.get("status") == "running" and status.get("host") == socket.gethostname() and isinstance(pid, int):
-        if not _alive(pid):
+        if not pid_alive(pid):
             status["status"] = "stopped"
     status["checkpoints"] = [p.name for p in ckpt.list_checkpoints(run_dir / "checkpoints")]
     return status
