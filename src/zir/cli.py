@@ -225,7 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="runs/demo", help="run folder for weights and results (default runs/demo)")
     demo.add_argument("--steps", type=int, default=None, help="training steps (default: the demo's, printed in its title)")
     demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's own choice)")
+    demo.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: tiny towers gain nothing from more)")
     demo.set_defaults(func=_cmd_demo)
     data = sub.add_parser("data", help="look at datasets").add_subparsers(dest="data_command", required=True,
                                                                          metavar="ACTION")

@@ -5,7 +5,8 @@ shared conv-stem ViT and a small text tower) on built-in `shapes` with captions,
 evaluates the run with `zir.eval.run_eval.evaluate_run` (zero-shot classification, image-text retrieval,
 linear probe and k-NN) beside the same towers at random initialisation, prints one table, exports the
 weights and writes the HTML report into the run folder. The result is deterministic for a given processor
-and thread count (`--threads`; the recipe's `precision: auto` trains in bf16 where the processor has it).
+and thread count (one by default: these tiny towers gain nothing from more, and OpenMP threads on a busy
+machine slow them down; the recipe's `precision: auto` trains in bf16 where the processor has it).
 """
 from __future__ import annotations
 
@@ -45,7 +46,7 @@ def run_demo(
     batch_size: int | None = None,
     model_name: str | None = None,
     limit: int = 500,
-    threads: int | None = None,
+    threads: int | None = 1,
     probe_options: dict | None = None,
     progress: bool | None = None,
 ) -> dict:
