@@ -1,13 +1,15 @@
 """The main job, for `make demo` / `zir demo`: the unified recipe on built-in shapes, against random init.
 
-Trains the shipped `unified` recipe (`zir recipes --path unified`) as it is (CLIP + CoCa captioning + MAE + masked self-distillation on one
-shared conv-stem ViT and a small text tower) on built-in `shapes` with captions, for a few CPU-minutes,
+Trains the shipped `unified` recipe (`zir recipes --path unified`) as it is (CLIP + CoCa captioning + MAE +
+masked self-distillation on one shared conv-stem ViT and a small text tower) on built-in `shapes` with
+captions, for a few CPU-minutes,
 evaluates the run with `zir.eval.run_eval.evaluate_run` (zero-shot classification, image-text retrieval,
 linear probe and k-NN) beside the same towers at random initialisation, prints one table, exports the
 weights and writes the HTML report into the run folder. The result is deterministic for a given processor
 and thread count (one by default: these tiny towers gain nothing from more, and OpenMP threads on a busy
 machine slow them down; the recipe's `precision: auto` trains in bf16 where the processor has it).
 """
+
 from __future__ import annotations
 
 import os
