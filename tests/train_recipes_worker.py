@@ -20,7 +20,7 @@ from datetime import timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ["train.steps=2", "train.ckpt_every=2", "train.threads=1", "train.log_every=1", "data.batch_size=8",
+TINY = ["train.steps=2", "train.ckpt_every=2", "train.threads=1", "train.precision=fp32", "train.log_every=1", "data.batch_size=8",
         "data.options.n=32", "data.workers=0"]
 # views that do not depend on which samples share a batch: no augmentation, no local crops, and for CLIP
 # one caption per image (shapes draws one of five per batch), from the table `write_pairs` leaves in OUT

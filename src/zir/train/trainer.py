@@ -199,7 +199,9 @@ class MetricsLog:
             path.unlink()
 
     def write(self, row: dict[str, Any]) -> None:
-        """Append one step's row (the first row fixes the columns)."""
+        """Append one step's row; a value never seen before (an objective that starts late) adds its column."""
+        if self.columns is not None and any(k not in self.columns for k in row):
+            self._widen([k for k in row if k not in self.columns])
         if self._fh is None:
             new = self.columns is None
             self.columns = self.columns or list(row)
@@ -209,6 +211,19 @@ class MetricsLog:
                 self._writer.writerow(self.columns)
         self._writer.writerow([_fmt(row.get(c, "")) for c in self.columns])
         self._fh.flush()
+
+    def _widen(self, extra: list[str]) -> None:
+        """Rewrite the file with `extra` columns (empty in the rows before), atomically."""
+        self.close()
+        rows = []
+        if self.path.exists():
+            with open(self.path, newline="") as fh:
+                rows = list(csv.reader(fh))[1:]
+        self.columns = [*self.columns, *extra]
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        with open(tmp, "w", newline="") as fh:
+            csv.writer(fh).writerows([self.columns, *(r + [""] * len(extra) for r in rows)])
+        os.replace(tmp, self.path)
 
     def close(self) -> None:
         """Close the file."""
