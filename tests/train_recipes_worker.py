@@ -25,7 +25,9 @@ TINY = ["train.steps=2", "train.ckpt_every=2", "train.threads=1", "train.precisi
 # views that do not depend on which samples share a batch: no augmentation, no local crops, and for CLIP
 # one caption per image (shapes draws one of five per batch), from the table `write_pairs` leaves in OUT
 MATCH = {
-    "clip": ["data.plan.pipeline=none", "model.objectives.clip.image_view=global_0", "data.options={}"],
+    # the patch-stem tower: the shipped conv stem's BatchNorm takes per-rank statistics, as the paper's does
+    "clip": ["data.plan.pipeline=none", "model.objectives.clip.image_view=global_0", "data.options={}",
+             "model.towers.image={model: vit_nano_patch4_32}"],
     "dino": ["data.plan.pipeline=none", "model.objectives.dino.local_views=0"],
 }
 
