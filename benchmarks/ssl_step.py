@@ -162,24 +162,31 @@ def recipe_costs(names: list[str], reps: int, precision: str) -> list[tuple[str,
         for key, value in cfg.data.plan.items():
             setattr(plan, key, value)
         tokenizer = load_tokenizer(tokenizer_path(cfg.data.tokenizer), context_length=text_context(model)) if cfg.data.tokenizer else None
-        loader = iter(Loader(open_source(cfg.data.source, split="train", **cfg.data.options), plan,
-                             cfg.data.batch_size, tokenizer=tokenizer, shuffle=True, drop_last=True))
+        epoch = Loader(open_source(cfg.data.source, split="train", **cfg.data.options), plan, cfg.data.batch_size,
+                       tokenizer=tokenizer, shuffle=True, drop_last=True)
+        loader = (batch for _ in iter(int, 1) for batch in epoch)  # epoch after epoch, the loading timed too
         opt = torch.optim.AdamW(model.param_groups(0.05, base_lr=1e-4))
         amp = torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
-        times = []
-        for step in range(reps + 1):
-            t0 = clock()
-            batch = next(loader)
-            with amp:
-                out = model(batch)
-            opt.zero_grad(set_to_none=True)
-            out.loss.float().backward()
-            opt.step()
-            model.after_step(step, 1000)
-            if step:
-                times.append(clock() - t0)
-        ms = 1000 * statistics.median(times)
-        rows.append((name, cfg.data.batch_size, len(model.plan_forwards), ms, cfg.data.batch_size / ms * 1000))
+        # a recipe whose objectives start late costs less before they start: time both phases
+        phases = [(name, 0)] + ([(f"{name}, all objectives on", 999)] if model.phased else [])
+        for label, at in phases:
+            times = []
+            for step in range(reps + 1):
+                t0 = clock()
+                batch = next(loader)
+                with amp:
+                    out = model(batch)
+                opt.zero_grad(set_to_none=True)
+                out.loss.float().backward()
+                opt.step()
+                model.after_step(at + step if at else step, 1000)
+                if step:
+                    times.append(clock() - t0)
+            ms = 1000 * statistics.median(times)
+            weights = model.active_weights()
+            forwards = len({f for n, o in model.objectives.items() if weights[n] or not model.weights[n]
+                            for f in o.forwards()})  # the tower forwards this phase runs
+            rows.append((label, cfg.data.batch_size, forwards, ms, cfg.data.batch_size / ms * 1000))
     return rows
 
 
