@@ -154,3 +154,11 @@ def test_coca_without_its_contrastive_weight_does_not_compute_that_term():
     out.loss.backward()
     assert "coca_caption_loss" in out.metrics and "coca_contrastive_loss" not in out.metrics
     assert coca.loss.logit_scale.grad is None
+
+
+def test_objectives_sharing_a_teacher_must_agree_on_its_momentum():
+    with pytest.raises(ConfigError, match=r"masked_dino and dino share the teacher image_teacher but ask for momentum "
+                                          r"\(0\.99, 1\.0\) and \(0\.996, 1\.0\)"):
+        unified(dino={"momentum": 0.996, "global_views": 2, "local_views": 0, "out_dim": 64})
+    model, _ = unified(dino={"momentum": 0.99, "global_views": 2, "local_views": 0, "out_dim": 64})
+    assert model.objectives["dino"].teacher is model.objectives["masked_dino"].teacher  # one EMA, updated once

@@ -64,12 +64,18 @@ class ZirModel(nn.Module):
             self.weights[name] = float(weight)
         # teachers are owned once, here, even when several objectives read the same one (DINO + iBOT)
         self.teachers = nn.ModuleDict()
-        for obj in self.objectives.values():
+        owners: dict[str, str] = {}
+        for oname, obj in self.objectives.items():
             for tname, teacher in obj.teachers().items():
                 if tname in self.towers:
                     raise ConfigError(f"model: teacher {tname!r} has the name of a tower")
                 if tname not in self.teachers:
-                    self.teachers[tname] = teacher
+                    self.teachers[tname], owners[tname] = teacher, oname
+                elif teacher.schedule() != self.teachers[tname].schedule():  # one EMA: one momentum schedule
+                    raise ConfigError(
+                        f"model.objectives: {owners[tname]} and {oname} share the teacher {tname} but ask for "
+                        f"momentum {self.teachers[tname].schedule()} and {teacher.schedule()} (start, end); give both "
+                        "the same momentum and final_momentum")
                 obj.use_teacher(tname, self.teachers[tname])
         self.plan_forwards = self._plan_forwards()
         self.plan_calls = self._plan_calls(self.plan_forwards) if self.stack_views else [(f,) for f in self.plan_forwards]

@@ -139,6 +139,10 @@ class EMATeacher(nn.Module):
         self.module.eval()
         return self
 
+    def schedule(self) -> tuple[float, float]:
+        """(momentum at the first step, momentum at the last): what two objectives sharing this teacher must agree on."""
+        return self.momentum, self.final_momentum
+
     def momentum_at(self, step: int, total_steps: int) -> float:
         """The EMA momentum after optimiser step `step` of `total_steps`."""
         frac = min(max(step / max(total_steps - 1, 1), 0.0), 1.0)
