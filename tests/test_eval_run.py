@@ -13,7 +13,7 @@ from zir.cli import main
 from zir.config import from_dict
 from zir.data import ShapesSource, train_bpe
 from zir.errors import ZirError
-from zir.eval.run_eval import EvalError, _register_objectives, evaluate_run, load_run, random_init_model
+from zir.eval.run_eval import EvalError, evaluate_run, load_run, random_init_model
 from zir.train import save_checkpoint, train
 
 LIMIT = 48  # samples per split: enough for every protocol, small enough for a shared 2-core machine
@@ -35,7 +35,6 @@ def tiny_recipe(objectives: dict, tokenizer=None, vocab: int = 300) -> dict:
 @pytest.fixture(scope="module")
 def coca_run(tmp_path_factory):
     """CoCa + MAE, trained for two steps by the trainer: every task and every report section applies."""
-    _register_objectives()
     root = tmp_path_factory.mktemp("coca")
     tok = train_bpe(ShapesSource("train", n=300, size=16).iter_captions(), vocab_size=300, context_length=16)
     tok.save(root)
