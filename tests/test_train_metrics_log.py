@@ -2,7 +2,7 @@
 
 import csv
 
-from zir.train.trainer import MetricsLog
+from zir.train.metrics_log import MetricsLog
 
 
 def test_a_late_column_is_added_and_earlier_rows_keep_their_values(tmp_path):

@@ -68,7 +68,7 @@ def fsdp_units(run: Path) -> list[str]:
 
     from zir.config import load_config
     from zir.model import build_model
-    from zir.train.trainer import shard_model
+    from zir.train.distributed import shard_model
 
     model = build_model({k: v for k, v in load_config(run / "config.yaml").model.items() if k != "init"})
     shard_model(model)

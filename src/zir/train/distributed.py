@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+from torch import nn
 
 from zir.errors import ConfigError
 
@@ -89,3 +90,21 @@ def barrier(d: Dist) -> None:
     """Wait for every rank."""
     if d.enabled:
         dist.barrier()
+
+
+def shard_model(model: nn.Module) -> None:
+    """FSDP (fully_shard): each block of every tower is its own unit, the rest (heads, teachers) one root unit.
+
+    A block is an element of an nn.ModuleList that holds no list itself: ViT and text blocks, the blocks in
+    each Swin stage, the layers of a pretrained BERT-style text tower. Every parameter has at least one
+    dimension (fully_shard refuses 0-d ones; the losses store their temperatures with shape (1,)).
+    """
+    from torch.distributed.fsdp import fully_shard
+
+    towers = getattr(model, "towers", None)
+    for tower in (towers.values() if isinstance(towers, nn.ModuleDict) else list(model.children())):
+        for blocks in [m for m in tower.modules() if isinstance(m, nn.ModuleList)]:
+            for block in blocks:
+                if not any(isinstance(m, nn.ModuleList) for m in block.modules()) and any(True for _ in block.parameters()):
+                    fully_shard(block)
+    fully_shard(model)

@@ -9,36 +9,35 @@ ends with exactly the weights of an uninterrupted one: the model, optimizer, RNG
 from __future__ import annotations
 
 import contextlib
-import csv
 import json
 import logging
 import math
 import os
-import random
 import signal
 import socket
-import sys
 import time
-from dataclasses import fields
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
-from zir.config import Config, from_dict, load_config, read_yaml, save_config, apply_overrides
-from zir.data import Loader, ViewPlan, open_source
-from zir.data.shards import ShardSource
+from zir.config import Config
+from zir.data import open_source
 from zir.errors import ConfigError, WeightsError, ZirError
 from zir.train import checkpoint as ckpt
 from zir.train import distributed, finite
 from zir.train.compat import fit_optimizer_state
 from zir.train.optim_state import align_optimizer_state
+from zir.train.data_stream import DataStream, ResumableLoader
+from zir.train.distributed import shard_model
 from zir.train.ema import WeightEMA
-from zir.train.run_folder import claimed, keep_tokenizer, launched_as_rank0, setup_logging
+from zir.train.metrics_log import MetricsLog, _tensorboard
+from zir.train.progress import Progress
 from zir.train.budget import BUDGET_RESOLUTION, NO_STEP_LIMIT, BudgetClock
 from zir.train.precision import resolve_precision
+from zir.train.recipe_model import build_model, view_plan_for
+from zir.train.rng import rng_state, set_rng_state
 from zir.train.schedule import Schedule
 
 log = logging.getLogger("zir.train")
@@ -56,117 +55,7 @@ class TrainingInterrupted(ZirError):
         self.signum = signum
 
 
-# -- model and data ------------------------------------------------------------------------------------
-
-def build_model(section: dict) -> nn.Module:
-    """The model of a recipe's model section; `factory: NAME` names a registered model factory (never an import)."""
-    from zir.models.factories import build_recipe_model
-
-    try:
-        return build_recipe_model(section)
-    except (TypeError, ValueError) as err:  # a value of the wrong type reached a constructor
-        if isinstance(err, ZirError):
-            raise
-        factory = section.get("factory") if isinstance(section, dict) else None
-        where = f"model.factory={factory!r}" if factory else "model"
-        raise ConfigError(f"{where}: the model does not build from these values ({type(err).__name__}: "
-                          f"{str(err).splitlines()[0] if str(err) else ''})") from None
-
-
-class ResumableLoader(Loader):
-    """A Loader whose next epoch can start after `skip` samples (map-style sources), batch for batch the same."""
-
-    skip = 0
-
-    def _indices(self) -> list[int]:
-        return super()._indices()[self.skip:]
-
-
-class DataStream:
-    """Endless micro-batches across epochs with a saveable position: (epoch, samples or batches consumed)."""
-
-    def __init__(self, loader: ResumableLoader, epoch: int = 0, samples: int = 0, batches: int = 0):
-        self.loader, self.epoch, self.samples, self.batches = loader, epoch, samples, batches
-        self.map_style = not isinstance(loader.source, ShardSource)
-        self._it: Iterator | None = None
-        self._seen0 = 0
-
-    def _start(self) -> None:
-        self.loader.set_epoch(self.epoch)
-        self.loader.skip = 0
-        if self.map_style:
-            full = len(self.loader._indices()) // self.loader.batch_size * self.loader.batch_size
-            if self.samples >= full:  # saved right after an epoch's last batch: begin the next one
-                self.epoch, self.samples, self.batches = self.epoch + 1, 0, 0
-                self.loader.set_epoch(self.epoch)
-            self.loader.skip = self.samples
-        self._seen0 = self.loader.report.seen - self.samples
-        self._it = iter(self.loader)
-        if not self.map_style:  # streams cannot seek: read and drop what was consumed before the resume
-            for _ in range(self.batches):
-                next(self._it, None)
-
-    def __next__(self):
-        """The next micro-batch; rolls over to the next epoch at the end of one."""
-        with torch.random.fork_rng(devices=[]):  # loader seeds must not move the training RNG (exact resume)
-            for _ in range(2):
-                if self._it is None:
-                    self._start()
-                try:
-                    batch = next(self._it)
-                except StopIteration:
-                    self.epoch, self.samples, self.batches, self._it = self.epoch + 1, 0, 0, None
-                    continue
-                self.batches += 1
-                self.samples = self.loader.report.seen - self._seen0
-                return batch
-        raise ConfigError(f"data {self.loader.source.name}: an epoch gave no batch")
-
-    def position(self) -> dict[str, int]:
-        """Where the next batch comes from."""
-        return {"epoch": self.epoch, "samples": self.samples, "batches": self.batches}
-
-
-def _plan(model: nn.Module, cfg: Config) -> ViewPlan:
-    """The model's view plan with the recipe's data.plan overrides and the run's seed."""
-    plan = model.view_plan()
-    plan = plan if isinstance(plan, ViewPlan) else ViewPlan.from_dict(plan)
-    spec = {f.name: getattr(plan, f.name) for f in fields(plan) if not f.name.startswith("_")}
-    spec["seed"] = cfg.train.seed
-    over = dict(cfg.data.plan)
-    if "size" in over and "local_size" not in over:
-        spec["local_size"] = None
-    spec.update(over)
-    try:
-        plan = ViewPlan.from_dict(spec)
-    except ConfigError as err:
-        raise ConfigError(f"data.plan: {err}") from None
-    if hasattr(model, "check_plan"):
-        model.check_plan(plan)  # crops a windowed tower (Swin) cannot take fail here, naming the field
-    return plan
-
-
 # -- state helpers -----------------------------------------------------------------------------------
-
-def _rng_state(device: torch.device) -> dict[str, Any]:
-    np_state = np.random.get_state()
-    return {
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), int(np_state[2]), int(np_state[3]), float(np_state[4])],
-        "python": random.getstate(),
-    }
-
-
-def _set_rng_state(state: dict[str, Any], device: torch.device) -> None:
-    torch.set_rng_state(state["torch"])
-    if state.get("cuda") is not None and device.type == "cuda":
-        torch.cuda.set_rng_state(state["cuda"], device)
-    kind, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
-    py = state["python"]
-    random.setstate((py[0], tuple(py[1]), py[2]))
-
 
 def _unwrap(model: nn.Module) -> nn.Module:
     while hasattr(model, "module") and isinstance(model, (nn.parallel.DistributedDataParallel,)):
@@ -178,64 +67,6 @@ def _write_json(path: Path, data: dict) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(data, indent=1, default=float))
     os.replace(tmp, path)
-
-
-class MetricsLog:
-    """metrics.csv, one row per step; on resume rows past the checkpoint are dropped and the header kept."""
-
-    def __init__(self, path: Path, resume_step: int | None):
-        self.path, self.columns, self._fh, self._writer = path, None, None, None
-        if resume_step is not None and path.exists():
-            with open(path, newline="") as fh:
-                rows = list(csv.reader(fh))
-            if rows:
-                self.columns = rows[0]
-                keep = [r for r in rows[1:] if len(r) == len(self.columns) and r[0].isdigit() and int(r[0]) <= resume_step]
-                tmp = path.with_name(path.name + ".tmp")
-                with open(tmp, "w", newline="") as fh:
-                    csv.writer(fh).writerows([self.columns, *keep])
-                os.replace(tmp, path)
-        elif path.exists():
-            path.unlink()
-
-    def write(self, row: dict[str, Any]) -> None:
-        """Append one step's row; a value never seen before (an objective that starts late) adds its column."""
-        if self.columns is not None and any(k not in self.columns for k in row):
-            self._widen([k for k in row if k not in self.columns])
-        if self._fh is None:
-            new = self.columns is None
-            self.columns = self.columns or list(row)
-            self._fh = open(self.path, "a", newline="")
-            self._writer = csv.writer(self._fh)
-            if new:
-                self._writer.writerow(self.columns)
-        self._writer.writerow([_fmt(row.get(c, "")) for c in self.columns])
-        self._fh.flush()
-
-    def _widen(self, extra: list[str]) -> None:
-        """Rewrite the file with `extra` columns (empty in the rows before), atomically."""
-        self.close()
-        rows = []
-        if self.path.exists():
-            with open(self.path, newline="") as fh:
-                rows = list(csv.reader(fh))[1:]
-        self.columns = [*self.columns, *extra]
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        with open(tmp, "w", newline="") as fh:
-            csv.writer(fh).writerows([self.columns, *(r + [""] * len(extra) for r in rows)])
-        os.replace(tmp, self.path)
-
-    def close(self) -> None:
-        """Close the file."""
-        if self._fh is not None:
-            self._fh.close()
-            self._fh = None
-
-
-def _fmt(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:.6g}"
-    return str(v)
 
 
 # -- the trainer -------------------------------------------------------------------------------------
@@ -280,7 +111,7 @@ class Trainer:
             if d.main:
                 log.info("model.init: towers %s from %s", ", ".join(f"{k} <- {v}" for k, v in copied.items()),
                          cfg.model["init"])
-        self.plan = _plan(self.model, cfg)
+        self.plan = view_plan_for(self.model, cfg)
         source = open_source(cfg.data.source, split=cfg.data.split, data_root=cfg.data.data_root, **cfg.data.options)
         tokenizer, self.tokenizer_file = None, None
         if cfg.data.tokenizer:
@@ -372,7 +203,7 @@ class Trainer:
             self.budget.before = float(state.get("budget_spent", 0.0))
         rngs = state.get("rng") or []
         if len(rngs) == self.dist.world_size:
-            _set_rng_state(rngs[self.dist.rank], self.device)
+            set_rng_state(rngs[self.dist.rank], self.device)
         else:
             torch.manual_seed(self.cfg.train.seed + self.dist.rank + 7919 * self.step)  # fresh, but not a replay
         pos = dict(state.get("data", {}))
@@ -387,7 +218,7 @@ class Trainer:
 
     # checkpoints and status --------------------------------------------------------------------------
     def _gather_rng(self) -> list:
-        mine = _rng_state(self.device)
+        mine = rng_state(self.device)
         if not self.dist.enabled:
             return [mine]
         out = [None] * self.dist.world_size
@@ -661,129 +492,8 @@ class Trainer:
         distributed.teardown(self.dist)
 
 
-def _tensorboard(run_dir: Path):
-    """A TensorBoard writer into RUN/tensorboard, or a ConfigError saying what to install."""
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        raise ConfigError("train.tensorboard=true needs the tensorboard package (pip install tensorboard); "
-                          "metrics.csv has the same numbers") from None
-    return SummaryWriter(str(run_dir / "tensorboard"))
-
-
-def shard_model(model: nn.Module) -> None:
-    """FSDP (fully_shard): each block of every tower is its own unit, the rest (heads, teachers) one root unit.
-
-    A block is an element of an nn.ModuleList that holds no list itself: ViT and text blocks, the blocks in
-    each Swin stage, the layers of a pretrained BERT-style text tower. Every parameter has at least one
-    dimension (fully_shard refuses 0-d ones; the losses store their temperatures with shape (1,)).
-    """
-    from torch.distributed.fsdp import fully_shard
-
-    towers = getattr(model, "towers", None)
-    for tower in (towers.values() if isinstance(towers, nn.ModuleDict) else list(model.children())):
-        for blocks in [m for m in tower.modules() if isinstance(m, nn.ModuleList)]:
-            for block in blocks:
-                if not any(isinstance(m, nn.ModuleList) for m in block.modules()) and any(True for _ in block.parameters()):
-                    fully_shard(block)
-    fully_shard(model)
-
-
 def threading_main() -> bool:
     """Whether this is the main thread (the only one that may install signal handlers)."""
     import threading
 
     return threading.current_thread() is threading.main_thread()
-
-
-class Progress:
-    """A rich progress bar (loss terms, lr, samples/s, ETA) on a terminal; plain lines every log_every otherwise."""
-
-    def __init__(self, trainer: Trainer, enabled: bool | None = None):
-        self.trainer = trainer
-        self.enabled = sys.stderr.isatty() if enabled is None else enabled
-        self.bar = None
-
-    def start(self, step: int) -> None:
-        """Show the bar from `step`."""
-        if not self.enabled:
-            return
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn, TimeRemainingColumn
-
-        self.bar = RichProgress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                TimeRemainingColumn(), TextColumn("{task.fields[info]}"), transient=False)
-        self.bar.start()
-        budget = self.trainer.budget
-        total, done = (budget.seconds, budget.spent()) if budget else (self.trainer.total_steps, step)
-        self.task = self.bar.add_task(self.trainer.cfg.name, total=total, completed=done, info="")
-
-    def update(self, step: int, row: dict[str, Any]) -> None:
-        """Show one step's values."""
-        terms = "  ".join(f"{k} {v:.4g}" for k, v in row.items() if k.endswith("loss") and isinstance(v, float))
-        info = f"{terms}  lr {row['lr']:.2e}  {row['samples_per_s']:.0f} samples/s"
-        budget = self.trainer.budget
-        if self.bar is not None:
-            self.bar.update(self.task, completed=budget.spent() if budget else step, info=info)
-        elif step % self.trainer.cfg.train.log_every == 0 or step == self.trainer.total_steps:
-            where = f"step {step}, {budget.spent():.1f}/{budget.seconds:g} s" if budget else f"step {step}/{self.trainer.total_steps}"
-            print(f"{where}  {info}", flush=True)
-
-    def stop(self) -> None:
-        """Remove the live display."""
-        if self.bar is not None:
-            self.bar.stop()
-
-
-# -- entry points ------------------------------------------------------------------------------------
-
-def _run(cfg: Config, run_dir: Path, resume: bool, progress: bool | None, write_config: bool) -> dict[str, Any]:
-    """Build everything first: a start refused there (bad value, data, checkpoint) writes nothing into run_dir."""
-    runlog = setup_logging(run_dir, launched_as_rank0())
-    try:
-        trainer = Trainer(cfg, run_dir, resume=resume, progress=progress)
-        try:
-            if runlog is not None:
-                if write_config:
-                    save_config(cfg, run_dir / "config.yaml")
-                if trainer.tokenizer_file is not None:
-                    keep_tokenizer(trainer.tokenizer_file, run_dir)
-                runlog.start()
-            return trainer.fit()
-        finally:
-            trainer.close()
-    finally:
-        if runlog is not None:
-            runlog.close()
-
-
-def train(cfg: Config | str | os.PathLike, out: str | os.PathLike, overrides: list[str] | tuple[str, ...] = (),
-          progress: bool | None = None) -> dict[str, Any]:
-    """Start a run in folder `out` from a Config or a recipe path (with dotted overrides); returns the summary."""
-    if not isinstance(cfg, Config):
-        cfg = load_config(cfg, overrides)
-    elif overrides:
-        cfg = from_dict(apply_overrides(cfg.to_dict(), list(overrides)))
-    run_dir = Path(out)
-    from zir.train.init_weights import check_init
-
-    check_init(cfg.model)
-    with claimed(run_dir, create=True, main=launched_as_rank0()):  # a live run in it is refused first, naming it
-        if ckpt.list_checkpoints(run_dir / "checkpoints") or (run_dir / "metrics.csv").exists():
-            raise ConfigError(f"run folder {run_dir} already holds a run: continue it with `zir train --resume {run_dir}` "
-                              f"or choose another --out")
-        return _run(cfg, run_dir, False, progress, write_config=True)
-
-
-def resume(run_dir: str | os.PathLike, overrides: list[str] | tuple[str, ...] = (), progress: bool | None = None) -> dict[str, Any]:
-    """Continue the run in `run_dir` from its newest readable checkpoint (overrides such as train.steps=N extend it)."""
-    run_dir = Path(run_dir)
-    if not (run_dir / "config.yaml").is_file():
-        raise ConfigError(f"{run_dir} is not a run folder (no config.yaml)")
-    # refused while the run is alive; config.yaml takes the overrides only once they have built a trainer (_run),
-    # so a refused resume leaves the folder as it was
-    with claimed(run_dir, create=False, main=launched_as_rank0()):
-        raw = read_yaml(run_dir / "config.yaml")
-        cfg = from_dict(apply_overrides(raw, list(overrides)), origin=str(run_dir / "config.yaml"))
-        if not ckpt.list_checkpoints(run_dir / "checkpoints"):
-            raise ckpt.CheckpointError(f"{run_dir} has no checkpoint yet; start it again with zir train")
-        return _run(cfg, run_dir, True, progress, write_config=bool(overrides))
