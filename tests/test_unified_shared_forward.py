@@ -162,3 +162,11 @@ def test_objectives_sharing_a_teacher_must_agree_on_its_momentum():
         unified(dino={"momentum": 0.996, "global_views": 2, "local_views": 0, "out_dim": 64})
     model, _ = unified(dino={"momentum": 0.99, "global_views": 2, "local_views": 0, "out_dim": 64})
     assert model.objectives["dino"].teacher is model.objectives["masked_dino"].teacher  # one EMA, updated once
+
+
+def test_an_objective_on_the_image_view_alone_makes_no_global_crops():
+    # the plan's default is two global crops; nobody reads them here, so the loader must not augment them
+    model, batch = unified(**FROM_THE_START)
+    assert model.view_plan().global_views == 0 and not any(v.startswith("global") for v in batch.views)
+    with pytest.raises(ConfigError, match="view 'left_0'"):
+        unified(clip=None, coca=None, mae=None, masked_dino={"view": "left_0", "start": 0.0})

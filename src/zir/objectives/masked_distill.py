@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from zir.errors import ConfigError
-from zir.objectives.base import EMATeacher, Forward, Loss, register_objective
+from zir.objectives.base import EMATeacher, Forward, Loss, register_objective, views_needed
 from zir.objectives.dino import DINOHead, SelfDistillation, embedding_std, entropy, teacher_probs, update_center
 
 
@@ -52,6 +52,7 @@ class MaskedDistillation(SelfDistillation):
             raise ConfigError("masked_dino temperatures: expected > 0")
         if not 0 <= center_momentum < 1:
             raise ConfigError(f"masked_dino center_momentum={center_momentum}: expected 0 <= m < 1")
+        views_needed([view])  # a known view name, checked at build
         self.view, self.keep = view, float(keep)
         self.student_temp, self.teacher_temp, self.warmup_teacher_temp = student_temp, teacher_temp, warmup_teacher_temp
         self.warmup_frac, self.center_momentum = warmup_frac, center_momentum
@@ -64,14 +65,9 @@ class MaskedDistillation(SelfDistillation):
         self.teacher_name = f"{self.tower_name}_teacher"
 
     def view_plan(self) -> dict:
-        """One lightly augmented view with a random mask of 1 - keep of its patches."""
-        plan: dict = {"global": 0, "image": 1, "pipeline": "light"} if self.view == "image" else {}
-        if self.view != "image":
-            kind, _, index = self.view.partition("_")
-            if kind != "global" or not index.isdigit():
-                raise ConfigError(f"masked_dino view={self.view!r}: expected image or global_<i>")
-            plan = {"global": int(index) + 1}
-        return {**plan, "mask": 1.0 - self.keep, "mask_kind": "random", "mask_on": [self.view]}
+        """The view (lightly augmented when it is `image`) with a random mask of 1 - keep of its patches."""
+        plan = {**views_needed([self.view]), "mask": 1.0 - self.keep, "mask_kind": "random", "mask_on": [self.view]}
+        return {**plan, "pipeline": "light"} if self.view == "image" else plan
 
     def forwards(self) -> list[Forward]:
         """The student on the masked view (visible patches only), the teacher on the whole view."""
