@@ -1,6 +1,6 @@
 """`train.precision: auto`: bf16 autocast where the processor computes in bf16 natively, fp32 elsewhere.
 
-On a CPU with AVX512-BF16 or AMX a small ViT's training step runs about twice as fast under bf16 autocast
+On a CPU with AVX512-BF16 or AMX a small ViT's training step runs about 1.5x as fast under bf16 autocast
 (docs/benchmarks.md); on one without, bf16 is emulated and slower than fp32. The choice is made once, when a run
 starts, and recorded in its checkpoints and status.json, so a run resumed on another machine keeps its precision.
 """
