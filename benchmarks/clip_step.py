@@ -35,7 +35,7 @@ def make_batch(model, batch: int, keep: float, seed: int) -> Batch:
     ids[:, -1] = 2
     masks = {}
     if keep < 1.0:
-        masks["image"] = random_mask(batch, image.patch_embed.grid_size, 1.0 - keep, seed)
+        masks[("image", "mask")] = random_mask(batch, image.patch_embed.grid_size, 1.0 - keep, seed)
     return Batch(views, masks, {"text_0": ids}, {}, torch.zeros(batch, dtype=torch.long), [str(i) for i in range(batch)])
 
 

@@ -1,22 +1,25 @@
-"""The headline experiment: the unified recipe against each single objective, at equal training time.
+"""The headline experiment: the unified recipe against each single objective, at equal training time or steps.
 
-Every shipped recipe (`zir recipes`) trains the same image tower (vit_micro_patch4_32) for the same budget of CPU
-seconds (`train.time_budget`, `train.budget_clock=cpu`, one thread each, so runs sharing the machine still
-get equal work), then is evaluated the same way:
+Every shipped recipe (`zir recipes`) trains on the same image tower, the unified recipe's (the convolutional-stem
+`vit_nano_convstem_patch4_32`), with its own objective and optimiser settings, for the same budget of CPU seconds
+(`train.time_budget`, `train.budget_clock=cpu`, one thread each, so runs sharing the machine still get equal
+work) or the same number of steps (`--steps`), then is evaluated the same way:
 
-- suite `flickr8k`: pretrain on Flickr8k train photos (and captions, for the image-text objectives);
-  retrieval R@1/5/10 on the 1,000 Flickr8k test images (5,000 captions); linear probe and k-NN on CIFAR-10
-  (transfer: no CIFAR image is seen in pretraining);
-- suite `shapes`: pretrain on built-in shapes at 64x64 (1-3 objects per image, with captions; the tower
-  becomes vit_micro_patch8_64, the same 64 tokens, since at 32 px the objects are 5-10 px wide); zero-shot
-  shape and colour classification, linear probe and k-NN of the shape on single-object test images, and
-  zero-shot on the compositional split (shape-colour pairs never seen in training).
+- suite `shapes`: pretrain on built-in shapes as the shipped image-text recipes do (16x16, one object scaled
+  2.5x, 4,000 images, with captions); zero-shot shape and colour, linear probe and k-NN of the shape on
+  single-object test images, and zero-shot on the compositional split (shape-colour pairs never seen in
+  training);
+- suite `flickr8k`: pretrain on Flickr8k train photos at the tower's 32x32 (and captions, for the image-text
+  objectives); retrieval R@1/5/10 on the 1,000 Flickr8k test images (5,000 captions); linear probe and k-NN
+  on CIFAR-10 (transfer: no CIFAR image is seen in pretraining).
 
-Runs are folders under --out; a finished run (results.json present) is not run again, so the script can be
-stopped and restarted, and more seeds added later. The table is printed as markdown (mean and spread over
-seeds) and written to OUT/table.md.
+Each run also records its training CPU time, so the table gives the step cost (samples per CPU-second).
+Runs are folders under --out; a finished run (objectives_table.json present) is not run again, so the
+script can be stopped and restarted, and more seeds added later. The table is printed as markdown (mean
+and spread over seeds) and written to OUT/table.md.
 
-    .venv/bin/python benchmarks/objectives_table.py --data-root ../shared/data --budget 240 --jobs 2
+    .venv/bin/python benchmarks/objectives_table.py --suites shapes --budget 300 --jobs 1
+    .venv/bin/python benchmarks/objectives_table.py --suites shapes --steps 300 --out runs/steps300
     .venv/bin/python benchmarks/objectives_table.py --table-only          # print the table of what has run
 """
 
@@ -37,18 +40,23 @@ import yaml
 from zir.recipes import RECIPES_DIR, TOKENIZERS_DIR
 
 REPO = Path(__file__).resolve().parent.parent
-OBJECTIVES = ("unified", "mae", "dino", "ibot", "simclr", "clip", "siglip", "slip", "coca", "lit")
-SUITES = ("flickr8k", "shapes")
+OBJECTIVES = ("unified", "clip", "siglip", "coca", "mae", "simclr", "dino", "ibot", "slip", "lit")
+DEFAULT_OBJECTIVES = OBJECTIVES[:8]  # the survey's families; slip and lit on request
+SUITES = ("shapes", "flickr8k")
 FLICKR_TOKENIZER = TOKENIZERS_DIR / "flickr8k.json"
-SHAPES_EVAL = {"size": 64, "objects": [1, 1]}  # single-object test images: the shape label is unambiguous
+SHAPES_EVAL = {"size": 16, "objects": [1, 1], "object_scale": 2.5}  # as the shipped recipes train: one object a picture
 
 
-def recipe_for(objective: str, suite: str, seed: int, budget: float, data_root: str) -> dict:
-    """The recipe of one run: the shipped OBJECTIVE recipe moved onto the suite's data with a CPU-time budget."""
+def recipe_for(objective: str, suite: str, seed: int, budget: float | None, data_root: str,
+               steps: int | None = None) -> dict:
+    """The recipe of one run: the shipped OBJECTIVE recipe on the unified recipe's image tower and the suite's data."""
     raw = yaml.safe_load((RECIPES_DIR / f"{objective}.yaml").read_text())
+    unified = yaml.safe_load((RECIPES_DIR / "unified.yaml").read_text())
     data, model = raw.setdefault("data", {}), raw["model"]
+    image = dict(unified["model"]["towers"]["image"])
     text = model.get("towers", {}).get("text")
     if suite == "flickr8k":
+        image.pop("img_size", None)  # the tower's own 32x32
         data.update(source="flickr8k", split="train", data_root=str(Path(data_root).resolve()), options={})
         if text is not None and text.get("model", "").startswith("text_"):
             data["tokenizer"] = str(FLICKR_TOKENIZER)
@@ -56,20 +64,24 @@ def recipe_for(objective: str, suite: str, seed: int, budget: float, data_root: 
 
             text["vocab_size"] = load_tokenizer(FLICKR_TOKENIZER).vocab_size
     else:
-        data["options"] = {**(data.get("options") or {}), "size": SHAPES_EVAL["size"]}
-        model["towers"]["image"]["model"] = "vit_micro_patch8_64"  # data.tokenizer: the shipped name, found anywhere
+        data["options"] = dict(unified["data"]["options"])
+    model["towers"]["image"] = image
     if objective == "lit":
         from zir.data.tokenizer import pretrained_tokenizer_path
 
         data["tokenizer"] = str(pretrained_tokenizer_path())
     train = raw.setdefault("train", {})
-    train.update(steps=None, epochs=None, time_budget=float(budget), budget_clock="cpu", seed=seed, threads=1,
-                 ckpt_every=0, keep_last=1)
+    if steps:
+        train.update(steps=int(steps), epochs=None, time_budget=None)
+    else:
+        train.update(steps=None, epochs=None, time_budget=float(budget), budget_clock="cpu")
+    train.update(seed=seed, threads=1, ckpt_every=0, keep_last=1)
     raw["name"] = f"{objective}-{suite}-s{seed}"
     return raw
 
 
-def run_one(objective: str, suite: str, seed: int, budget: float, data_root: str, out: Path, limit: int) -> dict:
+def run_one(objective: str, suite: str, seed: int, budget: float | None, data_root: str, out: Path, limit: int,
+            steps: int | None = None) -> dict:
     """Train one run (unless its checkpoint exists) and evaluate it; returns and writes its results."""
     from zir.config import from_dict
     from zir.eval.run_eval import evaluate_run
@@ -79,9 +91,16 @@ def run_one(objective: str, suite: str, seed: int, budget: float, data_root: str
     if list_checkpoints(run / "checkpoints"):
         summary = json.loads((run / "summary.json").read_text()) if (run / "summary.json").is_file() else resume(run, progress=False)
     else:
-        summary = train(from_dict(recipe_for(objective, suite, seed, budget, data_root)), run, progress=False)
-    res: dict = {"objective": objective, "suite": suite, "seed": seed, "steps": summary["steps"],
-                 "budget_spent_s": summary.get("budget_spent_s"), "wall_s": summary.get("time_s")}
+        cfg = from_dict(recipe_for(objective, suite, seed, budget, data_root, steps))
+        cpu0 = time.process_time()
+        summary = train(cfg, run, progress=False)
+        summary["train_cpu_s"] = time.process_time() - cpu0  # one thread: the training's CPU time
+        (run / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    status = json.loads((run / "status.json").read_text()) if (run / "status.json").is_file() else {}
+    batch = from_dict(recipe_for(objective, suite, seed, budget, data_root, steps)).data.batch_size
+    res: dict = {"objective": objective, "suite": suite, "seed": seed, "steps": summary["steps"], "batch": batch,
+                 "train_cpu_s": summary.get("train_cpu_s"), "budget_spent_s": summary.get("budget_spent_s"),
+                 "wall_s": summary.get("time_s"), "precision": status.get("precision")}
     cross = objective not in ("mae", "dino", "ibot", "simclr")
     if suite == "flickr8k":
         if cross:
@@ -127,8 +146,8 @@ def table(out: Path, suite: str) -> str:
     if not runs:
         return f"(no finished {suite} runs under {out})"
     cols = COLUMNS[suite]
-    head = "| objective | seeds | steps |" + "".join(f" {c[0]} |" for c in cols)
-    lines = [head, "|---|---:|---:|" + "---:|" * len(cols)]
+    head = "| objective | seeds | steps | samples per CPU-s |" + "".join(f" {c[0]} |" for c in cols)
+    lines = [head, "|---|---:|---:|---:|" + "---:|" * len(cols)]
     for obj in OBJECTIVES:
         mine = [r for r in runs if r["objective"] == obj]
         if not mine:
@@ -139,27 +158,39 @@ def table(out: Path, suite: str) -> str:
             cells.append(_cell(vals))
         steps = _cell([float(r["steps"]) for r in mine]).split(".")[0] if len(mine) == 1 else \
             f"{statistics.mean(r['steps'] for r in mine):.0f}"
-        lines.append(f"| {obj} | {len(mine)} | {steps} |" + "".join(f" {c} |" for c in cells))
+        rates = [r["steps"] * r["batch"] / r["train_cpu_s"] for r in mine if r.get("train_cpu_s") and r.get("batch")]
+        rate = f"{statistics.mean(rates):.0f}" if rates else "-"
+        lines.append(f"| {obj} | {len(mine)} | {steps} | {rate} |" + "".join(f" {c} |" for c in cells))
     base = [r for r in runs if r["objective"] == "unified" and r["seed"] == 0]
     if base:
         cells = []
         for _, group, task, metric in cols:
             v = base[0].get(group, {}).get(task, {}).get("random_init", {}).get(metric)
             cells.append("-" if v is None else f"{v:.1f}")
-        lines.append("| random init (unified's towers) | 1 | 0 |" + "".join(f" {c} |" for c in cells))
+        lines.append("| random init (unified's towers) | 1 | 0 | - |" + "".join(f" {c} |" for c in cells))
     return "\n".join(lines)
+
+
+def cpu_name() -> str:
+    """The processor's model name (lscpu's), for the record beside the table."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data-root", default=str(REPO.parent / "shared" / "data"), help="folder with cifar10/ and flickr8k/")
     ap.add_argument("--out", default="runs/objectives", help="where the runs go")
-    ap.add_argument("--budget", type=float, default=240.0, help="CPU seconds of training per run")
+    ap.add_argument("--budget", type=float, default=300.0, help="CPU seconds of training per run")
+    ap.add_argument("--steps", type=int, default=None, help="instead of --budget: the same number of steps per run")
     ap.add_argument("--suites", default=",".join(SUITES))
-    ap.add_argument("--objectives", default=",".join(OBJECTIVES))
+    ap.add_argument("--objectives", default=",".join(DEFAULT_OBJECTIVES))
     ap.add_argument("--seeds", default="0", help="comma-separated seeds for every objective")
     ap.add_argument("--extra-seeds", default="", help="more seeds, only for --extra-for")
-    ap.add_argument("--extra-for", default="unified,clip,dino")
+    ap.add_argument("--extra-for", default="unified,clip,mae,coca")
     ap.add_argument("--limit", type=int, default=5000, help="evaluation samples per split at most")
     ap.add_argument("--jobs", type=int, default=2, help="runs at once (one thread each)")
     ap.add_argument("--table-only", action="store_true")
@@ -168,7 +199,7 @@ def main() -> None:
     out = Path(args.out)
     if args.one:
         obj, suite, seed = args.one
-        run_one(obj, suite, int(seed), args.budget, args.data_root, out, args.limit)
+        run_one(obj, suite, int(seed), args.budget, args.data_root, out, args.limit, args.steps)
         return
     if not args.table_only:
         todo = []
@@ -192,6 +223,7 @@ def main() -> None:
                 log.parent.mkdir(parents=True, exist_ok=True)
                 cmd = [sys.executable, __file__, "--one", job[0], job[1], str(job[2]), "--out", str(out),
                        "--budget", str(args.budget), "--data-root", args.data_root, "--limit", str(args.limit)]
+                cmd += ["--steps", str(args.steps)] if args.steps else []
                 running.append((subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env), job, time.time()))
             time.sleep(2)
             for proc, job, t0 in list(running):
@@ -199,8 +231,8 @@ def main() -> None:
                     running.remove((proc, job, t0))
                     state = "done" if proc.returncode == 0 else f"FAILED (exit {proc.returncode}, see {out}/logs)"
                     print(f"{job[1]:9s} {job[0]:8s} seed {job[2]}: {state} in {time.time() - t0:.0f} s", flush=True)
-    text = [f"Equal budget of {args.budget:g} CPU seconds of training per run; {platform.processor() or platform.machine()}, "
-            f"torch {__import__('torch').__version__}.", ""]
+    span = f"{args.steps} steps" if args.steps else f"a budget of {args.budget:g} CPU seconds of training"
+    text = [f"Equal {span} per run; {cpu_name()}, torch {__import__('torch').__version__}.", ""]
     for suite in args.suites.split(","):
         text += [f"### {suite}", "", table(out, suite), ""]
     body = "\n".join(text)

@@ -7,7 +7,7 @@ import torch
 
 import zir.objectives.clip  # noqa: F401  (registers clip)
 import zir.objectives.siglip  # noqa: F401  (registers siglip)
-from zir.data import ShapesSource, make_loader, train_bpe
+from zir.data import MaskSpec, ShapesSource, make_loader, train_bpe
 from zir.data.shapes import class_names
 from zir.errors import ConfigError
 from zir.eval.zeroshot import evaluate_zeroshot, zeroshot_classifier
@@ -31,10 +31,11 @@ def test_plan_and_flip_masking_encode_only_kept_patches(shapes):
     train, tok = shapes
     model = _model(tok, {"clip": {"keep": 0.25}})
     plan = model.view_plan()
-    assert (plan.image, plan.text, plan.global_views, plan.mask, plan.mask_on) == (1, 1, 0, 0.75, ("image",))
+    assert (plan.image, plan.text, plan.global_views, plan.masked_views()) == (1, 1, 0, ["image"])
+    assert plan.masks["image"] == (MaskSpec("mask", 0.75),)
     batch = next(iter(make_loader(train, plan, 8, tokenizer=tok)))
     cache = model.encode(batch)
-    assert cache[Forward("image", "image", masked=True)].shape == (8, 1 + 4, 64)  # CLS + 4 of 16 patches
+    assert cache[Forward("image", "image", "mask")].shape == (8, 1 + 4, 64)  # CLS + 4 of 16 patches
     assert cache[Forward("text", "text_0")].shape == (8, 1 + 20, 64)
     out = model(batch)
     assert out.loss.requires_grad and {"clip_loss", "clip_acc", "clip_scale"} <= set(out.metrics)

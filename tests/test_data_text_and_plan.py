@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from zir.data import ViewPlan, make_loader, open_source
+from zir.data import MaskSpec, ViewPlan, make_loader, open_source
 from zir.data.plan import ViewCollate
 from zir.data.tokenizer import load_tokenizer, pretrained_tokenizer_path, train_bpe
 from zir.errors import ConfigError
@@ -75,7 +75,8 @@ def test_pretrained_model_tokenizer_loads():
 
 def test_plan_from_dict_and_validation():
     plan = ViewPlan.from_dict({"global": 2, "local": 6, "text": 1, "mask": 0.75})
-    assert (plan.global_views, plan.local_views, plan.text, plan.mask) == (2, 6, 1, 0.75)
+    assert (plan.global_views, plan.local_views, plan.text) == (2, 6, 1)
+    assert plan.masks["global_0"] == plan.masks["global_1"] == (MaskSpec("mask", 0.75),)
     assert plan.view_names() == ["global_0", "global_1"] + [f"local_{i}" for i in range(6)]
     assert plan.masked_views() == ["global_0", "global_1"] and plan.local_size == 12
     with pytest.raises(ConfigError, match="view plan key 'crops'"):
@@ -98,7 +99,7 @@ def test_collate_builds_exactly_the_planned_views(shapes_source, tok):
     for v in batch.global_views:
         assert v.shape == (16, 3, 32, 32) and v.dtype == torch.float32
     assert len(batch.local_views) == 6 and all(v.shape == (16, 3, 12, 12) for v in batch.local_views)
-    assert sorted(batch.masks) == ["global_0", "global_1"]
+    assert sorted(batch.masks) == [("global_0", "mask"), ("global_1", "mask")]
     assert batch.keep("global_0").shape == (16, 16) and batch.keep("local_0") is None  # 64 patches, 48 hidden
     assert batch.text.shape == (16, 32) and batch.labels.shape == (16,) and batch.labels.min() >= 0
     i = shapes_source.get(int(batch.keys[0].rsplit("/", 1)[1])).captions

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from zir.data import Batch, ViewCollate, ViewPlan
+from zir.data import Batch, MaskSpec, ViewCollate, ViewPlan
 from zir.data.plan import Item
 from zir.errors import ConfigError, UnknownNameError
 from zir.model import ModelOutput, ZirModel, build_model
@@ -39,7 +39,8 @@ def test_mae_dino_simclr_run_each_planned_forward_once():
     model = build_model({"towers": NANO, "objectives": {
         "mae": {"weight": 1.0}, "dino": {"weight": 1.0, "local_views": 3, "out_dim": 64}, "simclr": {"weight": 0.5}}})
     plan = model.view_plan()
-    assert (plan.global_views, plan.local_views, plan.mask, plan.pipeline) == (2, 3, 0.75, "dino")
+    assert (plan.global_views, plan.local_views, plan.pipeline) == (2, 3, "dino")
+    assert plan.masks == {"global_0": (MaskSpec("mask", 0.75, "random"),)}
     assert plan.masked_views() == ["global_0"]  # only MAE's view carries a mask
     # MAE: masked global_0; DINO: 2 globals + 3 locals (student), 2 globals (teacher); SimCLR shares DINO's globals
     assert sum(f.tower == "image" for f in model.plan_forwards) == 1 + 2 + 3
@@ -66,7 +67,7 @@ def test_dino_ibot_share_one_teacher_and_masked_forward():
     names = [k for k, _ in model.state_dict().items() if "image_teacher" in k or "teacher.module" in k]
     assert all(k.startswith("teachers.") for k in names)  # stored once
     plan = model.view_plan()
-    assert (plan.mask, plan.mask_kind) == (0.3, "block")
+    assert plan.masks == {f"global_{i}": (MaskSpec("mask", 0.3, "block"),) for i in range(2)}
     counts = count_forwards(model)
     out = model(make_batch(plan))
     assert counts == {"image": 2 + 2, "image_teacher": 2}  # masked-filled globals, locals; teacher globals
@@ -142,7 +143,7 @@ def test_build_model_and_create_objective_errors():
         build_model({"towers": NANO, "objectives": {}})
     with pytest.raises(ConfigError, match="tower 'text'"):
         create_objective("mae", {"image": create_model("vit_nano_patch4_32", num_classes=0)}, tower="text")
-    with pytest.raises(ConfigError, match="different masks"):
+    with pytest.raises(ConfigError, match="mae and ibot both name mask .mask. on view global_0 .*own mask_name"):
         build_model({"towers": NANO, "objectives": {"mae": {}, "ibot": {"out_dim": 32}}}).view_plan()
     with pytest.raises(ConfigError, match="view 'glob_1'"):
         build_model({"towers": NANO, "objectives": {"simclr": {"views": ["global_0", "glob_1"]}}})
@@ -176,6 +177,6 @@ def test_stacked_views_give_the_features_of_separate_forwards():
     for f, feats in cache.items():
         t = model.tower_for(f.tower)
         keep = batch.keep(f.view) if f.masked else None
-        ref = t.forward_tokens(batch.views[f.view], keep)
+        ref = t.forward_tokens(batch.views[f.view.name], keep)
         assert feats.shape == ref.shape and torch.allclose(feats, ref, atol=1e-5), f
     assert tower is model.tower_for("image")

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from zir.config import load_config
-from zir.data import load_tokenizer, make_loader, open_source
+from zir.data import MaskSpec, load_tokenizer, make_loader, open_source
 from zir.data.masking import random_mask, upsample_mask
 from zir.errors import ConfigError
 from zir.model import build_model
@@ -119,8 +119,8 @@ def test_simmim_mask_patches_are_squares_of_tower_patches(source):
     assert torch.equal(blocks[:, :, 0, :, 0].reshape(3, 64), coarse.mask)
     model = build_model({"towers": {"image": {**SWIN, "mask_token": True}}, "objectives": {"simmim": {}}})
     plan = model.view_plan()
-    assert (plan.mask, plan.mask_patch_size, plan.patch_size, plan.masked_views()) == (0.6, 4, 2, ["global_0"])
-    mask = fixed_batch(model, source).masks["global_0"]
+    assert (plan.masks["global_0"], plan.patch_size) == ((MaskSpec("mask", 0.6, "random", 4),), 2)
+    mask = fixed_batch(model, source).mask("global_0")
     assert mask.mask.shape == (8, 256) and mask.ratio == pytest.approx(38 / 64)
 
 
@@ -133,7 +133,7 @@ def test_simmim_on_swin_overfits_and_scores_only_hidden_pixels(source):
 
     obj, tower = model.objectives["simmim"], model.towers["image"]
     model.eval()
-    images, mask = batch.views["global_0"], batch.masks["global_0"].mask
+    images, mask = batch.views["global_0"], batch.mask("global_0").mask
     with torch.no_grad():
         pred = obj.predict(tower.forward_tokens(images, mask=mask), images.shape[-2:])
         assert pred.shape == images.shape
@@ -151,7 +151,7 @@ def test_swin_masked_positions_come_from_the_mask_token_not_the_pixels(source):
     model = build_model({"towers": {"image": {**SWIN, "mask_token": True}}, "objectives": {"simmim": {}}}).eval()
     obj, tower = model.objectives["simmim"], model.towers["image"]
     batch = fixed_batch(model, source, batch_size=2)
-    images, mask = batch.views["global_0"], batch.masks["global_0"].mask
+    images, mask = batch.views["global_0"], batch.mask("global_0").mask
     hidden = pixel_mask(mask, (16, 16), 2).bool().expand_as(images)
     with torch.no_grad():
         out = tower.forward_tokens(images, mask=mask)
@@ -174,7 +174,7 @@ def test_simmim_on_a_plain_vit_uses_the_towers_mask_token(source):
     assert "towers.image.mask_token" in {n for g in model.param_groups(0.05) if g["weight_decay"] == 0
                                          for n in g["names"]}
     batch = fixed_batch(model, source)
-    images, mask = batch.views["global_0"], batch.masks["global_0"].mask
+    images, mask = batch.views["global_0"], batch.mask("global_0").mask
     with torch.no_grad():
         out = tower.forward_tokens(images, mask=mask)
         assert out.shape == (8, 1 + 64, 64)  # the CLS token and every patch position
@@ -197,7 +197,7 @@ def test_simmim_config_errors():
         build_model({"towers": {"image": {**SWIN, "mask_token": True}}, "objectives": {"simmim": {"mask_ratio": 1.0}}})
     model = build_model({"towers": {"image": {**SWIN, "mask_token": True}},
                          "objectives": {"simmim": {"mask_patch_size": 12}}})
-    with pytest.raises(ConfigError, match="mask_patch_size=12: expected a divisor of size=32"):
+    with pytest.raises(ConfigError, match="model.objectives.simmim: .*patch_size=12: expected a divisor of size=32"):
         model.view_plan()
 
 

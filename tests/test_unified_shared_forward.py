@@ -63,22 +63,22 @@ FROM_THE_START = {"mae": {"start": 0.0}, "masked_dino": {"start": 0.0}}  # the r
 
 def test_each_distinct_tower_view_mask_triple_runs_once_and_mae_and_distillation_share_the_masked_one():
     model, batch = unified(**FROM_THE_START)
-    masked, whole = Forward("image", "image", masked=True), Forward("image", "image")
+    masked, whole = Forward("image", "image", "mask"), Forward("image", "image")
     for name in ("mae", "masked_dino"):
         assert masked in model.objectives[name].forwards(), name
     for name in ("clip", "coca"):
         assert whole in model.objectives[name].forwards(), name
-    triples = {(f.tower, f.view, f.masked) for o in model.objectives.values() for f in o.forwards()}
-    assert triples == {("image", "image", True), ("image", "image", False), ("text", "text_0", False),
-                       ("image_teacher", "image", False)}
+    triples = {(f.tower, f.view.name, f.mask) for o in model.objectives.values() for f in o.forwards()}
+    assert triples == {("image", "image", "mask"), ("image", "image", ""), ("text", "text_0", ""),
+                       ("image_teacher", "image", "")}
     assert len(model.plan_forwards) == len(triples)
     calls = tower_calls(model)
     out = model(batch)
     per_tower = {t: sum(1 for tower, _, _ in triples if tower == t) for t in ("image", "text", "image_teacher")}
     assert calls == per_tower == {"image": 2, "text": 1, "image_teacher": 1}
     assert torch.isfinite(out.loss)
-    keep = batch.masks["image"].keep
-    assert keep.shape[1] == batch.masks["image"].mask.shape[1] // 2  # half of the patches encoded
+    keep = batch.mask("image").keep
+    assert keep.shape[1] == batch.mask("image").mask.shape[1] // 2  # half of the patches encoded
 
 
 def test_flip_masking_shares_the_masked_forward_too():
@@ -88,9 +88,32 @@ def test_flip_masking_shares_the_masked_forward_too():
     assert calls == {"image": 1, "text": 1, "image_teacher": 1}  # CLIP, CoCa, MAE, distillation: one encoding
 
 
-def test_two_masks_on_one_view_are_refused_in_one_line():
-    with pytest.raises(ConfigError, match="different masks"):
-        unified(mae={"mask_ratio": 0.75})  # distillation keeps 0.5: one mask per view (several masks: not yet)
+def test_one_mask_name_with_two_settings_is_refused_in_one_line_naming_both_objectives():
+    with pytest.raises(ConfigError, match=r"mae and masked_dino both name mask 'mask' on view image but ask for "
+                                          r"mask \(random, 0.75\) and mask \(random, 0.5\); give one of them its own mask_name"):
+        unified(mae={"mask_ratio": 0.75})
+
+
+def test_two_named_masks_on_one_view_cost_two_masked_forwards_and_one_name_costs_one():
+    # MAE at 0.75 and FLIP-style CLIP at keep 0.5 on the same view: their own masks, two masked encodings
+    model, batch = unified(mae={"mask_ratio": 0.75, "mask_name": "mae", "start": 0.0}, clip={"keep": 0.5},
+                           coca={"keep": 0.5}, masked_dino={"start": 0.0})
+    assert sorted(batch.masks) == [("image", "mae"), ("image", "mask")]
+    assert batch.mask("image", "mae").keep.shape[1] == 4 and batch.mask("image", "mask").keep.shape[1] == 8  # of 16
+    assert not torch.equal(batch.mask("image", "mae").mask[:, :4], batch.mask("image", "mask").mask[:, :4])
+    triples = {(f.tower, f.view.name, f.mask) for o in model.objectives.values() for f in o.forwards()}
+    assert triples == {("image", "image", "mae"), ("image", "image", "mask"), ("text", "text_0", ""),
+                       ("image_teacher", "image", "")}
+    calls = tower_calls(model)
+    model(batch)
+    assert calls == {"image": 2, "text": 1, "image_teacher": 1} and len(model.plan_forwards) == len(triples)
+    # the same ratio under one name: CLIP, CoCa, MAE and the distillation read one masked encoding
+    model, batch = unified(mae={"mask_name": "shared", "start": 0.0}, masked_dino={"mask_name": "shared", "start": 0.0},
+                           clip={"keep": 0.5, "mask_name": "shared"}, coca={"keep": 0.5, "mask_name": "shared"})
+    assert list(batch.masks) == [("image", "shared")]
+    calls = tower_calls(model)
+    model(batch)
+    assert calls == {"image": 1, "text": 1, "image_teacher": 1}
 
 
 def test_masked_distillation_trains_the_student_and_follows_it_with_the_teacher():

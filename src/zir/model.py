@@ -116,45 +116,42 @@ class ZirModel(nn.Module):
 
     @staticmethod
     def _plan_calls(forwards: list[Forward]) -> list[tuple[Forward, ...]]:
-        """Group forwards into tower calls: same tower, masking and view size class (global/image, local, text)."""
+        """Group forwards into tower calls: same tower, mask, fill and view size class (global/image, local, text)."""
         calls: dict[tuple, list[Forward]] = {}
         for f in forwards:
-            kind = f.view.split("_")[0]
-            size_class = {"global": "full", "image": "full"}.get(kind, kind)
-            calls.setdefault((f.tower, f.masked, f.fill, size_class), []).append(f)
+            calls.setdefault((f.tower, f.mask, f.fill, f.view.size_class), []).append(f)
         return [tuple(fs) for fs in calls.values()]
 
     def view_plan(self) -> ViewPlan:
-        """The union of the objectives' views as one ViewPlan (sizes from the image tower)."""
-        plans = {name: obj.view_plan() for name, obj in self.objectives.items()}
-        masks = {name: (float(p.get("mask", 0.0)), p.get("mask_kind", "random"), p.get("mask_patch_size"))
-                 for name, p in plans.items() if p.get("mask", 0.0)}
-        if len(set(masks.values())) > 1:
-            desc = ", ".join(f"{n} mask={m} {k}" + (f" in {s}px squares" if s else "")
-                             for n, (m, k, s) in masks.items())
-            raise ConfigError(f"model: objectives ask for different masks ({desc}); one mask per view is supported")
-        merged: ViewPlan | None = None
-        for p in plans.values():
-            # pixel mask sizes are checked once the tower's image and patch size are known (below)
-            plan = ViewPlan.from_dict({k: v for k, v in p.items() if k not in ("pipeline", "mask_patch_size")})
-            merged = plan if merged is None else merged.merge(plan)
-        pipes = [p.get("pipeline", "simclr") for p in plans.values()]
-        merged.pipeline = min(pipes, key=lambda x: PIPELINE_ORDER.index(x) if x in PIPELINE_ORDER else len(PIPELINE_ORDER))
-        if masks:
-            merged.mask, merged.mask_kind, mask_patch_size = next(iter(masks.values()))
-            mask_on: list[str] = []
-            for name in masks:
-                on = plans[name].get("mask_on", ("global",))
-                for v in ([on] if isinstance(on, str) else on):
-                    if v not in mask_on:
-                        mask_on.append(v)
-            merged.mask_on = tuple(mask_on)
-        spec = {**_plan_dict(merged), "mask_patch_size": mask_patch_size if masks else None}
+        """The union of the objectives' views and named masks as one ViewPlan (sizes from the image tower).
+
+        Built once: each objective's needs become a ViewPlan, `ViewPlan.union` merges them (two objectives
+        asking for one mask name on one view with different settings fail here, naming both), the strongest
+        augmentation any objective asks for wins, and the image tower sets the sides.
+        """
+        sides: dict = {}
         tower = self.towers["image"] if "image" in self.towers else None
         if tower is not None and tower.modality == "image":
             patch, size = tower.patch_size[0], tower.img_size[0]
-            spec.update(size=size, patch_size=patch, local_size=fitting_local_size(tower, size, patch))
-        return ViewPlan.from_dict(spec)
+            sides = {"size": size, "patch_size": patch, "local_size": fitting_local_size(tower, size, patch)}
+        merged: ViewPlan | None = None
+        pipes, owners = [], {}
+        for name, obj in self.objectives.items():
+            needs = dict(obj.view_plan())
+            pipes.append(needs.pop("pipeline", "simclr"))
+            try:
+                plan = ViewPlan.from_dict({**needs, **sides})
+            except ConfigError as err:
+                raise ConfigError(f"model.objectives.{name}: {err}") from None
+            for view, spec in plan.mask_specs():
+                first, asked = owners.setdefault((view, spec.name), (name, spec))
+                if asked != spec:
+                    raise ConfigError(
+                        f"model.objectives: {first} and {name} both name mask {spec.name!r} on view {view} but ask for "
+                        f"{asked.describe()} and {spec.describe()}; give one of them its own mask_name")
+            merged = plan if merged is None else merged.union(plan)
+        merged.pipeline = min(pipes, key=lambda x: PIPELINE_ORDER.index(x) if x in PIPELINE_ORDER else len(PIPELINE_ORDER))
+        return merged
 
     def check_plan(self, plan: ViewPlan, where: str = "data.plan") -> None:
         """Raise a ConfigError naming the plan field whose crops the image tower cannot take (Swin's windows)."""
@@ -213,16 +210,13 @@ class ZirModel(nn.Module):
 
     def _inputs(self, batch: Batch, f: Forward) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The input of a forward and its keep (B, K) or fill mask (B, N), or None when unmasked."""
-        x = batch.views.get(f.view)
+        name = f.view.name
+        x = batch.tokens.get(name) if f.view.modality == "text" else batch.views.get(name)  # text: token ids (B, L)
         if x is None:
-            x = batch.tokens.get(f.view)  # text views are token ids (B, L)
-        if x is None:
-            raise ConfigError(f"batch has no view {f.view!r}; build the loader from model.view_plan()")
+            raise ConfigError(f"batch has no view {name!r}; build the loader from model.view_plan()")
         if not f.masked:
             return x, None
-        mask = batch.masks.get(f.view)
-        if mask is None:
-            raise ConfigError(f"batch view {f.view!r} has no mask; build the loader from model.view_plan()")
+        mask = batch.mask(name, f.mask)
         return x, (mask.mask if f.fill else mask.keep).to(x.device)
 
     def _run(self, f: Forward, x: torch.Tensor, m: torch.Tensor | None) -> torch.Tensor:
@@ -329,13 +323,6 @@ def nearest_fitting_side(tower: nn.Module, target: float, limit: int) -> int | N
         except ShapeError:
             continue
     return None
-
-
-def _plan_dict(plan: ViewPlan) -> dict:
-    """A ViewPlan back to its from_dict form."""
-    from dataclasses import fields
-
-    return {f.name: getattr(plan, f.name) for f in fields(plan) if not f.name.startswith("_")}
 
 
 def build_model(spec: dict) -> ZirModel:

@@ -9,6 +9,7 @@ from zir.data.inspect import inspect_source, summary_lines
 from zir.data.loader import Loader, make_loader
 from zir.data.masking import Mask, block_mask, make_mask, random_mask
 from zir.data.plan import Batch, ViewCollate, ViewPlan
+from zir.data.views import DEFAULT_MASK, MaskSpec, View
 from zir.data.shapes import generate_shapes, load_shapes
 from zir.data.shards import ShardSource, expand_braces
 from zir.data.sources import CaptionTableSource, DataReport, ImageFolderSource, MapSource, Sample, Source
@@ -24,13 +25,16 @@ __all__ = [
     "ImageFolderSource",
     "Loader",
     "MapSource",
+    "DEFAULT_MASK",
     "Mask",
+    "MaskSpec",
     "Sample",
     "ShapesSource",
     "ShardSource",
     "Source",
     "TextTokenizer",
     "ViewCollate",
+    "View",
     "ViewPlan",
     "block_mask",
     "cifar10",

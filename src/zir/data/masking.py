@@ -1,4 +1,4 @@
-"""Patch masks: random (MAE) and block-wise (BEiT, iBOT), as the `keep` indices the towers take.
+"""Patch masks: random (MAE), block-wise (BEiT, iBOT) and I-JEPA's, as the `keep` indices the towers take.
 
 Patches are numbered in row-major order over a (h, w) grid, as the ViT's patch embedding lays them out.
 A mask hides `round(ratio * N)` of the N patches in every sample, so that `keep`, the sorted indices of
@@ -16,7 +16,7 @@ import torch
 
 from zir.errors import ConfigError, UnknownNameError
 
-MASK_KINDS = ("random", "block")
+MASK_KINDS = ("random", "block", "jepa_targets", "jepa_context")
 
 
 @dataclass
@@ -141,10 +141,73 @@ def upsample_mask(mask: Mask, scale: int) -> Mask:
     return _from_bool(fine.reshape(fine.shape[0], -1), (h * scale, w * scale))
 
 
-def make_mask(kind: str, batch: int, grid, ratio: float, seed: int = 0) -> Mask:
-    """A mask by kind name: 'random' (MAE) or 'block' (BEiT/iBOT)."""
+def _exact(rng: np.random.Generator, flat: np.ndarray, target: int, fixed: np.ndarray | None = None) -> np.ndarray:
+    """Hide or reveal random patches until exactly `target` are hidden; patches in `fixed` stay hidden."""
+    count = int(flat.sum())
+    if count < target:
+        flat[rng.choice(np.flatnonzero(~flat), target - count, replace=False)] = True
+    elif count > target:
+        free = flat if fixed is None else flat & ~fixed
+        flat[rng.choice(np.flatnonzero(free), count - target, replace=False)] = False
+    return flat
+
+
+def _rectangle(rng: np.random.Generator, h: int, w: int, area: float, aspect: tuple[float, float]) -> tuple[slice, slice]:
+    """A random rectangle of about `area` patches with height/width in `aspect`, inside an h x w grid."""
+    a = math.exp(rng.uniform(math.log(aspect[0]), math.log(aspect[1])))
+    bh = min(h, max(1, int(round(math.sqrt(area * a)))))
+    bw = min(w, max(1, int(round(math.sqrt(area / a)))))
+    top, left = rng.integers(0, h - bh + 1), rng.integers(0, w - bw + 1)
+    return slice(top, top + bh), slice(left, left + bw)
+
+
+def jepa_target_mask(batch: int, grid, ratio: float, seed: int = 0, blocks: int = 4,
+                     aspect: tuple[float, float] = (0.75, 1.5)) -> Mask:
+    """I-JEPA's targets: `blocks` rectangles of ratio / blocks of the patches each (aspect 0.75-1.5); their
+    union is hidden, made exactly `ratio` of the patches so that `keep` is rectangular."""
+    h, w = _grid(grid)
+    n = h * w
+    target = max(1, _n_hidden(n, ratio))
+    rng = np.random.default_rng(int(seed) & 0x7FFF_FFFF_FFFF_FFFF)
+    rows = []
+    for _ in range(batch):
+        m = np.zeros((h, w), dtype=bool)
+        for _ in range(blocks):
+            m[_rectangle(rng, h, w, ratio * n / blocks, aspect)] = True
+        rows.append(_exact(rng, m.reshape(-1), target))
+    flat = np.stack(rows) if rows else np.zeros((0, n), bool)
+    return _from_bool(torch.from_numpy(flat), (h, w))
+
+
+def jepa_context_mask(targets: Mask, ratio: float, seed: int = 0, scale: tuple[float, float] = (0.85, 1.0)) -> Mask:
+    """I-JEPA's context: one large block (`scale` of the image) with every target patch removed from it.
+
+    Hidden are the patches outside the block and all of `targets`' hidden patches; `ratio` (at least the
+    targets' ratio) is the fraction hidden in every sample, reached by hiding or revealing non-target patches."""
+    h, w = targets.grid
+    n = h * w
+    tmask = targets.mask.numpy()
+    need = _n_hidden(n, ratio)
+    if len(tmask) and need < int(tmask[0].sum()):
+        raise ConfigError(f"jepa_context ratio={ratio}: expected at least the targets' ratio {targets.ratio:g}")
+    rng = np.random.default_rng(int(seed) & 0x7FFF_FFFF_FFFF_FFFF)
+    rows = []
+    for t in tmask:
+        visible = np.zeros((h, w), dtype=bool)
+        visible[_rectangle(rng, h, w, rng.uniform(*scale) * n, (1.0, 1.0))] = True
+        hidden = ~visible.reshape(-1) | t
+        rows.append(_exact(rng, hidden, need, fixed=t))
+    flat = np.stack(rows) if rows else np.zeros((0, n), bool)
+    return _from_bool(torch.from_numpy(flat), (h, w))
+
+
+def make_mask(kind: str, batch: int, grid, ratio: float, seed: int = 0, blocks: int = 4) -> Mask:
+    """A mask by kind name: 'random' (MAE), 'block' (BEiT/iBOT) or 'jepa_targets' (I-JEPA's target blocks);
+    `jepa_context` depends on its targets and is made by `jepa_context_mask`."""
     if kind == "random":
         return random_mask(batch, grid, ratio, seed)
     if kind == "block":
         return block_mask(batch, grid, ratio, seed)
-    raise UnknownNameError(f"mask kind {kind!r}: expected one of {', '.join(MASK_KINDS)}")
+    if kind == "jepa_targets":
+        return jepa_target_mask(batch, grid, ratio, seed, blocks)
+    raise UnknownNameError(f"mask kind {kind!r}: expected random, block or jepa_targets")

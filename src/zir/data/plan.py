@@ -1,6 +1,7 @@
 """The view plan and the typed batch: one collate builds exactly the views the objectives asked for.
 
-A plan is the union of the objectives' needs, e.g. `{global: 2, local: 6, text: 1, mask: 0.75}`. For a
+A plan is the union of the objectives' needs (`ViewPlan.union`): counts of views of each kind and the named
+masks on each view (`zir.data.views`), e.g. `{global: 2, local: 6, text: 1, masks: {global_0: [mae]}}`. For a
 batch of samples (images already decoded to a common square `load_size`) the collate draws one seed from
 the plan's seed, the epoch and the sample keys, so a batch's views depend neither on the number of
 workers nor on which worker built it, and builds:
@@ -8,8 +9,9 @@ workers nor on which worker built it, and builds:
 - `global_0 .. global_{G-1}`: (B, 3, size, size) normalised, augmented by the plan's pipeline;
 - `local_0 .. local_{L-1}`: (B, 3, local_size, local_size), DINO's small crops;
 - `image` when asked: (B, 3, size, size), a light crop and flip (CLIP, MAE beside SimCLR/DINO views);
-- a `Mask` for each masked view, with `keep` (B, K) for `forward_tokens(x, keep)`, drawn over squares of
-  `mask_patch_size` pixels (SimMIM) or, by default, over the tower's patches;
+- a `Mask` for each named mask of each view, `batch.masks[(view, name)]`, with `keep` (B, K) for
+  `forward_tokens(x, keep)`, drawn over squares of the mask's `patch_size` pixels (SimMIM) or, by default,
+  over the tower's patches;
 - `text_0 ..`: one caption drawn per sample per text view, as token ids (B, context_length) when a
   tokenizer is given, and always as strings in `captions`.
 """
@@ -24,21 +26,24 @@ import torch
 
 from zir.data import masking, transforms
 from zir.data.paths import hash_seed
+from zir.data.views import DEFAULT_MASK, MaskSpec, View
 from zir.errors import ConfigError
 
 
 @dataclass
 class ViewPlan:
-    """Which views a batch carries and how they are made; `from_dict` reads `{global: 2, local: 6, ...}`."""
+    """Which views a batch carries, their masks and how they are made; `from_dict` reads `{global: 2, local: 6, ...}`.
+
+    `masks` maps a view name to the named masks drawn on it (`MaskSpec`), e.g. {"image": (MaskSpec("mask", 0.5),)}.
+    The older flat form `{mask: 0.75, mask_kind: block, mask_on: [global]}` is read by `from_dict` as one mask
+    named `mask` on those views.
+    """
 
     global_views: int = 2
     local_views: int = 0
     image: int = 0  # 1: add a lightly augmented `image` view
     text: int = 0  # number of text views (captions per sample)
-    mask: float = 0.0  # fraction of patches hidden in each masked view
-    mask_kind: str = "random"  # 'random' (MAE) or 'block' (BEiT/iBOT)
-    mask_on: tuple[str, ...] = ("global",)  # which views get a mask: 'global', 'image', or view names
-    mask_patch_size: int | None = None  # side in pixels of the squares masked together (SimMIM); None: patch_size
+    masks: dict[str, tuple[MaskSpec, ...]] = field(default_factory=dict)
     size: int = 32  # side of global and image views
     local_size: int | None = None  # side of local views; default DINO's 96/224 of `size`
     patch_size: int = 4  # the tower's patch size, for mask grids and local sizes
@@ -48,6 +53,7 @@ class ViewPlan:
     seed: int = 0
 
     _KEYS = {"global": "global_views", "local": "local_views", "globals": "global_views", "locals": "local_views"}
+    _FLAT_MASK = ("mask", "mask_kind", "mask_on", "mask_patch_size")
 
     def __post_init__(self):
         for name in ("global_views", "local_views", "image", "text"):
@@ -56,10 +62,6 @@ class ViewPlan:
                 raise ConfigError(f"view plan field {name}={v!r}: expected a whole number >= 0")
         if self.global_views + self.local_views + self.image + self.text == 0:
             raise ConfigError("view plan asks for no view: set global, local, image or text")
-        if not 0.0 <= float(self.mask) < 1.0:
-            raise ConfigError(f"view plan field mask={self.mask}: expected a fraction 0 <= mask < 1")
-        if self.mask_kind not in masking.MASK_KINDS:
-            raise ConfigError(f"view plan field mask_kind={self.mask_kind!r}: expected one of {', '.join(masking.MASK_KINDS)}")
         if self.pipeline not in transforms.PIPELINES:
             raise ConfigError(f"view plan field pipeline={self.pipeline!r}: expected one of {', '.join(transforms.PIPELINES)}")
         if self.size % self.patch_size:
@@ -68,16 +70,7 @@ class ViewPlan:
             self.local_size = transforms.local_size_for(self.size, self.patch_size)
         elif self.local_size % self.patch_size:
             raise ConfigError(f"view plan field local_size={self.local_size}: expected a multiple of patch_size={self.patch_size}")
-        if self.mask_patch_size is not None:
-            mps = self.mask_patch_size
-            if isinstance(mps, bool) or not isinstance(mps, (int, np.integer)) or mps < 1 or mps % self.patch_size:
-                raise ConfigError(f"view plan field mask_patch_size={mps!r}: "
-                                  f"expected a multiple of patch_size={self.patch_size}")
-            if self.size % mps:
-                raise ConfigError(f"view plan field mask_patch_size={mps}: expected a divisor of size={self.size}")
-        if isinstance(self.mask_on, str):
-            self.mask_on = (self.mask_on,)
-        self.mask_on = tuple(self.mask_on)
+        self.masks = _checked_masks(self.masks, self)
 
     @classmethod
     def from_dict(cls, spec: dict | None = None, **overrides) -> "ViewPlan":
@@ -85,24 +78,42 @@ class ViewPlan:
         spec = dict(spec or {}) | overrides
         known = {f.name for f in fields(cls)}
         kwargs = {}
+        flat = {k: spec.pop(k) for k in cls._FLAT_MASK if k in spec}
         for key, value in spec.items():
             name = cls._KEYS.get(key, key)
             if name not in known or name.startswith("_"):
-                raise ConfigError(f"view plan key {key!r}: expected one of global, local, image, text, " + ", ".join(sorted(known - {"global_views", "local_views", "image", "text"})))
-            if name in ("mean", "std", "mask_on") and isinstance(value, list):
+                raise ConfigError(f"view plan key {key!r}: expected one of global, local, image, text, "
+                                  + ", ".join(sorted((known | set(cls._FLAT_MASK)) - {"global_views", "local_views", "image", "text"})))
+            if name in ("mean", "std") and isinstance(value, list):
                 value = tuple(value)
             kwargs[name] = value
+        if flat.get("mask"):
+            if kwargs.get("masks"):
+                raise ConfigError("view plan: give masks or the flat mask/mask_kind/mask_on keys, not both")
+            kwargs["masks"] = _flat_masks(flat, kwargs)
         return cls(**kwargs)
 
-    def merge(self, other: "ViewPlan") -> "ViewPlan":
-        """The union of two plans' needs (most views of each kind, the larger mask)."""
+    def union(self, other: "ViewPlan") -> "ViewPlan":
+        """The union of two plans' needs: most views of each kind, every named mask of both (a name asked
+        twice on one view with different settings is a ConfigError)."""
         out = ViewPlan(**{f.name: getattr(self, f.name) for f in fields(self)})
         out.global_views = max(self.global_views, other.global_views)
         out.local_views = max(self.local_views, other.local_views)
         out.image = max(self.image, other.image)
         out.text = max(self.text, other.text)
-        out.mask = max(self.mask, other.mask)
+        masks = {view: list(specs) for view, specs in self.masks.items()}
+        for view, specs in other.masks.items():
+            for spec in specs:
+                mine = {m.name: m for m in masks.setdefault(view, [])}
+                if spec.name not in mine:
+                    masks[view].append(spec)
+                elif mine[spec.name] != spec:
+                    raise ConfigError(f"view {view}: two objectives ask for mask {mine[spec.name].describe()} and "
+                                      f"{spec.describe()}; give one of them its own mask_name")
+        out.masks = {view: tuple(specs) for view, specs in masks.items()}
         return out
+
+    merge = union  # the older name
 
     def view_names(self) -> list[str]:
         """Names of the image views a batch will hold, in order."""
@@ -111,14 +122,16 @@ class ViewPlan:
         return names + (["image"] if self.image else [])
 
     def masked_views(self) -> list[str]:
-        """Names of the views that get a mask."""
-        if self.mask <= 0:
-            return []
+        """Names of the views that get at least one mask, in view order."""
+        return [name for name in self.view_names() if self.masks.get(name)]
+
+    def mask_specs(self) -> list[tuple[str, MaskSpec]]:
+        """(view name, mask) for every mask a batch holds, in view order; a context after its targets."""
         out = []
-        for name in self.view_names():
-            kind = name.split("_")[0]
-            if name in self.mask_on or kind in self.mask_on:
-                out.append(name)
+        for view in self.masked_views():
+            specs = list(self.masks[view])
+            specs.sort(key=lambda m: m.generator == "jepa_context")
+            out += [(view, m) for m in specs]
         return out
 
     def augmentations(self) -> dict[str, transforms.Augment]:
@@ -135,12 +148,51 @@ class ViewPlan:
         return out
 
 
+def _flat_masks(flat: dict, kwargs: dict) -> dict[str, tuple[MaskSpec, ...]]:
+    """The flat form {mask: r, mask_kind, mask_on, mask_patch_size} as one mask named `mask` on those views."""
+    ratio = flat["mask"]
+    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0.0 <= float(ratio) < 1.0:
+        raise ConfigError(f"view plan field mask={ratio!r}: expected a fraction 0 <= mask < 1")
+    on = flat.get("mask_on", ("global",))
+    on = (on,) if isinstance(on, str) else tuple(on)
+    probe = ViewPlan(**{k: v for k, v in kwargs.items() if k in ("global_views", "local_views", "image", "text", "size", "patch_size")})
+    names = [v for v in probe.view_names() if v in on or v.split("_")[0] in on]
+    spec = MaskSpec(DEFAULT_MASK, float(ratio), flat.get("mask_kind", "random"), flat.get("mask_patch_size"))
+    return {v: (spec,) for v in names}
+
+
+def _checked_masks(masks, plan: ViewPlan) -> dict[str, tuple[MaskSpec, ...]]:
+    """The plan's masks checked: known views, MaskSpecs (or their dicts), unique names, pixel squares that fit."""
+    if not isinstance(masks, dict):
+        raise ConfigError(f"view plan field masks={masks!r}: expected a mapping of view name to masks")
+    out = {}
+    for view, specs in masks.items():
+        View.parse(view)
+        specs = (specs,) if isinstance(specs, (MaskSpec, dict)) else tuple(specs)
+        specs = tuple(s if isinstance(s, MaskSpec) else MaskSpec(**s) for s in specs)
+        names = [s.name for s in specs]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"view plan: view {view} has two masks named {sorted(n for n in names if names.count(n) > 1)[0]}")
+        for s in specs:
+            mps = s.patch_size
+            if mps is not None and (isinstance(mps, bool) or not isinstance(mps, (int, np.integer)) or mps < 1
+                                    or mps % plan.patch_size):
+                raise ConfigError(f"view plan mask {s.name}: patch_size={mps!r}: expected a multiple of patch_size={plan.patch_size}")
+            if mps is not None and plan.size % mps:
+                raise ConfigError(f"view plan mask {s.name}: patch_size={mps}: expected a divisor of size={plan.size}")
+            if s.outside and s.outside not in names:
+                raise ConfigError(f"view plan mask {s.name} on {view}: its target mask {s.outside!r} is not on that view")
+        if specs:
+            out[view] = specs
+    return out
+
+
 @dataclass
 class Batch:
     """A collated batch of views. Shapes: views[name] (B, 3, S, S); tokens[name] (B, L); labels (B,)."""
 
     views: dict[str, torch.Tensor]
-    masks: dict[str, masking.Mask]
+    masks: dict[tuple[str, str], masking.Mask]  # (view name, mask name) -> Mask
     tokens: dict[str, torch.Tensor]
     captions: dict[str, list[str]]
     labels: torch.Tensor
@@ -168,9 +220,18 @@ class Batch:
         """Token ids (B, L) of the first text view, or None."""
         return self.tokens.get("text_0")
 
-    def keep(self, view: str) -> torch.Tensor | None:
-        """The visible patch indices (B, K) of a masked view, or None when the view has no mask."""
-        m = self.masks.get(view)
+    def mask(self, view: "str | View", name: str = DEFAULT_MASK) -> masking.Mask:
+        """The mask `name` drawn on `view`; a ConfigError naming both when the batch has none."""
+        view = View.parse(view).name
+        m = self.masks.get((view, name))
+        if m is None:
+            have = ", ".join(f"{v}:{n}" for v, n in self.masks) or "none"
+            raise ConfigError(f"batch view {view!r} has no mask {name!r} (masks: {have}); build the loader from model.view_plan()")
+        return m
+
+    def keep(self, view: str, name: str = DEFAULT_MASK) -> torch.Tensor | None:
+        """The visible patch indices (B, K) of a masked view, or None when the view has no such mask."""
+        m = self.masks.get((View.parse(view).name, name))
         return m.keep if m is not None else None
 
     def to(self, device, non_blocking: bool = False) -> "Batch":
@@ -240,14 +301,8 @@ class ViewCollate:
             raw = transforms.to_float(torch.stack([it.image for it in good]))
             for name, aug in self._augs.items():
                 views[name] = transforms.normalize(aug(raw, hash_seed(seed, name)), plan.mean, plan.std)
-            unit = (plan.mask_patch_size or plan.patch_size) // plan.patch_size  # tower patches per mask-patch side
-            for name in plan.masked_views():
-                side = views[name].shape[-1] // plan.patch_size
-                if side % unit:
-                    raise ConfigError(f"view {name}: its {side}x{side} patch grid is not divisible into mask patches "
-                                      f"of {plan.mask_patch_size} pixels; set a mask_patch_size that divides the view")
-                coarse = masking.make_mask(plan.mask_kind, b, (side // unit, side // unit), plan.mask, hash_seed(seed, name, "mask"))
-                masks[name] = masking.upsample_mask(coarse, unit)
+            for name, spec in plan.mask_specs():
+                masks[(name, spec.name)] = self._mask(spec, name, views[name].shape[-1], b, seed, masks)
         captions: dict[str, list[str]] = {}
         tokens: dict[str, torch.Tensor] = {}
         if plan.text:
@@ -263,3 +318,17 @@ class ViewCollate:
                     tokens[f"text_{t}"] = self.tokenizer.encode(captions[f"text_{t}"])
         labels = torch.tensor([it.label for it in good], dtype=torch.long)
         return Batch(views, masks, tokens, captions, labels, keys, seed, skipped, converted)
+
+    def _mask(self, spec: MaskSpec, view: str, side_px: int, b: int, seed: int, made: dict) -> masking.Mask:
+        """One named mask of a view, its own seed from the batch's (the default mask keeps the older seed)."""
+        patch = self.plan.patch_size
+        unit = (spec.patch_size or patch) // patch  # tower patches per mask-patch side
+        side = side_px // patch
+        if side % unit:
+            raise ConfigError(f"view {view}: its {side}x{side} patch grid is not divisible into mask patches "
+                              f"of {spec.patch_size} pixels; set a mask patch_size that divides the view")
+        mask_seed = hash_seed(seed, view, "mask") if spec.name == DEFAULT_MASK else hash_seed(seed, view, "mask", spec.name)
+        if spec.generator == "jepa_context":
+            return masking.jepa_context_mask(made[(view, spec.outside)], spec.ratio, mask_seed)
+        coarse = masking.make_mask(spec.generator, b, (side // unit, side // unit), spec.ratio, mask_seed, spec.blocks)
+        return masking.upsample_mask(coarse, unit)

@@ -1,7 +1,7 @@
 """The objective interface: what an objective needs (views, forwards), what it returns (a `Loss`), its registry.
 
 An objective never runs a tower itself. It declares the `Forward`s it needs, the model runs each distinct
-(tower, view, masked) forward once per step, and `forward(batch, features)` reads the cached token features
+(tower, view, mask) forward once per step, and `forward(batch, features)` reads the cached token features
 `features[Forward(...)]`, each (B, P + K, D) with the tower's prefix tokens first.
 """
 
@@ -16,6 +16,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from zir.data.views import DEFAULT_MASK, MaskSpec, View, view_counts  # noqa: F401
 from zir.errors import ConfigError, UnknownNameError
 from zir.losses.distributed import gather_with_grad  # noqa: F401  (exact gradients through the gather)
 
@@ -30,33 +31,37 @@ class Loss:
 
 @dataclass(frozen=True)
 class Forward:
-    """One tower forward an objective needs: `tower` run on `view`, with the view's mask applied when `masked`.
+    """One tower forward an objective needs: `tower` run on `view`, with the view's mask `mask` applied (none: "").
 
-    `fill` names the objective whose masked patches become the tower's mask token (iBOT, SimMIM:
-    `forward_tokens(x, mask=m)`) instead of being dropped (MAE: `forward_tokens(x, keep)`); empty: dropped.
+    Objectives that name the same mask of the same view share one masked forward. `fill` names the objective
+    whose masked patches become the tower's mask token (iBOT, SimMIM: `forward_tokens(x, mask=m)`) instead of
+    being dropped (MAE: `forward_tokens(x, keep)`); empty: dropped. `view` may be given as its name.
     """
 
     tower: str
-    view: str
-    masked: bool = False
+    view: View
+    mask: str = ""
     fill: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "view", View.parse(self.view))
+        if not isinstance(self.mask, str):
+            raise ConfigError(f"forward on {self.view}: mask={self.mask!r}: expected a mask name or ''")
+
+    @property
+    def masked(self) -> bool:
+        """Whether the forward reads a mask of its view."""
+        return bool(self.mask)
 
 
 def views_needed(views) -> dict:
-    """The `ViewPlan.from_dict` counts that make the named views exist: ['global_1', 'local_0'] -> {global: 2, local: 1}.
+    """The `ViewPlan.from_dict` counts that make the named views exist: ['global_1', 'local_0'] -> {global: 2, local: 1}."""
+    return view_counts(views)
 
-    Global crops are always counted (0 when none is named), so an objective on the `image` view alone does not
-    make the loader produce the plan's default two global crops that nobody reads."""
-    plan: dict = {"global": 0}
-    for view in views:
-        kind, _, index = view.partition("_")
-        if view == "image":
-            plan["image"] = 1
-        elif kind in ("global", "local") and index.isdigit():
-            plan[kind] = max(plan.get(kind, 0), int(index) + 1)
-        else:
-            raise ConfigError(f"view {view!r}: expected global_<i>, local_<i> or image")
-    return plan
+
+def mask_plan(view, spec: MaskSpec) -> dict:
+    """The `ViewPlan.from_dict` entry asking for mask `spec` on `view`: {masks: {view: (spec,)}}."""
+    return {"masks": {View.parse(view).name: (spec,)}}
 
 
 class Objective(nn.Module):
@@ -85,7 +90,7 @@ class Objective(nn.Module):
         raise NotImplementedError
 
     def forwards(self) -> list[Forward]:
-        """The (tower, view, masked) forwards whose features `forward` reads."""
+        """The (tower, view, mask) forwards whose features `forward` reads."""
         raise NotImplementedError
 
     def forward(self, batch, features: dict[Forward, torch.Tensor]) -> Loss:

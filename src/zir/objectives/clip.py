@@ -20,7 +20,7 @@ from torch import nn
 
 from zir.errors import ConfigError
 from zir.losses import ClipLoss
-from zir.objectives.base import Forward, Loss, Objective, register_objective
+from zir.objectives.base import DEFAULT_MASK, Forward, Loss, MaskSpec, Objective, mask_plan, register_objective
 
 
 def tower_width(tower: nn.Module) -> int:
@@ -49,8 +49,11 @@ class ImageText(Objective):
         text_view: str = "text_0",
         embed_dim: int | None = None,
         keep: float = 1.0,
+        mask_name: str = DEFAULT_MASK,
     ) -> None:
-        """Read `image_view` through `tower` and `text_view` through `text_tower`; project both to `embed_dim`."""
+        """Read `image_view` through `tower` and `text_view` through `text_tower`; project both to `embed_dim`.
+        With keep < 1, the image view's mask `mask_name` hides 1 - keep of its patches (shared with MAE or
+        masked distillation when they name the same mask)."""
         super().__init__(towers, tower)
         if text_tower not in towers:
             raise ConfigError(f"objective {self.name}: text tower {text_tower!r} not among the model's towers "
@@ -63,6 +66,7 @@ class ImageText(Objective):
         if not text_view.startswith("text_"):
             raise ConfigError(f"objective {self.name}: text_view={text_view!r}: expected text_0, text_1, ...")
         self.text_tower_name, self.image_view, self.text_view, self.keep = text_tower, image_view, text_view, float(keep)
+        self.mask_spec = MaskSpec(mask_name, 1.0 - self.keep if self.keep < 1.0 else 0.5, "random")
         text_width = tower_width(towers[text_tower])
         self.embed_dim = int(embed_dim or text_width)
         self.image_proj = nn.Linear(tower_width(self.tower), self.embed_dim, bias=False)
@@ -80,12 +84,13 @@ class ImageText(Objective):
         if self.image_view == "image":
             plan.update(image=1, pipeline="light")
         if self.keep < 1.0:
-            plan.update(mask=1.0 - self.keep, mask_kind="random", mask_on=(self.image_view,))
+            plan.update(mask_plan(self.image_view, self.mask_spec))
         return plan
 
     def forwards(self) -> list[Forward]:
         """The image tower on the image view (masked when keep < 1) and the text tower on the text view."""
-        return [Forward(self.tower_name, self.image_view, masked=self.keep < 1.0), Forward(self.text_tower_name, self.text_view)]
+        mask = self.mask_spec.name if self.keep < 1.0 else ""
+        return [Forward(self.tower_name, self.image_view, mask), Forward(self.text_tower_name, self.text_view)]
 
     @staticmethod
     @torch.no_grad()
@@ -138,9 +143,10 @@ class CLIP(ImageText):
         max_scale: float = 100.0,
         learn_temperature: bool = True,
         gather_distributed: bool = True,
+        mask_name: str = DEFAULT_MASK,
     ) -> None:
         """CLIP between `image_view` and `text_view`; see the module docstring for the published settings."""
-        super().__init__(towers, tower, text_tower, image_view, text_view, embed_dim, keep)
+        super().__init__(towers, tower, text_tower, image_view, text_view, embed_dim, keep, mask_name)
         self.loss = ClipLoss(temperature, max_scale, learn_temperature, gather_distributed)
 
     def forward(self, batch, features) -> Loss:

@@ -19,7 +19,7 @@ from torch import nn
 
 from zir.errors import ConfigError, ShapeError
 from zir.nn import Attention, Mlp, attend
-from zir.objectives.base import Loss, register_objective
+from zir.objectives.base import DEFAULT_MASK, Loss, register_objective
 from zir.objectives.clip import CLIP, tower_width
 
 
@@ -107,10 +107,11 @@ class CoCa(CLIP):
         sot_id: int = 1,
         eot_id: int = 2,
         gather_distributed: bool = True,
+        mask_name: str = DEFAULT_MASK,
     ) -> None:
         """CoCa over a causal text tower; the decoder is as wide as the text tower's token features."""
         super().__init__(towers, tower, text_tower, image_view, text_view, embed_dim, keep, temperature,
-                         gather_distributed=gather_distributed)
+                         gather_distributed=gather_distributed, mask_name=mask_name)
         text = self.text_tower
         if not (text.modality == "text" and text.causal):
             raise ConfigError(f"objective coca: text tower {text_tower!r} must be a causal TextTransformer "

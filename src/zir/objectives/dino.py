@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from zir.errors import ConfigError
-from zir.objectives.base import EMATeacher, Forward, Loss, Objective, all_mean, ema_update_, register_objective
+from zir.objectives.base import DEFAULT_MASK, EMATeacher, Forward, Loss, Objective, all_mean, ema_update_, register_objective
 
 
 class WeightNormLinear(nn.Module):
@@ -183,8 +183,10 @@ class DINO(SelfDistillation):
         final_momentum: float = 1.0,
         freeze_last_layer: float = 0.01,
         fill: str = "",
+        mask_name: str = DEFAULT_MASK,
     ) -> None:
-        """DINO on `global_views` global and `local_views` local crops; `fill='ibot'` reads iBOT's masked globals.
+        """DINO on `global_views` global and `local_views` local crops; `fill='ibot'` reads iBOT's masked globals
+        (its mask `mask_name`).
 
         `freeze_last_layer`: the fraction of steps at the start during which the head's last layer gets no
         gradient (DINO: the first epoch of 100), which steadies the start.
@@ -200,6 +202,7 @@ class DINO(SelfDistillation):
         self.global_views, self.local_views = int(global_views), int(local_views)
         self.student_temp, self.teacher_temp, self.warmup_teacher_temp = student_temp, teacher_temp, warmup_teacher_temp
         self.warmup_frac, self.center_momentum, self.fill = warmup_frac, center_momentum, fill
+        self.fill_mask = mask_name if fill else ""
         if not 0.0 <= freeze_last_layer < 1.0:
             raise ConfigError(f"dino freeze_last_layer={freeze_last_layer}: expected a fraction of the steps, 0 <= f < 1")
         self.freeze_last_layer = float(freeze_last_layer)
@@ -219,7 +222,7 @@ class DINO(SelfDistillation):
 
     def student_forwards(self) -> list[Forward]:
         """The student on every crop, globals first (masked with the filler's token when `fill` is set)."""
-        g = [Forward(self.tower_name, f"global_{i}", bool(self.fill), self.fill) for i in range(self.global_views)]
+        g = [Forward(self.tower_name, f"global_{i}", self.fill_mask, self.fill) for i in range(self.global_views)]
         return g + [Forward(self.tower_name, f"local_{i}") for i in range(self.local_views)]
 
     def teacher_forwards(self) -> list[Forward]:

@@ -25,7 +25,7 @@ from torch import nn
 from zir.errors import ConfigError
 from zir.models.tower import require
 from zir.models.vit import gather_tokens
-from zir.objectives.base import EMATeacher, Forward, Loss, Objective, ema_update_, register_objective
+from zir.objectives.base import DEFAULT_MASK, EMATeacher, Forward, Loss, MaskSpec, Objective, ema_update_, register_objective
 from zir.objectives.dino import DINOHead, entropy, teacher_probs, teacher_temp_at, update_center
 
 
@@ -67,6 +67,7 @@ class IBOT(Objective):
         center_momentum: float = 0.9,
         momentum: float = 0.996,
         final_momentum: float = 1.0,
+        mask_name: str = DEFAULT_MASK,
     ) -> None:
         """iBOT on `global_views` block-masked global crops of `tower`."""
         super().__init__(towers, tower)
@@ -82,6 +83,7 @@ class IBOT(Objective):
                               f"{t.feature_stride[0]}x{t.feature_stride[1]} pixels, not one per patch (feature_stride != "
                               "patch_size), which iBOT's patch targets need; use simmim for masked image modelling")
         self.global_views, self.mask_ratio = int(global_views), float(mask_ratio)
+        self.mask_spec = MaskSpec(mask_name, self.mask_ratio, "block")
         self.student_temp, self.teacher_temp, self.warmup_teacher_temp = student_temp, teacher_temp, warmup_teacher_temp
         self.warmup_frac, self.center_momentum = warmup_frac, center_momentum
         self.teacher_temp_now = warmup_teacher_temp if warmup_frac > 0 else teacher_temp
@@ -102,11 +104,12 @@ class IBOT(Objective):
 
     def view_plan(self) -> dict:
         """Block-masked global crops with DINO's augmentation."""
-        return {"global": self.global_views, "mask": self.mask_ratio, "mask_kind": "block", "pipeline": "dino"}
+        return {"global": self.global_views, "pipeline": "dino",
+                "masks": {f"global_{i}": (self.mask_spec,) for i in range(self.global_views)}}
 
     def student_forwards(self) -> list[Forward]:
         """The student on each masked global crop, hidden patches filled with the mask token."""
-        return [Forward(self.tower_name, f"global_{i}", True, self.name) for i in range(self.global_views)]
+        return [Forward(self.tower_name, f"global_{i}", self.mask_spec.name, self.name) for i in range(self.global_views)]
 
     def teacher_forwards(self) -> list[Forward]:
         """The teacher on each unmasked global crop."""
@@ -122,7 +125,7 @@ class IBOT(Objective):
         losses, t_all = [], []
         for fs, ft in zip(self.student_forwards(), self.teacher_forwards()):
             # heads only on the hidden patches (as DINOv2): every sample hides the same count, (B, M)
-            hidden = batch.masks[fs.view].hidden.to(features[fs].device)
+            hidden = batch.mask(fs.view, fs.mask).hidden.to(features[fs].device)
             s_logits = self.head(gather_tokens(features[fs][:, p:], hidden))
             with torch.no_grad():
                 t_logits = self.teacher_head(gather_tokens(features[ft][:, p:], hidden))

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from zir.errors import ConfigError
-from zir.objectives.base import Forward, Loss, Objective, register_objective
+from zir.objectives.base import DEFAULT_MASK, Forward, Loss, Objective, register_objective
 
 
 def koleo_loss(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
@@ -32,12 +32,13 @@ class KoLeo(Objective):
     name = "koleo"
 
     def __init__(self, towers: dict[str, nn.Module], tower: str = "image", global_views: int = 2, eps: float = 1e-8,
-                 fill: str = "") -> None:
+                 fill: str = "", mask_name: str = DEFAULT_MASK) -> None:
         """KoLeo on `global_views` global crops; `fill='ibot'` reads iBOT's masked globals, as DINOv2 does."""
         super().__init__(towers, tower)
         if global_views < 1:
             raise ConfigError(f"koleo global_views={global_views}: expected >= 1")
         self.global_views, self.eps, self.fill = int(global_views), float(eps), fill
+        self.fill_mask = mask_name if fill else ""
 
     def view_plan(self) -> dict:
         """Global crops (any augmentation)."""
@@ -45,7 +46,7 @@ class KoLeo(Objective):
 
     def forwards(self) -> list[Forward]:
         """The tower on each global crop (masked and filled when `fill` names an objective)."""
-        return [Forward(self.tower_name, f"global_{i}", bool(self.fill), self.fill) for i in range(self.global_views)]
+        return [Forward(self.tower_name, f"global_{i}", self.fill_mask, self.fill) for i in range(self.global_views)]
 
     def forward(self, batch, features) -> Loss:
         """Mean KoLeo loss over the global crops."""

@@ -13,13 +13,12 @@ encoder width (at least 64); the paper's Table 1 shows even a 1-block decoder tr
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from zir.errors import ConfigError
 from zir.models.tower import require
 from zir.nn import Block, sincos_2d
-from zir.objectives.base import Forward, Loss, Objective, register_objective, views_needed
+from zir.objectives.base import DEFAULT_MASK, Forward, Loss, MaskSpec, Objective, mask_plan, register_objective, views_needed
 
 
 def patchify(images: torch.Tensor, patch: int) -> torch.Tensor:
@@ -100,8 +99,10 @@ class MAE(Objective):
         decoder_depth: int = 2,
         decoder_heads: int = 4,
         mlp_ratio: float = 4.0,
+        mask_name: str = DEFAULT_MASK,
     ) -> None:
-        """MAE over `view` of `tower`; decoder width defaults to half the encoder's, at least 64."""
+        """MAE over `view` of `tower`; decoder width defaults to half the encoder's, at least 64. Objectives
+        naming the same `mask_name` on the same view read one masked encoding of it."""
         super().__init__(towers, tower)
         views_needed([view])  # a known view name
         if not 0.0 < mask_ratio < 1.0:
@@ -111,6 +112,7 @@ class MAE(Objective):
         require("mae", tower, t, "can_drop_tokens", "its decoder needs the visible tokens alone; use simmim "
                 "for masked image modelling on it where the tower has a mask token")
         self.view, self.mask_ratio, self.norm_pix_loss = view, float(mask_ratio), bool(norm_pix_loss)
+        self.mask_spec = MaskSpec(mask_name, self.mask_ratio, "random")
         self.patch = t.patch_size[0]
         self.prefix = t.num_prefix_tokens
         dim = decoder_dim or max(64, t.embed_dim // 2)
@@ -120,12 +122,11 @@ class MAE(Objective):
 
     def view_plan(self) -> dict:
         """The masked view (global_0 by default) with MAE's light augmentation (random resized crop and flip)."""
-        return {**views_needed([self.view]), "mask": self.mask_ratio, "mask_kind": "random", "mask_on": [self.view],
-                "pipeline": "mae"}
+        return {**views_needed([self.view]), **mask_plan(self.view, self.mask_spec), "pipeline": "mae"}
 
     def forwards(self) -> list[Forward]:
         """The tower on the masked view, visible patches only."""
-        return [Forward(self.tower_name, self.view, masked=True)]
+        return [Forward(self.tower_name, self.view, self.mask_spec.name)]
 
     def no_weight_decay(self) -> set[str]:
         """The decoder's mask token."""
@@ -145,7 +146,7 @@ class MAE(Objective):
     def forward(self, batch, features) -> Loss:
         """Reconstruction loss of the masked view from the cached visible-token features."""
         images = batch.views[self.view]
-        m = batch.masks[self.view]
+        m = batch.mask(self.view, self.mask_spec.name)
         grid = (images.shape[-2] // self.patch, images.shape[-1] // self.patch)
         pred = self.predict(features[self.forwards()[0]], m.keep.to(images.device), grid)
         value = self.loss(images, pred, m.mask.to(images.device))

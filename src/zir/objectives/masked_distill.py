@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from zir.errors import ConfigError
-from zir.objectives.base import EMATeacher, Forward, Loss, register_objective, views_needed
+from zir.objectives.base import DEFAULT_MASK, EMATeacher, Forward, Loss, MaskSpec, mask_plan, register_objective, views_needed
 from zir.objectives.dino import DINOHead, SelfDistillation, embedding_std, entropy, teacher_probs, update_center
 
 
@@ -43,6 +43,7 @@ class MaskedDistillation(SelfDistillation):
         center_momentum: float = 0.9,
         momentum: float = 0.99,
         final_momentum: float = 1.0,
+        mask_name: str = DEFAULT_MASK,
     ) -> None:
         """Distil the teacher's view of `view` into the student's masked view (keep < 1: the mask is the signal)."""
         super().__init__(towers, tower)
@@ -54,6 +55,7 @@ class MaskedDistillation(SelfDistillation):
             raise ConfigError(f"masked_dino center_momentum={center_momentum}: expected 0 <= m < 1")
         views_needed([view])  # a known view name, checked at build
         self.view, self.keep = view, float(keep)
+        self.mask_spec = MaskSpec(mask_name, 1.0 - self.keep, "random")
         self.student_temp, self.teacher_temp, self.warmup_teacher_temp = student_temp, teacher_temp, warmup_teacher_temp
         self.warmup_frac, self.center_momentum = warmup_frac, center_momentum
         self.teacher_temp_now = warmup_teacher_temp if warmup_frac > 0 else teacher_temp
@@ -66,12 +68,12 @@ class MaskedDistillation(SelfDistillation):
 
     def view_plan(self) -> dict:
         """The view (lightly augmented when it is `image`) with a random mask of 1 - keep of its patches."""
-        plan = {**views_needed([self.view]), "mask": 1.0 - self.keep, "mask_kind": "random", "mask_on": [self.view]}
+        plan = {**views_needed([self.view]), **mask_plan(self.view, self.mask_spec)}
         return {**plan, "pipeline": "light"} if self.view == "image" else plan
 
     def forwards(self) -> list[Forward]:
         """The student on the masked view (visible patches only), the teacher on the whole view."""
-        return [Forward(self.tower_name, self.view, masked=True), Forward(self.teacher_name, self.view)]
+        return [Forward(self.tower_name, self.view, self.mask_spec.name), Forward(self.teacher_name, self.view)]
 
     def forward(self, batch, features) -> Loss:
         """Cross-entropy of the student's softmax against the teacher's centred, sharpened one."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 from torch import nn
 
 from zir.losses import SigLipLoss
-from zir.objectives.base import Loss, register_objective
+from zir.objectives.base import DEFAULT_MASK, Loss, register_objective
 from zir.objectives.clip import ImageText
 
 
@@ -30,9 +30,10 @@ class SigLIP(ImageText):
         temperature: float = 0.1,
         bias: float = -10.0,
         gather_distributed: bool = True,
+        mask_name: str = DEFAULT_MASK,
     ) -> None:
         """SigLIP between `image_view` and `text_view`, temperature and bias learnable from the published start."""
-        super().__init__(towers, tower, text_tower, image_view, text_view, embed_dim, keep)
+        super().__init__(towers, tower, text_tower, image_view, text_view, embed_dim, keep, mask_name)
         self.loss = SigLipLoss(temperature, bias, True, gather_distributed)
 
     def forward(self, batch, features) -> Loss:

@@ -22,11 +22,10 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from zir.errors import ConfigError
-from zir.objectives.base import Forward, Loss, Objective, register_objective, views_needed
+from zir.objectives.base import DEFAULT_MASK, Forward, Loss, MaskSpec, Objective, mask_plan, register_objective, views_needed
 from zir.models.tower import require
 
 HINT = "(ViT and Swin towers take it)"
@@ -66,6 +65,7 @@ class SimMIM(Objective):
         view: str = "global_0",
         mask_ratio: float = 0.6,
         mask_patch_size: int | None = None,
+        mask_name: str = DEFAULT_MASK,
     ) -> None:
         """SimMIM on `view` of `tower` (Swin or ViT); `mask_patch_size` in pixels, scaled from SimMIM's by default."""
         super().__init__(towers, tower)
@@ -90,6 +90,7 @@ class SimMIM(Objective):
             raise ConfigError(f"simmim mask_patch_size={mask_patch_size!r}: expected a multiple of the tower's "
                               f"patch size {patch}")
         self.view, self.mask_ratio, self.mask_patch_size = view, float(mask_ratio), int(mask_patch_size)
+        self.mask_spec = MaskSpec(mask_name, self.mask_ratio, "random", self.mask_patch_size)
         self.patch, self.stride, self.prefix = patch, stride[0], t.num_prefix_tokens
         # SimMIM's head: one 1x1 convolution to every pixel a token covers, laid out by a pixel shuffle
         self.head = nn.Sequential(nn.Conv2d(t.embed_dim, self.stride**2 * 3, kernel_size=1),
@@ -97,12 +98,11 @@ class SimMIM(Objective):
 
     def view_plan(self) -> dict:
         """The masked view with mild crops and flips (SimMIM's 0.67-1 crops are closest to `light`)."""
-        return {**views_needed([self.view]), "mask": self.mask_ratio, "mask_kind": "random", "mask_on": [self.view],
-                "mask_patch_size": self.mask_patch_size, "pipeline": "light"}
+        return {**views_needed([self.view]), **mask_plan(self.view, self.mask_spec), "pipeline": "light"}
 
     def forwards(self) -> list[Forward]:
         """The tower on the masked view, every position encoded, hidden ones as the mask token."""
-        return [Forward(self.tower_name, self.view, masked=True, fill=self.name)]
+        return [Forward(self.tower_name, self.view, self.mask_spec.name, fill=self.name)]
 
     def predict(self, tokens: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         """Tower tokens (B, P + N', D) of an image of `size` (H, W) -> predicted pixels (B, 3, H, W)."""
@@ -122,7 +122,7 @@ class SimMIM(Objective):
     def forward(self, batch, features) -> Loss:
         """Reconstruction loss of the masked view's hidden pixels from the cached tower features."""
         images = batch.views[self.view]
-        m = batch.masks[self.view]
+        m = batch.mask(self.view, self.mask_spec.name)
         pred = self.predict(features[self.forwards()[0]], images.shape[-2:])
         return Loss(self.loss(images, pred, m.mask), {"mask_ratio": m.ratio})
 
