@@ -47,9 +47,20 @@ FLICKR_TOKENIZER = TOKENIZERS_DIR / "flickr8k.json"
 SHAPES_EVAL = {"size": 16, "objects": [1, 1], "object_scale": 2.5}  # as the shipped recipes train: one object a picture
 
 
+# `--scale gpu`: the same experiment at a size a GPU trains in minutes: ViT-S/16 at 96x96 (36 tokens) and a 6-layer
+# 384-wide text tower, batch 256, AdamW at 5e-4 (the CPU recipes' 2e-3 suits 64-wide towers), a budget of wall
+# seconds on the GPU per run, bf16 autocast. Every other setting is the shipped recipe's.
+GPU_SCALE = {
+    "image": {"model": "vit_small_patch16_224", "img_size": 96},
+    "text": {"model": "text_micro", "width": 384, "depth": 6, "num_heads": 6, "embed_dim": 384, "context_length": 32},
+    "batch_size": 256, "workers": 8, "lr": 5.0e-4, "warmup_steps": 50, "precision": "bf16",
+}
+
+
 def recipe_for(objective: str, suite: str, seed: int, budget: float | None, data_root: str,
-               steps: int | None = None) -> dict:
-    """The recipe of one run: the shipped OBJECTIVE recipe on the unified recipe's image tower and the suite's data."""
+               steps: int | None = None, scale: str = "cpu", device: str = "auto") -> dict:
+    """The recipe of one run: the shipped OBJECTIVE recipe on the unified recipe's image tower and the suite's data
+    (at `scale` gpu: on GPU_SCALE's towers, batch and rate, with a wall-clock budget on `device`)."""
     raw = yaml.safe_load((RECIPES_DIR / f"{objective}.yaml").read_text())
     unified = yaml.safe_load((RECIPES_DIR / "unified.yaml").read_text())
     data, model = raw.setdefault("data", {}), raw["model"]
@@ -74,14 +85,22 @@ def recipe_for(objective: str, suite: str, seed: int, budget: float | None, data
     if steps:
         train.update(steps=int(steps), epochs=None, time_budget=None)
     else:
-        train.update(steps=None, epochs=None, time_budget=float(budget), budget_clock="cpu")
+        train.update(steps=None, epochs=None, time_budget=float(budget), budget_clock="cpu" if scale == "cpu" else "wall")
     train.update(seed=seed, threads=1, ckpt_every=0, keep_last=1)
+    if scale == "gpu":
+        gpu = GPU_SCALE
+        model["towers"]["image"] = dict(gpu["image"])
+        if text is not None and text.get("model", "").startswith("text_"):
+            model["towers"]["text"] = {**gpu["text"], "vocab_size": text["vocab_size"]}
+        data.update(batch_size=gpu["batch_size"], workers=gpu["workers"])
+        raw.setdefault("optim", {}).update(lr=gpu["lr"], warmup_steps=gpu["warmup_steps"])
+        train.update(device=device, precision=gpu["precision"], threads=None)
     raw["name"] = f"{objective}-{suite}-s{seed}"
     return raw
 
 
 def run_one(objective: str, suite: str, seed: int, budget: float | None, data_root: str, out: Path, limit: int,
-            steps: int | None = None) -> dict:
+            steps: int | None = None, scale: str = "cpu", device: str = "auto") -> dict:
     """Train one run (unless its checkpoint exists) and evaluate it; returns and writes its results."""
     from zir.config import from_dict
     from zir.eval.run_eval import evaluate_run
@@ -91,15 +110,17 @@ def run_one(objective: str, suite: str, seed: int, budget: float | None, data_ro
     if list_checkpoints(run / "checkpoints"):
         summary = json.loads((run / "summary.json").read_text()) if (run / "summary.json").is_file() else resume(run, progress=False)
     else:
-        cfg = from_dict(recipe_for(objective, suite, seed, budget, data_root, steps))
-        cpu0 = time.process_time()
+        cfg = from_dict(recipe_for(objective, suite, seed, budget, data_root, steps, scale, device))
+        cpu0, wall0 = time.process_time(), time.perf_counter()
         summary = train(cfg, run, progress=False)
         summary["train_cpu_s"] = time.process_time() - cpu0  # one thread: the training's CPU time
+        summary["train_wall_s"] = time.perf_counter() - wall0
         (run / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     status = json.loads((run / "status.json").read_text()) if (run / "status.json").is_file() else {}
-    batch = from_dict(recipe_for(objective, suite, seed, budget, data_root, steps)).data.batch_size
+    batch = from_dict(recipe_for(objective, suite, seed, budget, data_root, steps, scale, device)).data.batch_size
     res: dict = {"objective": objective, "suite": suite, "seed": seed, "steps": summary["steps"], "batch": batch,
                  "train_cpu_s": summary.get("train_cpu_s"), "budget_spent_s": summary.get("budget_spent_s"),
+                 "scale": scale, "train_wall_s": summary.get("train_wall_s"),
                  "wall_s": summary.get("time_s"), "precision": status.get("precision")}
     cross = objective not in ("mae", "dino", "ibot", "simclr")
     if suite == "flickr8k":
@@ -146,7 +167,7 @@ def table(out: Path, suite: str) -> str:
     if not runs:
         return f"(no finished {suite} runs under {out})"
     cols = COLUMNS[suite]
-    head = "| objective | seeds | steps | samples per CPU-s |" + "".join(f" {c[0]} |" for c in cols)
+    head = "| objective | seeds | steps | samples per s |" + "".join(f" {c[0]} |" for c in cols)
     lines = [head, "|---|---:|---:|---:|" + "---:|" * len(cols)]
     for obj in OBJECTIVES:
         mine = [r for r in runs if r["objective"] == obj]
@@ -158,7 +179,8 @@ def table(out: Path, suite: str) -> str:
             cells.append(_cell(vals))
         steps = _cell([float(r["steps"]) for r in mine]).split(".")[0] if len(mine) == 1 else \
             f"{statistics.mean(r['steps'] for r in mine):.0f}"
-        rates = [r["steps"] * r["batch"] / r["train_cpu_s"] for r in mine if r.get("train_cpu_s") and r.get("batch")]
+        clock = "train_wall_s" if mine[0].get("scale") == "gpu" else "train_cpu_s"  # samples per GPU-second there
+        rates = [r["steps"] * r["batch"] / r[clock] for r in mine if r.get(clock) and r.get("batch")]
         rate = f"{statistics.mean(rates):.0f}" if rates else "-"
         lines.append(f"| {obj} | {len(mine)} | {steps} | {rate} |" + "".join(f" {c} |" for c in cells))
     base = [r for r in runs if r["objective"] == "unified" and r["seed"] == 0]
@@ -186,6 +208,9 @@ def main() -> None:
     ap.add_argument("--out", default="runs/objectives", help="where the runs go")
     ap.add_argument("--budget", type=float, default=300.0, help="CPU seconds of training per run")
     ap.add_argument("--steps", type=int, default=None, help="instead of --budget: the same number of steps per run")
+    ap.add_argument("--scale", choices=("cpu", "gpu"), default="cpu",
+                    help="gpu: ViT-S/16 at 96 px, batch 256, bf16, --budget in wall seconds on --device (GPU_SCALE)")
+    ap.add_argument("--device", default="auto", help="with --scale gpu: train.device (auto, cuda, cuda:N, cpu)")
     ap.add_argument("--suites", default=",".join(SUITES))
     ap.add_argument("--objectives", default=",".join(DEFAULT_OBJECTIVES))
     ap.add_argument("--seeds", default="0", help="comma-separated seeds for every objective")
@@ -199,7 +224,7 @@ def main() -> None:
     out = Path(args.out)
     if args.one:
         obj, suite, seed = args.one
-        run_one(obj, suite, int(seed), args.budget, args.data_root, out, args.limit, args.steps)
+        run_one(obj, suite, int(seed), args.budget, args.data_root, out, args.limit, args.steps, args.scale, args.device)
         return
     if not args.table_only:
         todo = []
@@ -214,7 +239,7 @@ def main() -> None:
                         continue
                     if not (out / suite / f"{obj}-s{seed}" / "objectives_table.json").is_file():
                         todo.append((obj, suite, seed))
-        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        env = {**os.environ, "OMP_NUM_THREADS": "1"} if args.scale == "cpu" else dict(os.environ)
         running: list[tuple[subprocess.Popen, tuple, float]] = []
         while todo or running:
             while todo and len(running) < args.jobs:
@@ -224,6 +249,7 @@ def main() -> None:
                 cmd = [sys.executable, __file__, "--one", job[0], job[1], str(job[2]), "--out", str(out),
                        "--budget", str(args.budget), "--data-root", args.data_root, "--limit", str(args.limit)]
                 cmd += ["--steps", str(args.steps)] if args.steps else []
+                cmd += ["--scale", args.scale, "--device", args.device]
                 running.append((subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env), job, time.time()))
             time.sleep(2)
             for proc, job, t0 in list(running):
@@ -231,7 +257,8 @@ def main() -> None:
                     running.remove((proc, job, t0))
                     state = "done" if proc.returncode == 0 else f"FAILED (exit {proc.returncode}, see {out}/logs)"
                     print(f"{job[1]:9s} {job[0]:8s} seed {job[2]}: {state} in {time.time() - t0:.0f} s", flush=True)
-    span = f"{args.steps} steps" if args.steps else f"a budget of {args.budget:g} CPU seconds of training"
+    clock = "CPU seconds" if args.scale == "cpu" else f"wall seconds on {args.device} (GPU_SCALE)"
+    span = f"{args.steps} steps" if args.steps else f"a budget of {args.budget:g} {clock} of training"
     text = [f"Equal {span} per run; {cpu_name()}, torch {__import__('torch').__version__}.", ""]
     for suite in args.suites.split(","):
         text += [f"### {suite}", "", table(out, suite), ""]
