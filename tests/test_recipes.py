@@ -38,6 +38,16 @@ def test_the_package_ships_every_recipe_and_both_tokenizers():
     assert RECIPES_DIR.parent.name == "zir" and TOKENIZERS_DIR == RECIPES_DIR / "tokenizers"
 
 
+def test_the_checkouts_configs_folder_links_every_shipped_recipe():
+    # `zir train configs/clip.yaml` (the issues' and older docs' form) reads the shipped recipe in a checkout
+    configs = Path(__file__).resolve().parents[1] / "configs"
+    links = sorted(p.name for p in configs.glob("*.yaml"))
+    assert links == sorted(f"{name}.yaml" for name in list_recipes())
+    for name in links:
+        assert (configs / name).is_symlink() and (configs / name).resolve() == (RECIPES_DIR / name).resolve()
+    assert load_config(str(configs / "clip.yaml")).name == "clip"
+
+
 def test_a_shipped_name_is_found_from_any_folder(elsewhere):
     assert recipe_path("clip") == RECIPES_DIR / "clip.yaml"
     cfg = load_config("clip", ["train.steps=3"])
