@@ -47,3 +47,13 @@ def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     if rank_and_world()[1] == 1:
         return x
     return _GatherWithGrad.apply(x)
+
+
+def all_mean(x: torch.Tensor) -> torch.Tensor:
+    """The mean of `x` over ranks (no gradient), or `x` itself on one rank."""
+    world = rank_and_world()[1]
+    if world == 1:
+        return x
+    x = x.detach().clone()
+    dist.all_reduce(x)
+    return x / world

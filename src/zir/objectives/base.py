@@ -18,7 +18,7 @@ from torch import nn
 
 from zir.data.views import DEFAULT_MASK, MaskSpec, View, view_counts  # noqa: F401
 from zir.errors import ConfigError, UnknownNameError
-from zir.losses.distributed import gather_with_grad  # noqa: F401  (exact gradients through the gather)
+from zir.losses.distributed import all_mean, gather_with_grad  # noqa: F401  (for objectives)
 
 
 @dataclass
@@ -181,15 +181,6 @@ def ema_update_(teacher: nn.Module, student: nn.Module, m: float) -> None:
 def distributed() -> bool:
     """Whether torch.distributed is initialised with more than one rank."""
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-
-
-def all_mean(x: torch.Tensor) -> torch.Tensor:
-    """The mean of `x` over ranks (no gradient), or `x` itself on one rank."""
-    if not distributed():
-        return x
-    x = x.detach().clone()
-    dist.all_reduce(x)
-    return x / dist.get_world_size()
 
 
 def rank() -> int:

@@ -4,8 +4,8 @@ The causal text tower is CoCa's unimodal decoder: its end-of-text feature is the
 contrastive loss. A multimodal decoder stacks blocks of causal self-attention, cross-attention to the
 image tower's tokens and an MLP on the unimodal features of every position, and predicts the next token.
 The loss is `contrastive_weight` x CLIP's loss + `caption_weight` x the next-token cross-entropy over real
-(non-padding) tokens; published weights 1 and 2. The caption loss reads image tokens, so FLIP masking
-(`keep`) shortens the decoder's memory too.
+(non-padding) tokens (`zir.losses.coca`); published weights 1 and 2. The caption loss reads image tokens, so
+FLIP masking (`keep`) shortens the decoder's memory too.
 
 Token ids follow zir's tokenizers (pad 0, start 1, end 2); give other ids with `sot_id`/`eot_id`, or pass
 the tokenizer to `generate_captions`, which reads them from it.
@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from zir.errors import ConfigError, ShapeError
+from zir.losses.coca import caption_loss
 from zir.nn import Attention, Mlp, attend
 from zir.objectives.base import DEFAULT_MASK, Loss, register_objective
 from zir.objectives.clip import CLIP, tower_width
@@ -122,8 +123,7 @@ class CoCa(CLIP):
 
     def caption_loss(self, logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
         """Mean next-token cross-entropy of (B, L, V) logits against ids shifted by one, padding ignored."""
-        targets = ids[:, 1:].masked_fill(ids[:, 1:] == self.pad_id, -100)
-        return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), targets.flatten(), ignore_index=-100)
+        return caption_loss(logits, ids, self.pad_id)
 
     def forward(self, batch, features) -> Loss:
         """Weighted contrastive + captioning loss; metrics: both parts, accuracy, next-token accuracy."""

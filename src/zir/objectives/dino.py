@@ -4,7 +4,8 @@ A student tower and head see every crop (global and local); a teacher (an EMA of
 head) sees the global crops only. The teacher's outputs are centred (a running mean of its logits is
 subtracted) and sharpened (a low temperature), and the student's softmax is trained to match them on every
 pair of different crops. Centring prevents one dimension from dominating, sharpening prevents the uniform
-output; together they avoid collapse.
+output; together they avoid collapse. The loss and its parts are in `zir.losses.dino`; this file holds
+the heads, the teacher and the schedules.
 
 Published defaults (ViT-S/16, 100 epochs): head MLP 384 -> 2048 -> 2048 -> bottleneck 256, L2-normalised,
 weight-normalised last layer to 65536 outputs with its norm fixed; student temperature 0.1; teacher
@@ -25,7 +26,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from zir.errors import ConfigError
-from zir.objectives.base import DEFAULT_MASK, EMATeacher, Forward, Loss, Objective, all_mean, ema_update_, register_objective
+from zir.losses.dino import dino_loss, entropy, soft_cross_entropy, student_log_probs, teacher_probs, update_center
+from zir.objectives.base import DEFAULT_MASK, EMATeacher, Forward, Loss, Objective, ema_update_, register_objective
 
 
 class WeightNormLinear(nn.Module):
@@ -76,50 +78,12 @@ class DINOHead(nn.Module):
         return self.last_layer(x)
 
 
-def teacher_probs(teacher_logits: torch.Tensor, center: torch.Tensor, temperature: float) -> torch.Tensor:
-    """DINO's centring and sharpening: softmax((t - c) / tau_t) over the last dimension."""
-    return F.softmax((teacher_logits.float() - center) / temperature, dim=-1)
-
-
-def dino_loss(student_logits: list[torch.Tensor], teacher_logits: list[torch.Tensor], center: torch.Tensor,
-              student_temp: float, teacher_temp: float) -> torch.Tensor:
-    """Mean over (teacher global q, student crop v != q) of -sum p_t(q) log p_s(v), each averaged over the batch.
-
-    `student_logits`: one (B, K) tensor per crop, globals first in the teacher's order; `teacher_logits`:
-    one (B, K) tensor per global crop.
-    """
-    targets = [teacher_probs(t, center, teacher_temp) for t in teacher_logits]
-    logps = [F.log_softmax(s.float() / student_temp, dim=-1) for s in student_logits]
-    total, terms = 0.0, 0
-    for q, p_t in enumerate(targets):
-        for v, logp in enumerate(logps):
-            if v == q:
-                continue  # the same crop seen by both: no signal
-            total = total + (-p_t * logp).sum(dim=-1).mean()
-            terms += 1
-    if terms == 0:
-        raise ConfigError("dino loss needs at least two crops (two globals, or a global and a local)")
-    return total / terms
-
-
-@torch.no_grad()
-def update_center(center: torch.Tensor, teacher_logits: torch.Tensor, momentum: float) -> None:
-    """In place: c <- m * c + (1 - m) * mean of the teacher logits (over every leading dim and rank)."""
-    batch_center = all_mean(teacher_logits.detach().float().reshape(-1, teacher_logits.shape[-1]).mean(dim=0))
-    center.mul_(momentum).add_(batch_center, alpha=1.0 - momentum)
-
-
 def teacher_temp_at(step: int, total_steps: int, warmup_temp: float, temp: float, warmup_frac: float) -> float:
     """DINO's teacher temperature: linear from `warmup_temp` to `temp` over the first `warmup_frac` of steps."""
     warm = int(round(warmup_frac * total_steps))
     if step >= warm or warm <= 0:
         return temp
     return warmup_temp + (temp - warmup_temp) * step / warm
-
-
-def entropy(p: torch.Tensor) -> torch.Tensor:
-    """Mean entropy (nats) of probability rows (..., K)."""
-    return -(p * torch.log(p.clamp_min(1e-12))).sum(-1).mean()
 
 
 def embedding_std(x: torch.Tensor) -> float:
@@ -245,8 +209,8 @@ class DINO(SelfDistillation):
             p_t = teacher_probs(torch.cat(t_logits), self.center, self.teacher_temp_now)
             h_t = entropy(p_t)
             h_mean = entropy(p_t.mean(dim=0))  # entropy of the batch's average: ~0 when every image picks one prototype
-            logp_s = F.log_softmax(torch.cat(s_logits[: self.global_views]).float() / self.student_temp, dim=-1)
-            kl = (-(p_t * logp_s).sum(-1).mean() - h_t) if self.global_views > 0 else torch.tensor(0.0)
+            logp_s = student_log_probs(torch.cat(s_logits[: self.global_views]), self.student_temp)
+            kl = (soft_cross_entropy(p_t, logp_s) - h_t) if self.global_views > 0 else torch.tensor(0.0)
             metrics = {
                 "teacher_entropy": float(h_t),
                 "teacher_batch_entropy": float(h_mean),

@@ -6,7 +6,8 @@ the token, as DINOv2's does, and `build_model` builds it with one). The teacher 
 teacher as DINO's, shared when both objectives are in one model) sees the unmasked crop. On the hidden
 patches the student's patch logits are trained to match the teacher's centred and sharpened patch
 distribution, with a head and a centre of its own. The heads run on the hidden patches only (DINOv2's
-saving), and the patch centre is the running mean of the teacher's logits there.
+saving), and the patch centre is the running mean of the teacher's logits there. The loss is
+`zir.losses.ibot`.
 
 Published defaults (ViT-S/16): patch head to 8192 outputs, teacher patch temperature 0.04 warmed up to
 0.07 over 30 epochs, student temperature 0.1, centre momentum 0.9, block masks hiding 10-50% of the
@@ -19,29 +20,15 @@ from __future__ import annotations
 import copy
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from zir.errors import ConfigError
+from zir.losses.dino import entropy, teacher_probs, update_center
+from zir.losses.ibot import ibot_patch_loss
 from zir.models.tower import require
 from zir.models.vit import gather_tokens
 from zir.objectives.base import DEFAULT_MASK, EMATeacher, Forward, Loss, MaskSpec, Objective, ema_update_, register_objective
-from zir.objectives.dino import DINOHead, entropy, teacher_probs, teacher_temp_at, update_center
-
-
-def ibot_patch_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, mask: torch.Tensor, center: torch.Tensor,
-                    student_temp: float, teacher_temp: float) -> torch.Tensor:
-    """Per image, the mean over its hidden patches of -sum p_t log p_s; then the mean over images with a mask.
-
-    Shapes: student_logits, teacher_logits (B, N, K); mask (B, N) True = hidden.
-    """
-    p_t = teacher_probs(teacher_logits, center, teacher_temp)
-    logp_s = F.log_softmax(student_logits.float() / student_temp, dim=-1)
-    per_patch = (-p_t * logp_s).sum(dim=-1)  # (B, N)
-    m = mask.to(per_patch.dtype)
-    per_image = (per_patch * m).sum(dim=1) / m.sum(dim=1).clamp_min(1.0)
-    has_mask = (m.sum(dim=1) > 0).to(per_image.dtype)
-    return (per_image * has_mask).sum() / has_mask.sum().clamp_min(1.0)
+from zir.objectives.dino import DINOHead, teacher_temp_at
 
 
 class IBOT(Objective):

@@ -1,29 +1,18 @@
 """KoLeo: the Kozachenko-Leonenko entropy regulariser (Sablayrolles et al., 2019), as used by DINOv2.
 
 It spreads L2-normalised embeddings over the sphere by maximising the log distance of each one to its
-nearest neighbour in the batch: loss = -mean_i log(min_{j != i} ||z_i - z_j|| + eps). DINOv2 applies it
-to the student's CLS embedding of each global crop with weight 0.1 (its published default).
+nearest neighbour in the batch: loss = -mean_i log(min_{j != i} ||z_i - z_j|| + eps), in `zir.losses.koleo`.
+DINOv2 applies it to the student's CLS embedding of each global crop with weight 0.1 (its published default).
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from zir.errors import ConfigError
+from zir.losses.koleo import koleo_loss
 from zir.objectives.base import DEFAULT_MASK, Forward, Loss, Objective, register_objective
-
-
-def koleo_loss(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    """-mean over i of log(distance from normalised x_i to its nearest other row + eps); x (B, D)."""
-    z = F.normalize(x.float(), dim=-1, eps=1e-8)
-    with torch.no_grad():
-        dots = z @ z.T
-        dots.fill_diagonal_(-2.0)  # never one's own neighbour
-        nearest = dots.argmax(dim=1)
-    dist = (z - z[nearest]).norm(dim=-1)
-    return -torch.log(dist + eps).mean()
 
 
 class KoLeo(Objective):

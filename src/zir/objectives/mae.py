@@ -3,7 +3,8 @@
 The encoder sees only the visible patches (`forward_tokens(x, keep)`); a light decoder takes the encoded
 visible tokens, puts a shared learned mask token at every hidden position, adds its own fixed sin-cos
 position table and predicts each hidden patch's pixels. The loss is the mean squared error on hidden
-patches only, against per-patch normalised pixels by default (`norm_pix_loss`, the paper's better setting).
+patches only, against per-patch normalised pixels by default (`norm_pix_loss`, the paper's better setting),
+computed by `zir.losses.mae`.
 
 Published defaults (ViT-B/16 at 224): mask ratio 0.75, decoder 8 blocks of width 512 with 16 heads,
 normalised-pixel targets. Scaled for 32-pixel images and CPU-scale towers: decoder 2 blocks of half the
@@ -16,6 +17,7 @@ import torch
 from torch import nn
 
 from zir.errors import ConfigError
+from zir.losses.mae import masked_mse, normalize_patches
 from zir.models.tower import require
 from zir.nn import Block, sincos_2d
 from zir.objectives.base import DEFAULT_MASK, Forward, Loss, MaskSpec, Objective, mask_plan, register_objective, views_needed
@@ -36,20 +38,6 @@ def unpatchify(patches: torch.Tensor, patch: int, grid: tuple[int, int], channel
     gh, gw = grid
     x = patches.reshape(b, gh, gw, patch, patch, channels)
     return x.permute(0, 5, 1, 3, 2, 4).reshape(b, channels, gh * patch, gw * patch)
-
-
-def normalize_patches(target: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    """Per-patch normalised pixels (B, N, p * p * C): zero mean, unit variance within each patch (MAE)."""
-    mean = target.mean(dim=-1, keepdim=True)
-    var = target.var(dim=-1, keepdim=True)  # unbiased, as the MAE reference implementation
-    return (target - mean) / (var + eps) ** 0.5
-
-
-def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean over hidden patches of each patch's mean squared error; pred, target (B, N, L), mask (B, N) True = hidden."""
-    per_patch = ((pred - target) ** 2).mean(dim=-1)
-    mask = mask.to(per_patch.dtype)
-    return (per_patch * mask).sum() / mask.sum().clamp_min(1.0)
 
 
 class MAEDecoder(nn.Module):

@@ -13,12 +13,12 @@ from __future__ import annotations
 import copy
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from zir.errors import ConfigError
+from zir.losses.dino import entropy, soft_cross_entropy, student_log_probs, teacher_probs, update_center
 from zir.objectives.base import DEFAULT_MASK, EMATeacher, Forward, Loss, MaskSpec, mask_plan, register_objective, views_needed
-from zir.objectives.dino import DINOHead, SelfDistillation, embedding_std, entropy, teacher_probs, update_center
+from zir.objectives.dino import DINOHead, SelfDistillation, embedding_std
 
 
 class MaskedDistillation(SelfDistillation):
@@ -82,8 +82,7 @@ class MaskedDistillation(SelfDistillation):
         with torch.no_grad():
             t_logits = self.teacher_head(self.teacher.module.pool(features[teacher]))
             p_t = teacher_probs(t_logits, self.center, self.teacher_temp_now)
-        logp_s = F.log_softmax(self.head(s_emb).float() / self.student_temp, dim=-1)
-        loss = -(p_t * logp_s).sum(dim=-1).mean()
+        loss = soft_cross_entropy(p_t, student_log_probs(self.head(s_emb), self.student_temp))
         with torch.no_grad():
             h_t = entropy(p_t)
             metrics = {"teacher_entropy": float(h_t), "teacher_batch_entropy": float(entropy(p_t.mean(dim=0))),

@@ -1,7 +1,7 @@
 """SimCLR / InfoNCE (Chen et al., 2020, "A Simple Framework for Contrastive Learning of Visual Representations").
 
 Two augmented views of each image are pooled by the tower, mapped by a projection head and compared by
-the normalised-temperature cross-entropy (NT-Xent): each of the 2B embeddings must pick its partner among
+the normalised-temperature cross-entropy (NT-Xent, `zir.losses.simclr`): each of the 2B embeddings must pick its partner among
 the 2B - 1 others (and, under torch.distributed, among every rank's embeddings, gathered with gradients
 flowing back to each rank's shard, so that DDP's averaged gradient is the global batch's).
 
@@ -13,33 +13,11 @@ width 512, output 128, temperature 0.2 for batches of 32-256.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from zir.errors import ConfigError
-from zir.objectives.base import Forward, Loss, Objective, gather_with_grad, rank, register_objective, views_needed
-
-
-def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Symmetric NT-Xent of paired embeddings z1, z2 (B, D); returns (loss, top-1 accuracy of the partner).
-
-    Distributed: negatives come from every rank; the loss averages this rank's 2B anchors.
-    """
-    z1, z2 = F.normalize(z1.float(), dim=-1), F.normalize(z2.float(), dim=-1)
-    b = z1.shape[0]
-    a1, a2 = gather_with_grad(z1), gather_with_grad(z2)  # (W * B, D) each
-    n = a1.shape[0]
-    offset = rank() * b
-    anchors = torch.cat([z1, z2], dim=0)  # (2B, D)
-    keys = torch.cat([a1, a2], dim=0)  # (2N, D)
-    logits = anchors @ keys.T / temperature
-    local = torch.arange(b, device=z1.device) + offset
-    self_idx = torch.cat([local, local + n])
-    partner = torch.cat([local + n, local])
-    logits = logits.masked_fill(F.one_hot(self_idx, 2 * n).bool(), float("-inf"))
-    loss = F.cross_entropy(logits, partner)
-    acc = (logits.argmax(dim=1) == partner).float().mean()
-    return loss, acc
+from zir.losses.simclr import nt_xent
+from zir.objectives.base import Forward, Loss, Objective, register_objective, views_needed
 
 
 class ProjectionHead(nn.Module):

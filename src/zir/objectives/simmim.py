@@ -5,7 +5,7 @@ sees every position: hidden patches enter as a learned mask token, unlike MAE, w
 windowed tower such as Swin keeps its full grid. A one-layer head (a 1x1 convolution to stride^2 x 3
 values per output token, then a pixel shuffle) predicts the raw (normalised) pixels from the last feature
 map: the last stage's for Swin (stride = patch x 2^(stages - 1)), the patch tokens for a plain ViT
-(stride = patch). The loss is the L1 distance on hidden pixels only.
+(stride = patch). The loss is the L1 distance on hidden pixels only (`zir.losses.simmim`).
 
 Where the mask token lives: the tower owns it (`forward_tokens(x, mask=m)`; `build_model` builds a ViT
 or Swin tower with `mask_token: true` for SimMIM, as SimMIM's released checkpoints have it). A freshly
@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from zir.errors import ConfigError
+from zir.losses.simmim import masked_l1
 from zir.objectives.base import DEFAULT_MASK, Forward, Loss, MaskSpec, Objective, mask_plan, register_objective, views_needed
 from zir.models.tower import require
 
@@ -44,12 +45,6 @@ def pixel_mask(mask: torch.Tensor, grid: tuple[int, int], patch: int) -> torch.T
     """A (B, N) patch mask over a (rows, cols) grid -> a (B, 1, rows * patch, cols * patch) float pixel mask."""
     m = mask.reshape(mask.shape[0], *grid).to(torch.float32)
     return m.repeat_interleave(patch, dim=1).repeat_interleave(patch, dim=2).unsqueeze(1)
-
-
-def masked_l1(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean absolute error over the hidden pixels: pred, target (B, C, H, W), mask (B, 1, H, W) 1 = hidden."""
-    per_pixel = (pred.float() - target.float()).abs() * mask
-    return per_pixel.sum() / (mask.sum() * pred.shape[1]).clamp_min(1.0)
 
 
 class SimMIM(Objective):
