@@ -47,6 +47,21 @@ def test_plan_and_flip_masking_encode_only_kept_patches(shapes):
         _model(tok, {"clip": {"text_tower": "words"}})
 
 
+def test_project_image_of_extracted_features_is_encode_image(shapes):
+    """Evaluation projects pooled features extracted once; it must give what encoding whole images gives."""
+    _, tok = shapes
+    model = _model(tok, {"clip": {"embed_dim": 32}}).eval()
+    obj = model.objectives["clip"]
+    images = torch.randn(4, 3, 16, 16)
+    with torch.no_grad():
+        pooled = obj.tower.pool(obj.tower.forward_tokens(images))
+        joint = obj.project_image(pooled.double())  # cast to the projection's dtype
+        expected = obj.encode_image(images)
+    assert joint.shape == (4, 32) and joint.dtype == torch.float32
+    assert torch.allclose(joint, expected, atol=1e-6)
+    assert torch.allclose(joint.norm(dim=-1), torch.ones(4))
+
+
 def test_clip_temperature_is_clamped_after_each_step(shapes):
     _, tok = shapes
     model = _model(tok, {"clip": {}})

@@ -56,6 +56,19 @@ def test_supervised_reaches_full_train_accuracy_on_a_separable_batch():
     assert out.metrics["supervised_loss"] < 0.1 < first.metrics["supervised_loss"]
 
 
+def test_classify_pooled_features_gives_the_logits_of_the_tokens():
+    """Evaluation classifies pooled features extracted once; they must give the training path's logits."""
+    model = finetune_model(classes=3).eval()
+    obj = model.objectives["supervised"]
+    with torch.no_grad():
+        obj.head.fc.weight.normal_()
+        tokens = obj.tower.forward_tokens(torch.randn(5, 3, 16, 16))
+        logits = obj.classify(obj.tower.pool(tokens).double())  # cast to the head's dtype
+        expected = obj.logits(tokens)
+    assert logits.shape == (5, 3) and logits.dtype == torch.float32
+    assert torch.allclose(logits, expected, atol=1e-6) and expected.std() > 0.1
+
+
 def test_supervised_loss_is_cross_entropy_with_label_smoothing():
     torch.manual_seed(0)
     model = build_model({"towers": {"image": dict(TOWER)},

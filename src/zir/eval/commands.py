@@ -52,7 +52,7 @@ def _explain_texts(run, tower, images, texts: list[str], out: Path) -> None:
         raise EvalError(f"--text needs the run's tokenizer; {run.run_dir} has no tokenizer.json and no data.tokenizer")
     with torch.no_grad():
         embeddings = obj.text_encoder(tokenizer)(texts)
-    info = explain_text(tower, obj.image_proj, images, texts, embeddings, out)
+    info = explain_text(tower, obj.project_image, images, texts, embeddings, out)
     for text, score in zip(texts, info["scores"]):
         print(f"  {score:+.3f}  {text}")
     print(f"wrote {info['png']} (which patches raised each text's score)")

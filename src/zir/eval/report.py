@@ -19,9 +19,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from zir.eval.run_eval import (
-    EvalError, _plan_stats, eval_data, image_size, image_tower, load_run, results_rows, run_tokenizer,
-)
+from zir.eval.run_eval import EvalError, image_size, image_tower, load_run, results_rows, run_tokenizer
+from zir.eval.splits import eval_data, plan_stats
+from zir.objectives.coca import CoCa
+from zir.objectives.mae import MAE
 
 __all__ = ["SECTIONS", "write_report", "read_metrics", "training_curves_png"]
 
@@ -150,10 +151,10 @@ def _sample(run, n: int, data, data_root):
     from zir.data import make_loader
 
     source = eval_data(data, run.config, data_root, limit=n).test
-    mean, std = _plan_stats(run.model, run.config)
+    mean, std = plan_stats(run.model, run.config)
     _, tower = image_tower(run.model)
     plan = {"global": 1, "pipeline": "none", "size": image_size(tower), "mean": mean, "std": std}
-    with_text = bool(getattr(source, "has_captions", False))
+    with_text = bool(source.has_captions)
     if with_text:
         plan["text"] = 1
     batch = next(iter(make_loader(source, plan, n, shuffle=False, drop_last=False)))
@@ -176,12 +177,12 @@ def _mae(run, images, mean, std) -> str:
     from zir.data.masking import random_mask
     from zir.eval.pictures import save_panels
 
-    mae = next((o for o in run.model.objectives.values() if hasattr(o, "reconstruct")), None)
+    mae = next((o for o in run.model.objectives.values() if isinstance(o, MAE)), None)
     if mae is None:
         return _why("The run has no MAE objective, so there is nothing to reconstruct.")
     patch = mae.patch
     grid = (images.shape[-2] // patch, images.shape[-1] // patch)
-    mask = random_mask(images.shape[0], grid, getattr(mae, "mask_ratio", 0.75), seed=0)
+    mask = random_mask(images.shape[0], grid, mae.mask_ratio, seed=0)
     with torch.no_grad():
         recon = mae.reconstruct(images, mask.keep)
     hidden = mask.mask.reshape(-1, 1, *grid).float()
@@ -191,13 +192,13 @@ def _mae(run, images, mean, std) -> str:
     rows = [[("image", _rgb(images[i], mean, std)), ("masked", _rgb(masked[i], mean, std)),
              ("reconstruction", _rgb(recon[i], mean, std))] for i in range(images.shape[0])]
     png = _png_file(lambda p: save_panels(rows, p))
-    ratio = getattr(mae, "mask_ratio", 0.75)
+    ratio = mae.mask_ratio
     return _img(png, "MAE reconstructions") + (f"<p>{ratio:.0%} of the patches hidden; the visible ones are copied "
                                               "and the hidden ones predicted by the decoder.</p>")
 
 
 def _coca(run, images, captions, mean, std) -> str:
-    coca = next((o for o in run.model.objectives.values() if hasattr(o, "generate")), None)
+    coca = next((o for o in run.model.objectives.values() if isinstance(o, CoCa)), None)
     if coca is None:
         return _why("The run has no CoCa objective, so it does not caption images.")
     tokenizer = run_tokenizer(run.run_dir, run.config, run.model)

@@ -24,7 +24,7 @@ from zir.eval.pictures import colourise, save_panels, to_uint8_image, upsample_m
 def text_relevance(tower: torch.nn.Module, project: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor,
                    text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(scores (B,), relevance (B, rows, cols) in [0, 1]) of images (B, 3, H, W) for unit-norm text (E,) or (B, E)."""
-    # `project` maps the tower's pooled features (B, D) into the joint space (an objective's `image_proj`).
+    # `project` maps the tower's pooled features (B, D) into the joint space (an objective's `project_image`).
     if not tower.can_return_attention:
         raise ShapeError(f"{type(tower).__name__} does not expose attention weights; text relevance needs a ViT tower")
     was_training = tower.training

@@ -110,6 +110,11 @@ class ImageText(Objective):
         """Whole images (B, 3, H, W) -> unit-norm (B, E) embeddings (no token masking, as at evaluation)."""
         return F.normalize(self.image_proj(self.tower.pool(self.tower.forward_tokens(images))), dim=-1)
 
+    def project_image(self, pooled: torch.Tensor) -> torch.Tensor:
+        """The image tower's pooled features (N, D) -> unit-norm (N, E) joint-space embeddings (evaluation,
+        saliency: features extracted once, projected here, in the projection's dtype)."""
+        return F.normalize(self.image_proj(pooled.to(self.image_proj.weight.dtype)), dim=-1)
+
     def encode_text(self, ids: torch.Tensor) -> torch.Tensor:
         """Token ids (B, L) -> unit-norm (B, E) embeddings."""
         return F.normalize(self.text_proj(self.text_tower.pool(self.text_tower.forward_tokens(ids))), dim=-1)

@@ -82,6 +82,10 @@ class Supervised(Objective):
         """Token features (B, T, D) -> class logits (B, classes)."""
         return self.head(self.tower.pool(tokens))
 
+    def classify(self, pooled: torch.Tensor) -> torch.Tensor:
+        """Pooled features (N, D), e.g. extracted once for evaluation -> class logits (N, classes), in the head's dtype."""
+        return self.head(pooled.to(self.head.fc.weight.dtype))
+
     def forward(self, batch, features) -> Loss:
         """Cross-entropy (with label smoothing) and the batch's top-1 accuracy in percent."""
         labels = batch.labels
