@@ -73,9 +73,11 @@ def test_dino_ibot_share_one_teacher_and_masked_forward():
     assert counts == {"image": 2 + 2, "image_teacher": 2}  # masked-filled globals, locals; teacher globals
     out.loss.backward()
     assert model.towers["image"].mask_token.grad is not None  # the tower owns it (build_model turned it on)
+    with torch.no_grad():
+        for p in model.towers["image"].parameters():
+            p.add_(0.5)  # the student moved away from its copy: an EMA step shows, two would show twice
     before = [p.clone() for p in model.teachers.parameters()]
-    model.after_step(0, 10)
-    model.after_step(0, 10)  # a second call at the same step is a no-op for the shared tower
+    model.after_step(0, 10)  # one EMA step of the teacher both objectives read
     m = model.teachers["image_teacher"].momentum_at(0, 10)
     student = dict(model.towers["image"].named_parameters())
     for (n, t), b in zip(model.teachers["image_teacher"].module.named_parameters(), before):

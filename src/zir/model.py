@@ -19,7 +19,7 @@ from torch import nn
 from zir.data.plan import Batch, ViewPlan
 from zir.data.transforms import local_size_for
 from zir.errors import ConfigError, ShapeError, ZirError
-from zir.objectives import Forward, Objective, create_objective
+from zir.objectives import Forward, Objective, TeacherSpec, create_objective
 from zir.objectives.phase import Phase, pop_phase
 
 # strongest augmentation first: a shared view is augmented for the objective that needs the most
@@ -62,21 +62,7 @@ class ZirModel(nn.Module):
             obj, weight = entry
             self.objectives[name] = obj
             self.weights[name] = float(weight)
-        # teachers are owned once, here, even when several objectives read the same one (DINO + iBOT)
-        self.teachers = nn.ModuleDict()
-        owners: dict[str, str] = {}
-        for oname, obj in self.objectives.items():
-            for tname, teacher in obj.teachers().items():
-                if tname in self.towers:
-                    raise ConfigError(f"model: teacher {tname!r} has the name of a tower")
-                if tname not in self.teachers:
-                    self.teachers[tname], owners[tname] = teacher, oname
-                elif teacher.schedule() != self.teachers[tname].schedule():  # one EMA: one momentum schedule
-                    raise ConfigError(
-                        f"model.objectives: {owners[tname]} and {oname} share the teacher {tname} but ask for "
-                        f"momentum {self.teachers[tname].schedule()} and {teacher.schedule()} (start, end); give both "
-                        "the same momentum and final_momentum")
-                obj.use_teacher(tname, self.teachers[tname])
+        self.teachers, self.teacher_specs = self._build_teachers()
         self.plan_forwards = self._plan_forwards()
         self.plan_calls = self._plan_calls(self.plan_forwards) if self.stack_views else [(f,) for f in self.plan_forwards]
         self._register_load_state_dict_pre_hook(self._move_old_mask_tokens)
@@ -87,6 +73,34 @@ class ZirModel(nn.Module):
                               "that counts from the first step (no start or ramp)")
         if self.phased:  # a buffer, so a resumed run continues exactly
             self.register_buffer("phase_factors", torch.tensor([p.factor(0, 1) for p in self.phases.values()]))
+
+    def _build_teachers(self) -> tuple[nn.ModuleDict, dict[str, TeacherSpec]]:
+        """One `EMATeacher` per teacher name the objectives declare, handed to each objective that reads it.
+
+        Objectives naming one teacher share it (DINO and iBOT: `image_teacher`), so it must be one EMA: a second
+        declaration with another student tower or momentum schedule fails in one line naming both objectives.
+        """
+        teachers, specs, owners = nn.ModuleDict(), {}, {}
+        for oname, obj in self.objectives.items():
+            for tname, spec in obj.teacher_specs().items():
+                if tname in self.towers:
+                    raise ConfigError(f"model: teacher {tname!r} has the name of a tower")
+                if spec.tower not in self.towers:
+                    raise ConfigError(f"model.objectives.{oname}: teacher {tname} follows tower {spec.tower!r}, "
+                                      "which the model does not have")
+                first = specs.setdefault(tname, spec)
+                if spec.tower != first.tower:
+                    raise ConfigError(f"model.objectives: {owners[tname]} and {oname} share the teacher {tname} but follow "
+                                      f"towers {first.tower} and {spec.tower}")
+                if spec.schedule() != first.schedule():  # one EMA: one momentum schedule
+                    raise ConfigError(
+                        f"model.objectives: {owners[tname]} and {oname} share the teacher {tname} but ask for "
+                        f"momentum {first.schedule()} and {spec.schedule()} (start, end); give both "
+                        "the same momentum and final_momentum")
+                if tname not in teachers:
+                    teachers[tname], owners[tname] = spec.build(self.towers[spec.tower]), oname
+                obj.use_teacher(tname, teachers[tname])
+        return teachers, specs
 
     def _move_old_mask_tokens(self, state: dict, prefix: str, *_) -> None:
         """Load checkpoints written before towers owned their mask token: iBOT and SimMIM kept it as
@@ -252,7 +266,10 @@ class ZirModel(nn.Module):
         return ModelOutput(total, terms, metrics)
 
     def after_step(self, step: int, total_steps: int) -> None:
-        """Per-step hooks of the objectives (EMA teachers, temperature schedules) and the next step's phases."""
+        """Each teacher's EMA step (once, however many objectives read it), the objectives' per-step hooks (their
+        heads' EMA, temperature schedules) and the next step's phases."""
+        for name, teacher in self.teachers.items():
+            teacher.update(self.towers[self.teacher_specs[name].tower], step, total_steps)
         for obj in self.objectives.values():
             obj.after_step(step, total_steps)
         if self.phased:

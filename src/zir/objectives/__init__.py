@@ -4,9 +4,9 @@ Self-supervised: MAE, SimMIM, SimCLR, DINO, iBOT, KoLeo, masked self-distillatio
 supervised cross-entropy. Importing this package registers all of them, so recipes can name any.
 """
 
-from zir.objectives.base import (
-    OBJECTIVES, EMATeacher, Forward, Loss, Objective, create_objective, list_objectives, register_objective,
-)
+from zir.objectives.base import OBJECTIVES, Forward, Loss, Objective, create_objective, list_objectives, register_objective
+from zir.objectives.teacher import EMATeacher, TeacherSpec
+from zir.objectives.self_distillation import SelfDistillation
 from zir.objectives.dino import DINO, DINOHead
 from zir.objectives.ibot import IBOT
 from zir.objectives.koleo import KoLeo
@@ -18,6 +18,6 @@ from zir.objectives.supervised import Supervised
 from zir.objectives import clip, coca, siglip, slip  # noqa: E402,F401  (registers clip, coca, siglip, slip)
 
 __all__ = [
-    "DINO", "DINOHead", "IBOT", "MAE", "OBJECTIVES", "EMATeacher", "Forward", "KoLeo", "Loss", "MaskedDistillation", "Objective", "SimCLR",
-    "SimMIM", "Supervised", "create_objective", "list_objectives", "register_objective",
+    "DINO", "DINOHead", "IBOT", "MAE", "OBJECTIVES", "EMATeacher", "Forward", "KoLeo", "Loss", "MaskedDistillation",
+    "Objective", "SelfDistillation", "SimCLR", "SimMIM", "Supervised", "TeacherSpec", "create_objective", "list_objectives", "register_objective",
 ]

@@ -7,9 +7,7 @@ An objective never runs a tower itself. It declares the `Forward`s it needs, the
 
 from __future__ import annotations
 
-import copy
 import inspect
-import math
 from dataclasses import dataclass, field
 
 import torch
@@ -19,6 +17,7 @@ from torch import nn
 from zir.data.views import DEFAULT_MASK, MaskSpec, View, view_counts  # noqa: F401
 from zir.errors import ConfigError, UnknownNameError
 from zir.losses.distributed import all_mean, gather_with_grad  # noqa: F401  (for objectives)
+from zir.objectives.teacher import EMATeacher, TeacherSpec
 
 
 @dataclass
@@ -79,6 +78,8 @@ class Objective(nn.Module):
             raise ConfigError(f"objective {self.name}: tower {tower!r} not among the model's towers ({', '.join(towers) or 'none'})")
         self.towers = dict(towers)  # a plain dict, so the towers' parameters are not registered twice
         self.tower_name = tower
+        self._teachers: dict[str, EMATeacher] = {}  # by name: handed over by the model, or built standalone
+        self._own_teachers: set[str] = set()  # names of those built here (no model), so updated here
 
     @property
     def tower(self) -> nn.Module:
@@ -98,84 +99,43 @@ class Objective(nn.Module):
         raise NotImplementedError
 
     def after_step(self, step: int, total_steps: int) -> None:
-        """Called after each optimiser step (EMA teachers, schedules); `step` counts from 0."""
+        """Called after each optimiser step (heads' EMA, schedules); `step` counts from 0. Moves only the
+        teachers this objective built itself: the model moves its own before calling this."""
+        self.update_own_teachers(step, total_steps)
 
     def no_weight_decay(self) -> set[str]:
         """Names of this objective's parameters that weight decay should skip (beyond biases and norms)."""
         return set()
 
-    def teachers(self) -> dict[str, "EMATeacher"]:
-        """Teacher towers this objective owns, by the tower name its forwards use (e.g. `image_teacher`)."""
+    def teacher_specs(self) -> dict[str, TeacherSpec]:
+        """The EMA teachers this objective reads, by the tower name its forwards use (e.g. `image_teacher`).
+
+        Declared, not built: `ZirModel` builds one `EMATeacher` per name (objectives naming one share it),
+        hands it over with `use_teacher()` and updates it once per step.
+        """
         return {}
 
-    def use_teacher(self, name: str, teacher: "EMATeacher") -> None:
-        """Read the teacher `name` from `teacher`, owned elsewhere (the model, or another objective sharing it)."""
-        attr = self._teacher_attrs()[name]
-        self._modules.pop(attr, None)
-        object.__setattr__(self, attr, teacher)  # unregistered: the model's state dict holds it once
+    def use_teacher(self, name: str, teacher: EMATeacher) -> None:
+        """Read the declared teacher `name` from `teacher`, owned and updated by the model."""
+        if name not in self.teacher_specs():
+            raise ConfigError(f"objective {self.name}: declares no teacher {name!r}")
+        self._teachers[name] = teacher  # a plain dict: the model's state dict holds the teacher once
+        self._own_teachers.discard(name)
 
-    def _teacher_attrs(self) -> dict[str, str]:
-        """Map teacher tower name -> attribute holding its EMATeacher."""
-        return {}
+    def teacher_for(self, name: str) -> EMATeacher:
+        """The teacher `name`: the model's, or, standalone (no model handed one over), a copy of the student
+        tower built here on first use, which this objective then updates itself (`after_step()`)."""
+        if name not in self._teachers:
+            spec = self.teacher_specs()[name]
+            self._teachers[name] = spec.build(self.towers[spec.tower])
+            self._own_teachers.add(name)
+        return self._teachers[name]
 
-
-class EMATeacher(nn.Module):
-    """A frozen copy of a student tower that follows it by an exponential moving average.
-
-    The momentum follows DINO's cosine schedule from `momentum` at step 0 to `final_momentum` at the last
-    step: m(k) = final - (final - momentum) * (cos(pi k / K) + 1) / 2. Updating twice at the same step is a
-    no-op, so objectives that share one teacher (DINO and iBOT) may each call `update`.
-    """
-
-    def __init__(self, student: nn.Module, momentum: float = 0.996, final_momentum: float = 1.0) -> None:
-        """Copy `student` and freeze the copy."""
-        super().__init__()
-        if not 0.0 <= momentum <= final_momentum <= 1.0:
-            raise ConfigError(f"teacher momentum {momentum} -> {final_momentum}: expected 0 <= momentum <= final_momentum <= 1")
-        self.module = copy.deepcopy(student)
-        self.module.requires_grad_(False)
-        self.module.eval()
-        self.momentum, self.final_momentum = float(momentum), float(final_momentum)
-        self.last_step: int | None = None
-
-    def train(self, mode: bool = True) -> "EMATeacher":
-        """The teacher always runs in eval mode (no dropout or drop path)."""
-        super().train(mode)
-        self.module.eval()
-        return self
-
-    def schedule(self) -> tuple[float, float]:
-        """(momentum at the first step, momentum at the last): what two objectives sharing this teacher must agree on."""
-        return self.momentum, self.final_momentum
-
-    def momentum_at(self, step: int, total_steps: int) -> float:
-        """The EMA momentum after optimiser step `step` of `total_steps`."""
-        frac = min(max(step / max(total_steps - 1, 1), 0.0), 1.0)
-        return self.final_momentum - (self.final_momentum - self.momentum) * (math.cos(math.pi * frac) + 1) / 2
-
-    @torch.no_grad()
-    def update(self, student: nn.Module, step: int, total_steps: int) -> float:
-        """teacher <- m * teacher + (1 - m) * student for parameters; buffers are copied. Returns m."""
-        m = self.momentum_at(step, total_steps)
-        if self.last_step == step:
-            return m
-        self.last_step = step
-        t_params = [p for _, p in sorted(self.module.named_parameters())]
-        s_params = [p for _, p in sorted(student.named_parameters())]
-        if len(t_params) != len(s_params):
-            raise ConfigError("teacher and student towers have different parameters")
-        torch._foreach_mul_(t_params, m)
-        torch._foreach_add_(t_params, [p.detach().to(t.dtype) for p, t in zip(s_params, t_params)], alpha=1.0 - m)
-        for (_, tb), (_, sb) in zip(sorted(self.module.named_buffers()), sorted(student.named_buffers())):
-            tb.copy_(sb)
-        return m
-
-
-def ema_update_(teacher: nn.Module, student: nn.Module, m: float) -> None:
-    """In place: teacher parameters <- m * teacher + (1 - m) * student (heads beside a shared EMA tower)."""
-    with torch.no_grad():
-        for t, s in zip(teacher.parameters(), student.parameters()):
-            t.mul_(m).add_(s.detach().to(t.dtype), alpha=1.0 - m)
+    def update_own_teachers(self, step: int, total_steps: int) -> None:
+        """The EMA step of the teachers this objective built itself; those the model owns, the model moves."""
+        specs = self.teacher_specs()
+        for name in sorted(self._own_teachers):
+            self._teachers[name].update(self.towers[specs[name].tower], step, total_steps)
 
 
 def distributed() -> bool:

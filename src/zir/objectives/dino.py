@@ -18,7 +18,6 @@ of 12 pixels.
 
 from __future__ import annotations
 
-import copy
 import math
 
 import torch
@@ -27,7 +26,8 @@ from torch import nn
 
 from zir.errors import ConfigError
 from zir.losses.dino import dino_loss, entropy, soft_cross_entropy, student_log_probs, teacher_probs, update_center
-from zir.objectives.base import DEFAULT_MASK, EMATeacher, Forward, Loss, Objective, ema_update_, register_objective
+from zir.objectives.base import DEFAULT_MASK, Forward, Loss, register_objective
+from zir.objectives.self_distillation import SelfDistillation
 
 
 class WeightNormLinear(nn.Module):
@@ -92,37 +92,35 @@ def embedding_std(x: torch.Tensor) -> float:
     return float(z.std(dim=0).mean() * math.sqrt(z.shape[-1])) if z.shape[0] > 1 else 0.0
 
 
-class SelfDistillation(Objective):
-    """What DINO-style objectives share: an EMA teacher of the tower (`<tower>_teacher`, owned by the model and
-    shared between objectives), an EMA copy of the head, and the teacher temperature's warm-up.
+class CenteredDistillation(SelfDistillation):
+    """What DINO, iBOT and masked_dino share beyond the EMA teacher and head (`SelfDistillation`): the teacher's
+    logits centred by a running mean (`center`, of shape `center_shape`) and sharpened by a temperature warmed
+    up from `warmup_teacher_temp` to `teacher_temp` over the first `warmup_frac` of the steps."""
 
-    A subclass sets `head`, `teacher_head`, `teacher` and the temperatures in its `__init__`; `after_step`
-    moves teacher tower and head towards the student and the teacher temperature on by one step.
-    """
-
-    def teachers(self) -> dict[str, EMATeacher]:
-        """The EMA copy of the tower, run by the model as tower `<tower>_teacher`."""
-        return {self.teacher_name: self.teacher}
-
-    def _teacher_attrs(self) -> dict[str, str]:
-        return {self.teacher_name: "teacher"}
+    def __init__(self, towers: dict[str, nn.Module], tower: str, center_shape: tuple[int, ...], student_temp: float,
+                 teacher_temp: float, warmup_teacher_temp: float, warmup_frac: float, center_momentum: float,
+                 momentum: float, final_momentum: float) -> None:
+        """Check and keep the temperatures and the centre's momentum; declare the teacher (SelfDistillation)."""
+        super().__init__(towers, tower, momentum, final_momentum)
+        temps = {"student_temp": student_temp, "teacher_temp": teacher_temp, "warmup_teacher_temp": warmup_teacher_temp}
+        for key, val in temps.items():
+            if val <= 0:
+                raise ConfigError(f"{self.name} {key}={val}: expected > 0")
+        if not 0 <= center_momentum < 1:
+            raise ConfigError(f"{self.name} center_momentum={center_momentum}: expected 0 <= m < 1")
+        self.student_temp, self.teacher_temp, self.warmup_teacher_temp = student_temp, teacher_temp, warmup_teacher_temp
+        self.warmup_frac, self.center_momentum = warmup_frac, center_momentum
+        self.teacher_temp_now = warmup_teacher_temp if warmup_frac > 0 else teacher_temp
+        self.register_buffer("center", torch.zeros(*center_shape))
 
     def after_step(self, step: int, total_steps: int) -> None:
-        """EMA of tower and head into the teacher; teacher temperature for the next step."""
-        m = self.teacher.update(self.tower, step, total_steps)
-        ema_update_(self.teacher_head, self.head, m)
-        self.momentum_now = m
+        """The head's EMA (SelfDistillation); the teacher temperature for the next step."""
+        super().after_step(step, total_steps)
         self.teacher_temp_now = teacher_temp_at(step + 1, total_steps, self.warmup_teacher_temp, self.teacher_temp,
                                                 self.warmup_frac)
 
-    def train(self, mode: bool = True) -> "SelfDistillation":
-        """Train the heads; the teacher head stays in eval mode."""
-        super().train(mode)
-        self.teacher_head.eval()
-        return self
 
-
-class DINO(SelfDistillation):
+class DINO(CenteredDistillation):
     """DINO self-distillation: student (all crops) vs EMA teacher (global crops), centred and sharpened."""
 
     name = "dino"
@@ -155,30 +153,17 @@ class DINO(SelfDistillation):
         `freeze_last_layer`: the fraction of steps at the start during which the head's last layer gets no
         gradient (DINO: the first epoch of 100), which steadies the start.
         """
-        super().__init__(towers, tower)
+        super().__init__(towers, tower, (1, out_dim), student_temp, teacher_temp, warmup_teacher_temp, warmup_frac,
+                         center_momentum, momentum, final_momentum)
         if global_views < 1 or local_views < 0 or global_views + local_views < 2:
             raise ConfigError(f"dino global_views={global_views}, local_views={local_views}: expected >= 1 global and >= 2 crops")
-        for key, val in (("student_temp", student_temp), ("teacher_temp", teacher_temp), ("warmup_teacher_temp", warmup_teacher_temp)):
-            if val <= 0:
-                raise ConfigError(f"dino {key}={val}: expected > 0")
-        if not 0 <= center_momentum < 1:
-            raise ConfigError(f"dino center_momentum={center_momentum}: expected 0 <= m < 1")
         self.global_views, self.local_views = int(global_views), int(local_views)
-        self.student_temp, self.teacher_temp, self.warmup_teacher_temp = student_temp, teacher_temp, warmup_teacher_temp
-        self.warmup_frac, self.center_momentum, self.fill = warmup_frac, center_momentum, fill
-        self.fill_mask = mask_name if fill else ""
+        self.fill, self.fill_mask = fill, (mask_name if fill else "")
         if not 0.0 <= freeze_last_layer < 1.0:
             raise ConfigError(f"dino freeze_last_layer={freeze_last_layer}: expected a fraction of the steps, 0 <= f < 1")
         self.freeze_last_layer = float(freeze_last_layer)
-        self.teacher_temp_now = warmup_teacher_temp if warmup_frac > 0 else teacher_temp
-        self.momentum_now = momentum
-        dim = self.tower.embed_dim
-        self.head = DINOHead(dim, out_dim, hidden_dim, bottleneck_dim, head_layers, norm_last_layer)
-        self.teacher_head = copy.deepcopy(self.head).requires_grad_(False)
+        self.distil_head(DINOHead(self.tower.embed_dim, out_dim, hidden_dim, bottleneck_dim, head_layers, norm_last_layer))
         self.head.last_layer.frozen = self.freeze_last_layer > 0  # until after_step knows the run's length
-        self.register_buffer("center", torch.zeros(1, out_dim))
-        self.teacher = EMATeacher(self.tower, momentum, final_momentum)
-        self.teacher_name = f"{self.tower_name}_teacher"
 
     def view_plan(self) -> dict:
         """Global and local crops with DINO's multi-crop augmentation."""
@@ -225,7 +210,7 @@ class DINO(SelfDistillation):
         return Loss(loss, metrics)
 
     def after_step(self, step: int, total_steps: int) -> None:
-        """The teacher's EMA and temperature (SelfDistillation); the head's last layer frozen at first."""
+        """The head's EMA and the temperature (CenteredDistillation); the head's last layer frozen at first."""
         super().after_step(step, total_steps)
         self.head.last_layer.frozen = step + 1 < self.freeze_last_layer * total_steps
 

@@ -17,8 +17,6 @@ a fixed 30% block mask on every global crop (the data pipeline draws one ratio p
 
 from __future__ import annotations
 
-import copy
-
 import torch
 from torch import nn
 
@@ -27,12 +25,14 @@ from zir.losses.dino import entropy, teacher_probs, update_center
 from zir.losses.ibot import ibot_patch_loss
 from zir.models.tower import require
 from zir.models.vit import gather_tokens
-from zir.objectives.base import DEFAULT_MASK, EMATeacher, Forward, Loss, MaskSpec, Objective, ema_update_, register_objective
-from zir.objectives.dino import DINOHead, teacher_temp_at
+from zir.objectives.base import DEFAULT_MASK, Forward, Loss, MaskSpec, register_objective
+from zir.objectives.dino import CenteredDistillation, DINOHead
 
 
-class IBOT(Objective):
-    """iBOT masked patch prediction against the EMA teacher's patch tokens; fills hidden patches with a mask token."""
+class IBOT(CenteredDistillation):
+    """iBOT masked patch prediction against the EMA teacher's patch tokens; fills hidden patches with a mask token.
+
+    Its teacher is DINO's `image_teacher` when both are in one model (the model builds it once)."""
 
     name = "ibot"
     needs_mask_token = True
@@ -57,7 +57,8 @@ class IBOT(Objective):
         mask_name: str = DEFAULT_MASK,
     ) -> None:
         """iBOT on `global_views` block-masked global crops of `tower`."""
-        super().__init__(towers, tower)
+        super().__init__(towers, tower, (1, 1, out_dim), student_temp, teacher_temp, warmup_teacher_temp, warmup_frac,
+                         center_momentum, momentum, final_momentum)
         if not 0.0 < mask_ratio < 1.0:
             raise ConfigError(f"ibot mask_ratio={mask_ratio}: expected 0 < mask_ratio < 1")
         if global_views < 1:
@@ -71,23 +72,8 @@ class IBOT(Objective):
                               "patch_size), which iBOT's patch targets need; use simmim for masked image modelling")
         self.global_views, self.mask_ratio = int(global_views), float(mask_ratio)
         self.mask_spec = MaskSpec(mask_name, self.mask_ratio, "block")
-        self.student_temp, self.teacher_temp, self.warmup_teacher_temp = student_temp, teacher_temp, warmup_teacher_temp
-        self.warmup_frac, self.center_momentum = warmup_frac, center_momentum
-        self.teacher_temp_now = warmup_teacher_temp if warmup_frac > 0 else teacher_temp
-        dim = self.tower.embed_dim
-        self.head = DINOHead(dim, out_dim, hidden_dim, bottleneck_dim, head_layers)
-        self.teacher_head = copy.deepcopy(self.head).requires_grad_(False)
-        self.register_buffer("center", torch.zeros(1, 1, out_dim))
-        self.teacher = EMATeacher(self.tower, momentum, final_momentum)
-        self.teacher_name = f"{self.tower_name}_teacher"
+        self.distil_head(DINOHead(self.tower.embed_dim, out_dim, hidden_dim, bottleneck_dim, head_layers))
         self.prefix = self.tower.num_prefix_tokens
-
-    def teachers(self) -> dict[str, EMATeacher]:
-        """The EMA teacher, shared with DINO when both are in a model (the first one built keeps it)."""
-        return {self.teacher_name: self.teacher}
-
-    def _teacher_attrs(self) -> dict[str, str]:
-        return {self.teacher_name: "teacher"}
 
     def view_plan(self) -> dict:
         """Block-masked global crops with DINO's augmentation."""
@@ -125,18 +111,6 @@ class IBOT(Objective):
         if self.training:
             update_center(self.center, torch.cat(t_all), self.center_momentum)
         return Loss(loss, {"teacher_entropy": float(h), "teacher_temp": self.teacher_temp_now})
-
-    def after_step(self, step: int, total_steps: int) -> None:
-        """EMA of tower (once per step even when shared) and patch head; teacher temperature for the next step."""
-        m = self.teacher.update(self.tower, step, total_steps)
-        ema_update_(self.teacher_head, self.head, m)
-        self.teacher_temp_now = teacher_temp_at(step + 1, total_steps, self.warmup_teacher_temp, self.teacher_temp, self.warmup_frac)
-
-    def train(self, mode: bool = True) -> "IBOT":
-        """Train the head; the teacher head stays in eval mode."""
-        super().train(mode)
-        self.teacher_head.eval()
-        return self
 
 
 register_objective("ibot", IBOT)

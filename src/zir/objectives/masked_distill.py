@@ -10,18 +10,16 @@ global and several local student forwards.
 
 from __future__ import annotations
 
-import copy
-
 import torch
 from torch import nn
 
 from zir.errors import ConfigError
 from zir.losses.dino import entropy, soft_cross_entropy, student_log_probs, teacher_probs, update_center
-from zir.objectives.base import DEFAULT_MASK, EMATeacher, Forward, Loss, MaskSpec, mask_plan, register_objective, views_needed
-from zir.objectives.dino import DINOHead, SelfDistillation, embedding_std
+from zir.objectives.base import DEFAULT_MASK, Forward, Loss, MaskSpec, mask_plan, register_objective, views_needed
+from zir.objectives.dino import CenteredDistillation, DINOHead, embedding_std
 
 
-class MaskedDistillation(SelfDistillation):
+class MaskedDistillation(CenteredDistillation):
     """Student on `view` with a random `keep` fraction of its patches, EMA teacher on all of them; DINO's loss."""
 
     name = "masked_dino"
@@ -46,25 +44,14 @@ class MaskedDistillation(SelfDistillation):
         mask_name: str = DEFAULT_MASK,
     ) -> None:
         """Distil the teacher's view of `view` into the student's masked view (keep < 1: the mask is the signal)."""
-        super().__init__(towers, tower)
+        super().__init__(towers, tower, (1, out_dim), student_temp, teacher_temp, warmup_teacher_temp, warmup_frac,
+                         center_momentum, momentum, final_momentum)
         if not 0.0 < keep < 1.0:
             raise ConfigError(f"masked_dino keep={keep}: expected 0 < keep < 1 (the student must see fewer patches)")
-        if min(student_temp, teacher_temp, warmup_teacher_temp) <= 0:
-            raise ConfigError("masked_dino temperatures: expected > 0")
-        if not 0 <= center_momentum < 1:
-            raise ConfigError(f"masked_dino center_momentum={center_momentum}: expected 0 <= m < 1")
         views_needed([view])  # a known view name, checked at build
         self.view, self.keep = view, float(keep)
         self.mask_spec = MaskSpec(mask_name, 1.0 - self.keep, "random")
-        self.student_temp, self.teacher_temp, self.warmup_teacher_temp = student_temp, teacher_temp, warmup_teacher_temp
-        self.warmup_frac, self.center_momentum = warmup_frac, center_momentum
-        self.teacher_temp_now = warmup_teacher_temp if warmup_frac > 0 else teacher_temp
-        self.momentum_now = momentum
-        self.head = DINOHead(self.tower.embed_dim, out_dim, hidden_dim, bottleneck_dim, head_layers)
-        self.teacher_head = copy.deepcopy(self.head).requires_grad_(False)
-        self.register_buffer("center", torch.zeros(1, out_dim))
-        self.teacher = EMATeacher(self.tower, momentum, final_momentum)
-        self.teacher_name = f"{self.tower_name}_teacher"
+        self.distil_head(DINOHead(self.tower.embed_dim, out_dim, hidden_dim, bottleneck_dim, head_layers))
 
     def view_plan(self) -> dict:
         """The view (lightly augmented when it is `image`) with a random mask of 1 - keep of its patches."""

@@ -5,9 +5,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from zir.nn.ema import ema_update_
+
 
 class WeightEMA:
-    """Shadow copies of the floating-point parameters and buffers, updated as ema = d * ema + (1 - d) * w."""
+    """Shadow copies (float32) of the floating-point parameters and buffers, updated as ema = d * ema + (1 - d) * w
+    by `ema_update_()`, the step the EMA teachers take too."""
 
     def __init__(self, model: nn.Module, decay: float):
         self.decay = float(decay)
@@ -17,9 +20,7 @@ class WeightEMA:
     def update(self, model: nn.Module) -> None:
         """Move the average one step towards the model's current weights."""
         state = model.state_dict()
-        keys = list(self.shadow)
-        ema = [self.shadow[k] for k in keys]
-        torch._foreach_lerp_(ema, [state[k].detach().float() for k in keys], 1.0 - self.decay)
+        ema_update_(list(self.shadow.values()), [state[k] for k in self.shadow], self.decay)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """The averaged tensors by name."""

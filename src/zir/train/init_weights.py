@@ -144,10 +144,10 @@ def init_from(model: nn.Module, value) -> dict[str, str]:
         except RuntimeError as err:
             detail = " ".join(str(err).split())[:300]
             raise ConfigError(f"{FIELD}: tower {dest!r} does not fit {src!r} of {where}: {detail}") from None
-        teacher = f"{dest}_teacher"  # an EMA teacher of this tower (DINO, iBOT) starts where its student starts
-        teachers = getattr(model, "teachers", {})
-        if teacher in teachers:
-            teachers[teacher].module.load_state_dict(towers[dest].state_dict())
+        # an EMA teacher of this tower (DINO, iBOT) starts where its student starts
+        for teacher, spec in getattr(model, "teacher_specs", {}).items():
+            if spec.tower == dest:
+                model.teachers[teacher].module.load_state_dict(towers[dest].state_dict())
     return dict(mapping)
 
 
