@@ -120,7 +120,7 @@ class ZirModel(nn.Module):
         """Distinct forwards of all objectives, students before teachers, in first-declared order."""
         seen: dict[Forward, None] = {}
         for name, obj in self.objectives.items():
-            for f in obj.forwards():
+            for f in obj.possible_forwards():
                 if f.tower not in self.towers and f.tower not in self.teachers:
                     raise ConfigError(f"objective {name}: forward on unknown tower {f.tower!r}")
                 if f.fill and f.fill not in {o.name for o in self.objectives.values()}:

@@ -94,6 +94,10 @@ class Objective(nn.Module):
         """The (tower, view, mask) forwards whose features `forward` reads."""
         raise NotImplementedError
 
+    def possible_forwards(self) -> list[Forward]:
+        """Every forward `forwards()` may return during training (what the model plans); by default those."""
+        return self.forwards()
+
     def forward(self, batch, features: dict[Forward, torch.Tensor]) -> Loss:
         """The loss from a batch and the cached token features (B, P + K, D) of each declared forward."""
         raise NotImplementedError

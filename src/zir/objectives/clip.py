@@ -50,10 +50,12 @@ class ImageText(Objective):
         embed_dim: int | None = None,
         keep: float = 1.0,
         mask_name: str = DEFAULT_MASK,
+        keep_from: float = 0.0,
     ) -> None:
         """Read `image_view` through `tower` and `text_view` through `text_tower`; project both to `embed_dim`.
         With keep < 1, the image view's mask `mask_name` hides 1 - keep of its patches (shared with MAE or
-        masked distillation when they name the same mask)."""
+        masked distillation when they name the same mask), from the fraction `keep_from` of training on:
+        before it the view is read whole (0: masked from the first step, as FLIP)."""
         super().__init__(towers, tower)
         if text_tower not in towers:
             raise ConfigError(f"objective {self.name}: text tower {text_tower!r} not among the model's towers "
@@ -67,6 +69,13 @@ class ImageText(Objective):
             raise ConfigError(f"objective {self.name}: text_view={text_view!r}: expected text_0, text_1, ...")
         self.text_tower_name, self.image_view, self.text_view, self.keep = text_tower, image_view, text_view, float(keep)
         self.mask_spec = MaskSpec(mask_name, 1.0 - self.keep if self.keep < 1.0 else 0.5, "random")
+        if isinstance(keep_from, bool) or not isinstance(keep_from, (int, float)) or not 0.0 <= keep_from < 1.0:
+            raise ConfigError(f"objective {self.name}: keep_from={keep_from!r}: expected a fraction of training 0 <= f < 1")
+        if keep_from and self.keep == 1.0:
+            raise ConfigError(f"objective {self.name}: keep_from={keep_from} needs keep < 1 (the share of patches kept)")
+        self.keep_from = float(keep_from)
+        if self.keep_from:  # a buffer, so a resumed run reads the view as it did; absent otherwise (older checkpoints)
+            self.register_buffer("masking", torch.tensor(False))
         text_width = tower_width(towers[text_tower])
         self.embed_dim = int(embed_dim or text_width)
         self.image_proj = nn.Linear(tower_width(self.tower), self.embed_dim, bias=False)
@@ -88,9 +97,21 @@ class ImageText(Objective):
         return plan
 
     def forwards(self) -> list[Forward]:
-        """The image tower on the image view (masked when keep < 1) and the text tower on the text view."""
-        mask = self.mask_spec.name if self.keep < 1.0 else ""
+        """The image tower on the image view (masked when keep < 1, from `keep_from` on) and the text tower."""
+        masked = self.keep < 1.0 and (not self.keep_from or bool(self.masking))
+        mask = self.mask_spec.name if masked else ""
         return [Forward(self.tower_name, self.image_view, mask), Forward(self.text_tower_name, self.text_view)]
+
+    def possible_forwards(self) -> list[Forward]:
+        """Both readings of the image view when the objective switches to its mask during training."""
+        whole = [Forward(self.tower_name, self.image_view)] if self.keep_from else []
+        return whole + [Forward(self.tower_name, self.image_view, self.mask_spec.name if self.keep < 1.0 else ""),
+                        Forward(self.text_tower_name, self.text_view)]
+
+    def after_step(self, step: int, total_steps: int) -> None:
+        """Read the image view through its mask from the fraction `keep_from` of training on."""
+        if self.keep_from:
+            self.masking.fill_((step + 1) / max(total_steps, 1) >= self.keep_from)
 
     @staticmethod
     @torch.no_grad()
@@ -149,9 +170,10 @@ class CLIP(ImageText):
         learn_temperature: bool = True,
         gather_distributed: bool = True,
         mask_name: str = DEFAULT_MASK,
+        keep_from: float = 0.0,
     ) -> None:
         """CLIP between `image_view` and `text_view`; see the module docstring for the published settings."""
-        super().__init__(towers, tower, text_tower, image_view, text_view, embed_dim, keep, mask_name)
+        super().__init__(towers, tower, text_tower, image_view, text_view, embed_dim, keep, mask_name, keep_from)
         self.loss = ClipLoss(temperature, max_scale, learn_temperature, gather_distributed)
 
     def forward(self, batch, features) -> Loss:
@@ -161,7 +183,8 @@ class CLIP(ImageText):
         return Loss(loss, {"acc": self.batch_top1(image, text), "scale": float(self.loss.scale.detach())})
 
     def after_step(self, step: int, total_steps: int) -> None:
-        """Clamp the learnable temperature as CLIP does after each update."""
+        """Clamp the learnable temperature as CLIP does after each update; the mask's phase."""
+        super().after_step(step, total_steps)
         self.loss.clamp_()
 
     def no_weight_decay(self) -> set[str]:

@@ -109,10 +109,12 @@ class CoCa(CLIP):
         eot_id: int = 2,
         gather_distributed: bool = True,
         mask_name: str = DEFAULT_MASK,
+        keep_from: float = 0.0,
     ) -> None:
         """CoCa over a causal text tower; the decoder is as wide as the text tower's token features."""
         super().__init__(towers, tower, text_tower, image_view, text_view, embed_dim, keep, temperature,
-                         gather_distributed=gather_distributed, mask_name=mask_name)
+                         gather_distributed=gather_distributed, mask_name=mask_name,
+                         keep_from=keep_from)
         text = self.text_tower
         if not (text.modality == "text" and text.causal):
             raise ConfigError(f"objective coca: text tower {text_tower!r} must be a causal TextTransformer "

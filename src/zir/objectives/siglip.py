@@ -31,9 +31,10 @@ class SigLIP(ImageText):
         bias: float = -10.0,
         gather_distributed: bool = True,
         mask_name: str = DEFAULT_MASK,
+        keep_from: float = 0.0,
     ) -> None:
         """SigLIP between `image_view` and `text_view`, temperature and bias learnable from the published start."""
-        super().__init__(towers, tower, text_tower, image_view, text_view, embed_dim, keep, mask_name)
+        super().__init__(towers, tower, text_tower, image_view, text_view, embed_dim, keep, mask_name, keep_from)
         self.loss = SigLipLoss(temperature, bias, True, gather_distributed)
 
     def forward(self, batch, features) -> Loss:
