@@ -23,13 +23,13 @@ import torch
 from torch import nn
 
 from zir.config import Config
-from zir.data import open_source
+from zir.data import Loader, open_source
 from zir.errors import ConfigError, WeightsError, ZirError
 from zir.train import checkpoint as ckpt
 from zir.train import distributed, finite
 from zir.train.compat import fit_optimizer_state
 from zir.train.optim_state import align_optimizer_state
-from zir.train.data_stream import DataStream, ResumableLoader
+from zir.train.data_stream import DataStream
 from zir.train.distributed import shard_model
 from zir.train.ema import WeightEMA
 from zir.train.metrics_log import MetricsLog, _tensorboard
@@ -127,8 +127,8 @@ class Trainer:
             from zir.data.tokenizer import tower_tokenizer
 
             tokenizer = tower_tokenizer(self.model)  # a pretrained text tower's own (LiT)
-        self.loader = ResumableLoader(source, self.plan, self.micro_batch, workers=cfg.data.workers, shuffle=True,
-                                      drop_last=True, tokenizer=tokenizer, rank=d.rank, world_size=d.world_size)
+        self.loader = Loader(source, self.plan, self.micro_batch, workers=cfg.data.workers, shuffle=True,
+                             drop_last=True, tokenizer=tokenizer, rank=d.rank, world_size=d.world_size)
         if t.steps is not None:
             self.total_steps = t.steps
         elif t.epochs is None:  # a time budget alone: no step limit
