@@ -390,6 +390,17 @@ def test_shard_loader_reads_every_sample_once_per_epoch(tmp_path, workers):
     assert labels["2_5"] == 2
 
 
+def test_a_shard_stream_has_no_epoch_order_and_cannot_start_mid_epoch(tmp_path):
+    make_shard(tmp_path / "w-0.tar", labelled(["a", "b", "c", "d"], label=0))
+    loader = make_loader(ShardSource(str(tmp_path / "w-0.tar"), classes=("a",)), {"global": 1, "size": 8, "patch_size": 4}, 2)
+    with pytest.raises(ValueError, match="stream source has no sample order"):
+        loader.epoch_order()
+    with pytest.raises(ValueError, match="start=2: expected 0, or a sample count for a map-style source"):
+        loader.set_epoch(1, start=2)
+    loader.set_epoch(1)
+    assert loader.epoch == 1 and len([k for b in loader for k in b.keys]) == 4
+
+
 @pytest.mark.skipif(not builtin.FASHION_DIR.is_dir(), reason="dataset-fashion-mnist is not installed")
 def test_real_fashion_mnist_from_the_debian_package():
     src = open_source("fashion_mnist:test")

@@ -141,6 +141,35 @@ def test_ranks_get_disjoint_equal_shares(shapes_source):
     assert not (set(shares[0]) & set(shares[1])) and not (set(shares[1]) & set(shares[2]))
 
 
+def test_epoch_order_is_the_seeded_permutation_each_rank_reads_a_share_of(shapes_source):
+    loader = make_loader(shapes_source, {"global": 1, "size": 32}, 4)
+    order = loader.epoch_order()
+    assert sorted(order) == list(range(40)) and order != list(range(40))
+    assert order == make_loader(shapes_source, {"global": 1, "size": 32}, 4).epoch_order()
+    loader.set_epoch(1)
+    assert loader.epoch_order() != order and sorted(loader.epoch_order()) == list(range(40))
+    assert make_loader(shapes_source, {"global": 1, "size": 32}, 4, shuffle=False).epoch_order() == list(range(40))
+    shares = [make_loader(shapes_source, {"global": 1, "size": 32}, 4, rank=r, world_size=3).epoch_order() for r in range(3)]
+    assert [len(s) for s in shares] == [13, 13, 13] and shares[1] == order[1:39:3]
+
+
+def test_an_epoch_started_after_n_samples_gives_the_rest_of_its_batches_unchanged(shapes_source):
+    plan = {"global": 1, "mask": 0.5, "size": 32, "patch_size": 8}
+    loader = make_loader(shapes_source, plan, 4)
+    loader.set_epoch(2)
+    whole = list(loader)
+    loader.set_epoch(2, start=12)
+    rest = list(loader)
+    assert len(whole) == 10 and len(rest) == 7 and len(loader) == 10  # len is the whole epoch's
+    for a, b in zip(whole[3:], rest):
+        assert a.keys == b.keys
+        assert torch.equal(a.views["global_0"], b.views["global_0"]) and torch.equal(a.keep("global_0"), b.keep("global_0"))
+    loader.set_epoch(2)  # a new set_epoch starts from the beginning again
+    assert [b.keys for b in loader] == [b.keys for b in whole]
+    with pytest.raises(ValueError, match="start=-1"):
+        loader.set_epoch(0, start=-1)
+
+
 def test_text_views_draw_different_captions(shapes_source):
     collate = ViewCollate(ViewPlan.from_dict({"global": 0, "text": 3}))
     loader = make_loader(shapes_source, {"global": 1, "text": 3, "size": 32}, 8)

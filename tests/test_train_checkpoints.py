@@ -96,3 +96,30 @@ def test_k_bad_steps_in_a_row_stop_the_run_with_the_last_good_checkpoint_intact(
     assert [p.name for p in list_checkpoints(run / "checkpoints")] == ["step_00000001", "step_00000002"]
     assert load_checkpoint(run / "checkpoints" / "step_00000002")[1]["step"] == 2
     assert json.loads((run / "status.json").read_text())["status"] == "diverged"
+
+
+def test_trainer_pt_keeps_its_layout_and_the_train_state_reads_it_back(tmp_path):
+    from zir.train.train_state import TrainState
+
+    raw = recipe(train__steps=3, train__keep_last=1)
+    raw["model"]["nan_at"] = [1]
+    summary = train(from_dict(raw), tmp_path / "run", progress=False)
+    _, state, _ = load_checkpoint(list_checkpoints(tmp_path / "run" / "checkpoints")[-1])
+    assert list(state) == ["step", "total_steps", "optimizer", "strategy", "scaler", "rng", "data", "precision",
+                           "bad_in_row", "skipped_total", "best", "elapsed", "world_size", "base_lr", "budget_spent"]
+    assert (state["step"], state["bad_in_row"], state["skipped_total"], state["strategy"]) == (3, 0, 1, "ddp")
+    assert state["data"] == {"epoch": 0, "samples": 3 * raw["data"]["batch_size"], "batches": 3}
+    assert state["best"] == summary["best"] and state["best"]["step"] in (1, 3)
+    back = TrainState.from_checkpoint(state)
+    assert (back.step, back.skipped_total, back.best, back.elapsed_before) == (3, 1, state["best"], state["elapsed"])
+    old = TrainState.from_checkpoint({"step": 7})  # a checkpoint from before the loop counted bad steps
+    assert (old.step, old.bad_in_row, old.skipped_total, old.best, old.elapsed_before, old.budget_spent_before) == (7, 0, 0, {}, 0.0, 0.0)
+
+
+def test_the_train_state_keeps_the_lowest_finite_loss_and_the_newest_row():
+    from zir.train.train_state import TrainState
+
+    s = TrainState()
+    for step, loss in enumerate([2.0, float("nan"), 1.5, 1.7], start=1):
+        s.record({"step": step, "loss": loss})
+    assert s.best == {"loss": 1.5, "step": 3} and s.last_row == {"step": 4, "loss": 1.7}

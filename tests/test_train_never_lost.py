@@ -188,7 +188,7 @@ def test_export_refuses_a_checkpoint_of_non_finite_weights(tmp_path):
 def test_a_full_disk_while_writing_metrics_is_one_line_on_the_command_line(tmp_path, monkeypatch, capsys):
     from test_train_helpers import recipe
     from zir.cli import main
-    from zir.train import trainer
+    from zir.train import metrics_log
 
     import yaml
 
@@ -198,7 +198,7 @@ def test_a_full_disk_while_writing_metrics_is_one_line_on_the_command_line(tmp_p
         if row["step"] == 3:
             raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(trainer.MetricsLog, "write", full)
+    monkeypatch.setattr(metrics_log.MetricsLog, "write", full)
     assert main(["train", str(tmp_path / "r.yaml"), "--out", str(tmp_path / "run"), "--no-progress"]) == 2
     err = capsys.readouterr().err.strip()
     assert "Traceback" not in err

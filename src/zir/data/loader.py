@@ -85,7 +85,12 @@ def _worker_init(_):
 
 
 class Loader:
-    """Iterates Batches of a source for a plan; counts bad data in `report`; `set_epoch` reshuffles."""
+    """Iterates Batches of a source for a plan; counts bad data in `report`; `set_epoch` reshuffles.
+
+    For a map-style source `epoch_order()` is the epoch's sample order on this rank, and
+    `set_epoch(e, start=n)` begins the epoch after its first n samples of that order: with n a multiple of
+    the batch size, a resumed run continues mid-epoch with exactly the batches it would have had.
+    """
 
     def __init__(
         self,
@@ -113,6 +118,7 @@ class Loader:
         self.load_size = int(load_size or getattr(source, "image_size", None) or self.plan.size)
         self.rank, self.world_size = rank, world_size
         self.epoch = epoch
+        self.start = 0  # samples of the epoch order passed over (set_epoch's start)
         self.report = DataReport()
         if isinstance(source, MapSource):
             if len(source) == 0:
@@ -125,16 +131,29 @@ class Loader:
         else:
             raise ConfigError(f"data {source.name}: not a map-style or shard source")
 
-    def set_epoch(self, epoch: int) -> None:
-        """Choose the epoch: it seeds the shuffle order and every augmentation of the epoch."""
-        self.epoch = int(epoch)
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """Choose the epoch: it seeds the shuffle order and every augmentation of the epoch.
+
+        `start` > 0 (map-style sources only) passes over the first `start` samples of `epoch_order()`,
+        so the epoch resumes where an earlier process stopped; a stream cannot seek, so it is refused.
+        """
+        if start < 0 or (start and not isinstance(self.dataset, MapDataset)):
+            raise ValueError(f"data {self.source.name}: start={start}: expected 0, or a sample count for a map-style source")
+        self.epoch, self.start = int(epoch), int(start)
 
     def _rank_world(self) -> tuple[int, int]:
         if self.rank is not None and self.world_size is not None:
             return int(self.rank), int(self.world_size)
         return slot_info()  # in the main process: (rank, world size) from torch.distributed or RANK/WORLD_SIZE
 
-    def _indices(self) -> list[int]:
+    def epoch_order(self) -> list[int]:
+        """The sample indices of the current epoch, in the order this rank reads them (map-style sources).
+
+        A permutation seeded by (plan seed, epoch) when shuffling; with several ranks each takes every
+        world-size-th index, as DistributedSampler. It does not depend on `start`.
+        """
+        if not isinstance(self.dataset, MapDataset):
+            raise ValueError(f"data {self.source.name}: a stream source has no sample order known in advance")
         n = len(self.dataset)
         order = np.random.default_rng([self.plan.seed, self.epoch]).permutation(n) if self.shuffle else np.arange(n)
         r, w = self._rank_world()
@@ -144,9 +163,10 @@ class Loader:
         return order.tolist()
 
     def __len__(self) -> int:
-        """Batches per epoch for map-style sources (before skips); for shards, an estimate from the known length."""
+        """Batches of a whole epoch for map-style sources (before bad samples and `start`); for shards, an estimate
+        from the known length."""
         if isinstance(self.dataset, MapDataset):
-            n = len(self._indices())
+            n = len(self.epoch_order())
         else:
             n = self.source.length or 0
             if self.world_size:
@@ -164,7 +184,7 @@ class Loader:
             persistent_workers=False,
         )
         if isinstance(self.dataset, MapDataset):
-            return DataLoader(self.dataset, sampler=self._indices(), **common)
+            return DataLoader(self.dataset, sampler=self.epoch_order()[self.start:], **common)
         self.dataset.epoch = self.epoch
         return DataLoader(self.dataset, **common)
 

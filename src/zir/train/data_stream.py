@@ -1,7 +1,8 @@
 """The trainer's resumable stream of micro-batches: epoch after epoch, with a position a checkpoint can save.
 
-On resume a map-style source starts its epoch after the samples already consumed; a stream (shards) reads
-and drops them. Loader seeding never moves the training RNG, so a resumed run sees exactly the same batches.
+On resume a map-style source starts its epoch after the samples already consumed (`Loader.set_epoch`'s
+`start`); a stream (shards) reads and drops them. Loader seeding never moves the training RNG, so a
+resumed run sees exactly the same batches.
 """
 
 from __future__ import annotations
@@ -15,19 +16,10 @@ from zir.data.shards import ShardSource
 from zir.errors import ConfigError
 
 
-class ResumableLoader(Loader):
-    """A Loader whose next epoch can start after `skip` samples (map-style sources), batch for batch the same."""
-
-    skip = 0
-
-    def _indices(self) -> list[int]:
-        return super()._indices()[self.skip:]
-
-
 class DataStream:
     """Endless micro-batches across epochs with a saveable position: (epoch, samples or batches consumed)."""
 
-    def __init__(self, loader: ResumableLoader, epoch: int = 0, samples: int = 0, batches: int = 0):
+    def __init__(self, loader: Loader, epoch: int = 0, samples: int = 0, batches: int = 0):
         self.loader, self.epoch, self.samples, self.batches = loader, epoch, samples, batches
         self.map_style = not isinstance(loader.source, ShardSource)
         self._it: Iterator | None = None
@@ -35,13 +27,11 @@ class DataStream:
 
     def _start(self) -> None:
         self.loader.set_epoch(self.epoch)
-        self.loader.skip = 0
         if self.map_style:
-            full = len(self.loader._indices()) // self.loader.batch_size * self.loader.batch_size
+            full = len(self.loader.epoch_order()) // self.loader.batch_size * self.loader.batch_size
             if self.samples >= full:  # saved right after an epoch's last batch: begin the next one
                 self.epoch, self.samples, self.batches = self.epoch + 1, 0, 0
-                self.loader.set_epoch(self.epoch)
-            self.loader.skip = self.samples
+            self.loader.set_epoch(self.epoch, start=self.samples)
         self._seen0 = self.loader.report.seen - self.samples
         self._it = iter(self.loader)
         if not self.map_style:  # streams cannot seek: read and drop what was consumed before the resume

@@ -11,6 +11,7 @@ from typing import Any, Iterator
 
 import torch
 
+from zir.errors import ZirError
 from zir.train import distributed
 
 
@@ -37,3 +38,7 @@ def first_nonfinite(**states: Any) -> str | None:
 def where_nonfinite(d: distributed.Dist, **states: Any) -> str | None:
     """first_nonfinite as rank 0 sees the (whole) states, on every rank, so all of them stop together."""
     return distributed.broadcast_object(first_nonfinite(**states) if d.main else None, d)
+
+
+class TrainingDiverged(ZirError):
+    """Too many non-finite steps in a row, or non-finite weights at a save; the last good checkpoint is left as it was."""

@@ -1,8 +1,11 @@
-"""A recipe's model and the view plan its loader follows (the model's own, with `data.plan` overrides)."""
+"""A recipe's model, the view plan its loader follows (the model's own, with `data.plan` overrides) and the
+tokenizer its captions go through."""
 
 from __future__ import annotations
 
 from dataclasses import fields
+from pathlib import Path
+from typing import Any
 
 from torch import nn
 
@@ -43,3 +46,20 @@ def view_plan_for(model: nn.Module, cfg: Config) -> ViewPlan:
     if hasattr(model, "check_plan"):
         model.check_plan(plan)  # crops a windowed tower (Swin) cannot take fail here, naming the field
     return plan
+
+
+def tokenizer_for(model: nn.Module, cfg: Config) -> tuple[Any, Path | None]:
+    """(caption tokenizer, its file): the recipe's `data.tokenizer` (a path or a shipped name such as shapes),
+    else the model's own, else a pretrained text tower's (LiT), else None; the file only for data.tokenizer."""
+    if cfg.data.tokenizer:
+        from zir.data import load_tokenizer
+        from zir.data.tokenizer import text_context
+        from zir.recipes import tokenizer_path
+
+        file = tokenizer_path(cfg.data.tokenizer)
+        return load_tokenizer(file, context_length=text_context(model)), file
+    if getattr(model, "tokenizer", None) is not None:
+        return model.tokenizer, None
+    from zir.data.tokenizer import tower_tokenizer
+
+    return tower_tokenizer(model), None

@@ -3,7 +3,9 @@ non-finite step guard, checkpoints with exact resume, signals, DDP under torchru
 
 `train(cfg, "runs/mae")` starts a run folder; `resume("runs/mae")` continues one. On CPU a resumed run
 ends with exactly the weights of an uninterrupted one: the model, optimizer, RNG and the data position
-(epoch and samples consumed) are all restored, and data loading never touches the global RNG.
+(epoch and samples consumed) are all restored, and data loading never touches the global RNG. The loop's
+counters are a `TrainState`; checkpoints are written and read in `saving.py`, the per-step outputs in
+`step_log.py`.
 """
 
 from __future__ import annotations
@@ -23,28 +25,23 @@ import torch
 from torch import nn
 
 from zir.config import Config
-from zir.data import open_source
-from zir.errors import ConfigError, WeightsError, ZirError
-from zir.train import checkpoint as ckpt
-from zir.train import distributed, finite
-from zir.train.compat import fit_optimizer_state
-from zir.train.optim_state import align_optimizer_state
-from zir.train.data_stream import DataStream, ResumableLoader
+from zir.data import Loader, open_source
+from zir.errors import ConfigError, ZirError
+from zir.train import distributed, saving
+from zir.train.budget import BUDGET_RESOLUTION, NO_STEP_LIMIT, BudgetClock
+from zir.train.data_stream import DataStream
 from zir.train.distributed import shard_model
 from zir.train.ema import WeightEMA
-from zir.train.metrics_log import MetricsLog, _tensorboard
-from zir.train.progress import Progress
-from zir.train.budget import BUDGET_RESOLUTION, NO_STEP_LIMIT, BudgetClock
+from zir.train.finite import TrainingDiverged
 from zir.train.precision import resolve_precision
-from zir.train.recipe_model import build_model, view_plan_for
-from zir.train.rng import rng_state, set_rng_state
+from zir.train.recipe_model import build_model, tokenizer_for, view_plan_for
 from zir.train.schedule import Schedule
+from zir.train.step_log import StepLog, write_json
+from zir.train.train_state import TrainState
+
+__all__ = ["Trainer", "TrainingDiverged", "TrainingInterrupted", "build_model"]
 
 log = logging.getLogger("zir.train")
-
-
-class TrainingDiverged(ZirError):
-    """Too many non-finite steps in a row; the last good checkpoint is left as it was."""
 
 
 class TrainingInterrupted(ZirError):
@@ -55,21 +52,11 @@ class TrainingInterrupted(ZirError):
         self.signum = signum
 
 
-# -- state helpers -----------------------------------------------------------------------------------
-
 def _unwrap(model: nn.Module) -> nn.Module:
     while hasattr(model, "module") and isinstance(model, (nn.parallel.DistributedDataParallel,)):
         model = model.module
     return getattr(model, "_orig_mod", model)
 
-
-def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1, default=float))
-    os.replace(tmp, path)
-
-
-# -- the trainer -------------------------------------------------------------------------------------
 
 class Trainer:
     """One run: builds model, data and optimizer from a Config, and trains into a run folder."""
@@ -81,7 +68,9 @@ class Trainer:
         self.device = self.dist.device
         if self.dist.main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-        self._stop: int | None = None
+        self._stop: int | None = None  # the signal that asked to stop, on this rank
+        self._stop_everywhere = False  # some rank's stop flag, as this step's reduction saw it
+        self._t0 = time.perf_counter()  # reset when fit() starts
         self._build()
 
     # set-up ------------------------------------------------------------------------------------------
@@ -113,22 +102,9 @@ class Trainer:
                          cfg.model["init"])
         self.plan = view_plan_for(self.model, cfg)
         source = open_source(cfg.data.source, split=cfg.data.split, data_root=cfg.data.data_root, **cfg.data.options)
-        tokenizer, self.tokenizer_file = None, None
-        if cfg.data.tokenizer:
-            from zir.data import load_tokenizer
-            from zir.data.tokenizer import text_context
-            from zir.recipes import tokenizer_path
-
-            self.tokenizer_file = tokenizer_path(cfg.data.tokenizer)  # a path, or a shipped name such as shapes
-            tokenizer = load_tokenizer(self.tokenizer_file, context_length=text_context(self.model))
-        elif getattr(self.model, "tokenizer", None) is not None:
-            tokenizer = self.model.tokenizer
-        else:
-            from zir.data.tokenizer import tower_tokenizer
-
-            tokenizer = tower_tokenizer(self.model)  # a pretrained text tower's own (LiT)
-        self.loader = ResumableLoader(source, self.plan, self.micro_batch, workers=cfg.data.workers, shuffle=True,
-                                      drop_last=True, tokenizer=tokenizer, rank=d.rank, world_size=d.world_size)
+        tokenizer, self.tokenizer_file = tokenizer_for(self.model, cfg)
+        self.loader = Loader(source, self.plan, self.micro_batch, workers=cfg.data.workers, shuffle=True,
+                             drop_last=True, tokenizer=tokenizer, rank=d.rank, world_size=d.world_size)
         if t.steps is not None:
             self.total_steps = t.steps
         elif t.epochs is None:  # a time budget alone: no step limit
@@ -159,14 +135,12 @@ class Trainer:
         if t.compile:
             self.net = torch.compile(self.net)
 
-        self.step, self.bad_in_row, self.skipped_total = 0, 0, 0
-        self.best: dict[str, Any] = {}
-        self.elapsed_before = 0.0
+        self.state = TrainState()
         self._spent = 0.0  # of the time budget, as rank 0 counted it at the start of the step
         torch.manual_seed(t.seed + d.rank)  # per-rank stream for dropout and drop-path
         self.stream = DataStream(self.loader)
         if self.resuming:
-            self._restore()
+            saving.restore(self)  # state, weights, optimizer, RNG and the stream's position
 
     def _recorded_precision(self) -> str | None:
         """The precision a resumed run started with (its status.json), so `auto` is chosen once per run."""
@@ -177,116 +151,27 @@ class Trainer:
         except (OSError, ValueError, AttributeError):
             return None
 
-    def _restore(self) -> None:
-        path, (model_state, state, ema_state) = ckpt.latest_checkpoint(self.run_dir / "checkpoints")
-        try:
-            self._load_states(model_state, state["optimizer"], state.get("strategy", "ddp"))
-        except (RuntimeError, ValueError) as err:  # torch's several-line "Error(s) in loading state_dict ..."
-            if isinstance(err, ZirError):
-                raise
-            why = ckpt.describe_mismatch(model_state, self.model.state_dict())
-            raise WeightsError(f"checkpoint {path} does not fit this config's model ({why}); a resume keeps its shapes") from None
-        ratio = self.cfg.optim.lr / float(state.get("base_lr", self.cfg.optim.lr))
-        if ratio != 1.0:  # optim.lr overridden on resume: scale every group's base lr
-            for g in self.optimizer.param_groups:
-                g["initial_lr"] *= ratio
-        if self.scaler is not None and state.get("scaler"):
-            self.scaler.load_state_dict(state["scaler"])
-        if self.ema is not None and ema_state is not None:
-            self.ema.load_state_dict(ema_state)
-        self.step = int(state["step"])
-        self.bad_in_row = int(state.get("bad_in_row", 0))
-        self.skipped_total = int(state.get("skipped_total", 0))
-        self.best = dict(state.get("best") or {})
-        self.elapsed_before = float(state.get("elapsed", 0.0))
-        if self.budget is not None:
-            self.budget.before = float(state.get("budget_spent", 0.0))
-        rngs = state.get("rng") or []
-        if len(rngs) == self.dist.world_size:
-            set_rng_state(rngs[self.dist.rank], self.device)
-        else:
-            torch.manual_seed(self.cfg.train.seed + self.dist.rank + 7919 * self.step)  # fresh, but not a replay
-        pos = dict(state.get("data", {}))
-        saved_world = int(state.get("world_size", self.dist.world_size))
-        if saved_world != self.dist.world_size:  # positions are per rank: keep the global count of samples seen
-            log.warning("checkpoint from %d processes, resuming on %d: the data order changes", saved_world, self.dist.world_size)
-            for key in ("samples", "batches"):
-                pos[key] = int(pos.get(key, 0)) * saved_world // self.dist.world_size
-        self.stream = DataStream(self.loader, int(pos.get("epoch", 0)), int(pos.get("samples", 0)), int(pos.get("batches", 0)))
-        if self.dist.main:
-            log.info("resumed from %s at step %d", path, self.step)
+    @property
+    def step(self) -> int:
+        """Optimizer steps taken so far (`state.step`)."""
+        return self.state.step
+
+    def elapsed(self) -> float:
+        """Seconds this run has trained, earlier processes included."""
+        return self.state.elapsed_before + (time.perf_counter() - self._t0)
 
     # checkpoints and status --------------------------------------------------------------------------
-    def _gather_rng(self) -> list:
-        mine = rng_state(self.device)
-        if not self.dist.enabled:
-            return [mine]
-        out = [None] * self.dist.world_size
-        torch.distributed.all_gather_object(out, mine)
-        return out
-
     def save(self) -> Path | None:
-        """Write a checkpoint of the current step (rank 0 writes; every rank takes part)."""
-        rngs = self._gather_rng()
-        path = None
-        model_state, optim_state = self._full_states()
-        ema_state = self.ema.state_dict() if self.ema is not None else None
-        bad = finite.where_nonfinite(self.dist, model=model_state, optimizer=optim_state, EMA=ema_state)
-        if bad:  # never saved: it would rotate out the last good checkpoint and resume into NaN
-            raise TrainingDiverged(f"the weights at step {self.step} are not finite ({bad}); no checkpoint written; "
-                                   f"{self._last_good()}")
-        if self.dist.main:
-            state = {
-                "step": self.step, "total_steps": self.total_steps, "optimizer": optim_state, "strategy": "fsdp" if self.fsdp else "ddp",
-                "scaler": self.scaler.state_dict() if self.scaler is not None else {}, "rng": rngs,
-                "data": self.stream.position(), "precision": self.precision,
-                "bad_in_row": self.bad_in_row, "skipped_total": self.skipped_total,
-                "best": self.best, "elapsed": self.elapsed_before + (time.perf_counter() - self._t0),
-                "world_size": self.dist.world_size, "base_lr": self.cfg.optim.lr,
-                "budget_spent": self.budget.spent() if self.budget is not None else 0.0,
-            }
-            path = ckpt.save_checkpoint(self.run_dir / "checkpoints", self.step, model_state, state, ema_state,
-                                        self.cfg.train.keep_last)
-            self.last_ckpt = path
-        distributed.barrier(self.dist)
-        return path
-
-    def _last_good(self) -> str:
-        last = getattr(self, "last_ckpt", None) or (ckpt.list_checkpoints(self.run_dir / "checkpoints") or [None])[-1]
-        where = f"the last good checkpoint is {last}" if last else "no checkpoint was written yet"
-        return f"{where}; try a lower optim.lr, optim.clip_grad, or train.precision=fp32"
-
-    def _full_states(self) -> tuple[dict, dict]:
-        """Whole (unsharded) model and optimizer states; under FSDP every rank takes part, rank 0 gets them."""
-        if not self.fsdp:
-            return self.model.state_dict(), self.optimizer.state_dict()
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_optimizer_state_dict
-
-        opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
-        return get_model_state_dict(self.model, options=opts), get_optimizer_state_dict(self.model, self.optimizer, options=opts)
-
-    def _load_states(self, model_state: dict, optim_state: dict, strategy: str) -> None:
-        """Put whole states back (sharding them under FSDP)."""
-        if strategy != ("fsdp" if self.fsdp else "ddp"):
-            raise ConfigError(f"the checkpoint was written with train.strategy={strategy!r}; resume it with the same strategy")
-        if not self.fsdp:
-            self.model.load_state_dict(model_state)
-            self.optimizer.load_state_dict(align_optimizer_state(optim_state, self.optimizer))  # by name
-            fit_optimizer_state(self.optimizer)  # 0-d moments of an older checkpoint
-            return
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict, set_optimizer_state_dict
-
-        opts = StateDictOptions(full_state_dict=True)
-        set_model_state_dict(self.model, model_state, options=opts)
-        set_optimizer_state_dict(self.model, self.optimizer, optim_state, options=opts)
+        """Write a checkpoint of the current step (rank 0 writes; every rank takes part); see `saving.py`."""
+        return saving.save(self)
 
     def _status(self, status: str, **extra: Any) -> None:
         if not self.dist.main:
             return
-        data = {"name": self.cfg.name, "status": status, "step": self.step, "total_steps": self.total_steps,
-                "best": self.best, "last": getattr(self, "last_row", {}), "pid": os.getpid(), "host": socket.gethostname(),
+        data = {"name": self.cfg.name, "status": status, "step": self.state.step, "total_steps": self.total_steps,
+                "best": self.state.best, "last": self.state.last_row, "pid": os.getpid(), "host": socket.gethostname(),
                 "world_size": self.dist.world_size, "precision": self.precision, "updated": time.strftime("%Y-%m-%dT%H:%M:%S"), **extra}
-        _write_json(self.run_dir / "status.json", data)
+        write_json(self.run_dir / "status.json", data)
 
     # the loop ----------------------------------------------------------------------------------------
     def _autocast(self):
@@ -301,11 +186,35 @@ class Trainer:
         self._stop = signum
 
     def train_step(self) -> dict[str, float]:
-        """One optimizer step over accum_steps micro-batches; returns the logged values (`skipped` 1 when not applied)."""
-        t = self.cfg.train
-        accum = t.accum_steps
+        """One optimizer step over accum_steps micro-batches; returns the logged values (`skipped` 1 when not applied).
+
+        A non-finite loss or gradient norm skips the step (an fp16 overflow only lowers the scaler's scale);
+        the other metrics of the objectives are reported for applied steps only.
+        """
         at, total = self.position()
-        factor = self.schedule.set(at, self.step)
+        factor = self.schedule.set(at, self.state.step)
+        sums, extra, n_samples = self._accumulate()
+        norm = self._grad_norm()
+        values, grad_bad = self._reduce(sums, norm)
+        loss_bad = not math.isfinite(values["loss"])
+        applied = False
+        if self.scaler is not None and grad_bad and not loss_bad:
+            self._overflow_step()
+            grad_norm = float("inf")
+        elif loss_bad or grad_bad:
+            self._skip_step(values["loss"] if loss_bad else None, norm)
+            grad_norm = float(norm)
+        else:
+            self._apply_step(norm, at, total)
+            applied, grad_norm = True, float(norm)
+        self.state.step += 1
+        return {**values, **(extra if applied else {}), "lr": self.cfg.optim.lr * factor, "grad_norm": grad_norm,
+                "samples": n_samples, "skipped": 0 if applied else 1}
+
+    def _accumulate(self) -> tuple[dict[str, torch.Tensor], dict[str, float], int]:
+        """Forward and backward over accum_steps micro-batches: the summed loss terms (tensors), the objectives'
+        other metrics (averaged) and the number of samples."""
+        accum = self.cfg.train.accum_steps
         sums: dict[str, torch.Tensor] = {}
         extra: dict[str, float] = {}
         n_samples = 0
@@ -324,42 +233,52 @@ class Trainer:
             for k, v in out.metrics.items():
                 if k != "loss" and k not in out.terms:
                     extra[k] = extra.get(k, 0.0) + float(v) / accum
+        return sums, extra, n_samples
+
+    def _grad_norm(self) -> torch.Tensor:
+        """The total norm of the (unscaled) gradients, over all ranks under FSDP."""
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)
         grads = [p.grad for p in self.params if p.grad is not None]
         norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros((), device=self.device)
         if hasattr(norm, "full_tensor"):  # FSDP: the norm of the sharded gradients, over all ranks
             norm = norm.full_tensor()
+        return norm
+
+    def _reduce(self, sums: dict[str, torch.Tensor], norm: torch.Tensor) -> tuple[dict[str, float], bool]:
+        """One reduction per step: the loss terms (mean over ranks), whether any rank's gradient norm is not finite,
+        and (into `_stop_everywhere`) whether any rank was asked to stop."""
         keys = list(sums)
-        # one reduction per step: the loss terms, the grad norm's finiteness and the stop flag of every rank
         vec = torch.stack([sums[k].reshape(()) for k in keys] + [
             torch.as_tensor(float(not torch.isfinite(norm)), device=self.device),
             torch.as_tensor(float(self._stop is not None), device=self.device)]).float()
         vec = distributed.all_sum(vec, self.dist).tolist()
-        values = {k: v / self.dist.world_size for k, v in zip(keys, vec)}
         self._stop_everywhere = vec[-1] > 0
-        grad_bad = vec[-2] > 0
-        loss_bad = not math.isfinite(values["loss"])
-        if self.scaler is not None and grad_bad and not loss_bad:
-            self.scaler.step(self.optimizer)  # fp16 overflow: the scaler skips the step and lowers its scale
+        return {k: v / self.dist.world_size for k, v in zip(keys, vec)}, vec[-2] > 0
+
+    def _overflow_step(self) -> None:
+        """fp16 overflow: the scaler skips the step and lowers its scale; not counted as a bad step."""
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def _skip_step(self, bad_loss: float | None, norm: torch.Tensor) -> None:
+        """A non-finite loss (`bad_loss`) or gradient norm: drop the gradients; TrainingDiverged after too many in a row."""
+        s = self.state
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler is not None:
             self.scaler.update()
-            self.optimizer.zero_grad(set_to_none=True)
-            self.step += 1
-            return {**values, "lr": self.cfg.optim.lr * factor, "grad_norm": float("inf"), "samples": n_samples, "skipped": 1}
-        if loss_bad or grad_bad:
-            self.optimizer.zero_grad(set_to_none=True)
-            if self.scaler is not None:
-                self.scaler.update()
-            self.bad_in_row += 1
-            self.skipped_total += 1
-            what = f"loss={values['loss']}" if loss_bad else f"gradient norm={float(norm)}"
-            if self.dist.main:
-                log.warning("step %d skipped: non-finite %s (%d in a row)", self.step + 1, what, self.bad_in_row)
-            if self.bad_in_row >= t.max_bad_steps:
-                raise TrainingDiverged(
-                    f"{self.bad_in_row} non-finite steps in a row (last at step {self.step + 1}, {what}); {self._last_good()}")
-            self.step += 1
-            return {**values, "lr": self.cfg.optim.lr * factor, "grad_norm": float(norm), "samples": n_samples, "skipped": 1}
+        s.bad_in_row += 1
+        s.skipped_total += 1
+        what = f"loss={bad_loss}" if bad_loss is not None else f"gradient norm={float(norm)}"
+        if self.dist.main:
+            log.warning("step %d skipped: non-finite %s (%d in a row)", s.step + 1, what, s.bad_in_row)
+        if s.bad_in_row >= self.cfg.train.max_bad_steps:
+            raise TrainingDiverged(
+                f"{s.bad_in_row} non-finite steps in a row (last at step {s.step + 1}, {what}); {saving.last_good(self)}")
+
+    def _apply_step(self, norm: torch.Tensor, at: int, total: int) -> None:
+        """Clip with the norm already computed, step AdamW, then the model's and the weight EMA's after-step updates."""
         clip = self.cfg.optim.clip_grad
         if clip:
             torch.nn.utils.clip_grads_with_norm_(self.params, clip, norm)
@@ -369,17 +288,15 @@ class Trainer:
         else:
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        self.bad_in_row = 0
+        self.state.bad_in_row = 0
         _unwrap(self.model).after_step(at, total)
         if self.ema is not None:
             self.ema.update(self.model)
-        self.step += 1
-        return {**values, **extra, "lr": self.cfg.optim.lr * factor, "grad_norm": float(norm), "samples": n_samples, "skipped": 0}
 
     def position(self) -> tuple[int, int]:
         """Where the schedules stand: (step, total steps), or the spent share of the time budget in the same form."""
         if self.budget is None:
-            return self.step, self.total_steps
+            return self.state.step, self.total_steps
         return min(BUDGET_RESOLUTION - 1, int(self._spent / self.budget.seconds * BUDGET_RESOLUTION)), BUDGET_RESOLUTION
 
     def _budget_left(self) -> bool:
@@ -392,67 +309,35 @@ class Trainer:
 
     def fit(self) -> dict[str, Any]:
         """Train to the last step; returns the summary (also written to summary.json)."""
-        d, t = self.dist, self.cfg.train
+        d, t, s = self.dist, self.cfg.train, self.state
         self._t0 = time.perf_counter()
         if self.budget is not None:
             self.budget.start()
-        metrics = MetricsLog(self.run_dir / "metrics.csv", self.step if self.resuming else None) if d.main else None
-        board = _tensorboard(self.run_dir) if d.main and t.tensorboard else None
-        old = {}
-        if threading_main():
-            for s in (signal.SIGINT, signal.SIGTERM):
-                old[s] = signal.signal(s, self._signal)
+        steps = StepLog(self, s.step if self.resuming else None)
+        old = {sig: signal.signal(sig, self._signal) for sig in (signal.SIGINT, signal.SIGTERM)} if threading_main() else {}
         self._stop_everywhere = False
-        show = Progress(self, enabled=self.progress) if d.main else None
         self._status("running")
         if d.main:
-            span = (f"{self.budget.seconds:g} s of {t.budget_clock} time" if self.budget else "steps")
-            span += f" (steps {self.step + 1}-{self.total_steps})" if self.total_steps < NO_STEP_LIMIT else ""
-            log.info("%s: %s into %s; batch %d = %d processes x %d accumulation x %d on %s, %s", self.cfg.name,
-                     span, self.run_dir, self.cfg.data.batch_size, d.world_size,
-                     t.accum_steps, self.micro_batch, self.device, self.precision)
-        start_step = self.step
-        rate = None
+            self._log_start()
         try:
-            if show:
-                show.start(start_step)
-            while self.step < self.total_steps and self._budget_left():
+            steps.start(s.step)
+            while s.step < self.total_steps and self._budget_left():
                 tick = time.perf_counter()
                 out = self.train_step()
-                dt = time.perf_counter() - tick
-                if out is not None:
-                    sps = out["samples"] * d.world_size / max(dt, 1e-9)
-                    rate = sps if rate is None else 0.9 * rate + 0.1 * sps
-                    row = {"step": self.step, "epoch": self.stream.epoch, **{k: v for k, v in out.items() if k not in ("samples",)},
-                           "samples_per_s": rate, "time_s": self.elapsed_before + time.perf_counter() - self._t0}
-                    if math.isfinite(row["loss"]) and (not self.best or row["loss"] < self.best["loss"]):
-                        self.best = {"loss": row["loss"], "step": self.step}
-                    self.last_row = row
-                    if metrics:
-                        metrics.write(row)
-                    if board is not None:
-                        for k, v in row.items():
-                            if k != "step" and isinstance(v, (int, float)):
-                                board.add_scalar(k, v, self.step)
-                    if show:
-                        show.update(self.step, row)
-                # no periodic checkpoint during a run of bad steps: it could rotate the last good one out
-                periodic = t.ckpt_every and self.step % t.ckpt_every == 0 and self.step < self.total_steps and not self.bad_in_row
+                row = steps.row(s.step, self.stream.epoch, out, time.perf_counter() - tick, self.elapsed())
+                s.record(row)
+                steps.write(row)
                 if self._stop_everywhere:
-                    path = self.save()
-                    signum = self._stop or signal.SIGTERM
-                    self._status("interrupted", checkpoint=str(path) if path else None)
-                    raise TrainingInterrupted(
-                        f"stopped by {signal.Signals(signum).name} at step {self.step}/{self.total_steps}; checkpoint "
-                        f"saved; continue with: zir train --resume {self.run_dir}", signum)
-                if periodic:
+                    self._interrupt()
+                # no periodic checkpoint during a run of bad steps: it could rotate the last good one out
+                if t.ckpt_every and s.step % t.ckpt_every == 0 and s.step < self.total_steps and not s.bad_in_row:
                     self.save()
                     self._status("running")
             self.save()
             summary = self._summary()
             self._status("finished", summary=summary)
             if d.main:
-                _write_json(self.run_dir / "summary.json", summary)
+                write_json(self.run_dir / "summary.json", summary)
             return summary
         except TrainingDiverged as err:
             self._status("diverged", error=str(err))
@@ -464,27 +349,38 @@ class Trainer:
                 self._status("failed", error=f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
             raise
         finally:
-            if show:
-                show.stop()
-            if metrics:
-                metrics.close()
-            if board is not None:
-                board.close()
-            for s, h in old.items():
-                signal.signal(s, h)
+            steps.close()
+            for sig, handler in old.items():
+                signal.signal(sig, handler)
             if d.main and (self.loader.report.n_skipped or self.loader.report.converted):
                 log.warning("bad data: %s", self.loader.report.summary())
 
+    def _log_start(self) -> None:
+        t = self.cfg.train
+        span = (f"{self.budget.seconds:g} s of {t.budget_clock} time" if self.budget else "steps")
+        span += f" (steps {self.state.step + 1}-{self.total_steps})" if self.total_steps < NO_STEP_LIMIT else ""
+        log.info("%s: %s into %s; batch %d = %d processes x %d accumulation x %d on %s, %s", self.cfg.name,
+                 span, self.run_dir, self.cfg.data.batch_size, self.dist.world_size,
+                 t.accum_steps, self.micro_batch, self.device, self.precision)
+
+    def _interrupt(self) -> None:
+        """Some rank got SIGINT or SIGTERM: every rank saves this step, and the run stops, resumable."""
+        path = self.save()
+        signum = self._stop or signal.SIGTERM
+        self._status("interrupted", checkpoint=str(path) if path else None)
+        raise TrainingInterrupted(
+            f"stopped by {signal.Signals(signum).name} at step {self.state.step}/{self.total_steps}; checkpoint "
+            f"saved; continue with: zir train --resume {self.run_dir}", signum)
+
     def _summary(self) -> dict[str, Any]:
-        elapsed = self.elapsed_before + time.perf_counter() - self._t0
-        last = getattr(self, "last_row", {})
+        s = self.state
         budget = {"time_budget_s": self.budget.seconds, "budget_clock": self.budget.clock,
                   "budget_spent_s": round(self.budget.spent(), 3)} if self.budget is not None else {}
         return {
-            **budget, "name": self.cfg.name, "steps": self.step, "epochs": self.stream.epoch, "time_s": round(elapsed, 3),
-            "samples_per_s": last.get("samples_per_s"), "final_loss": last.get("loss"), "best": self.best,
-            "skipped_steps": self.skipped_total, "data": self.loader.report.summary(),
-            "checkpoint": str(getattr(self, "last_ckpt", "")), "run": str(self.run_dir),
+            **budget, "name": self.cfg.name, "steps": s.step, "epochs": self.stream.epoch, "time_s": round(self.elapsed(), 3),
+            "samples_per_s": s.last_row.get("samples_per_s"), "final_loss": s.last_row.get("loss"), "best": s.best,
+            "skipped_steps": s.skipped_total, "data": self.loader.report.summary(),
+            "checkpoint": str(s.last_checkpoint or ""), "run": str(self.run_dir),
         }
 
     def close(self) -> None:
