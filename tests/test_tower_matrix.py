@@ -26,6 +26,8 @@ FAMILIES = {
 HEAD = {"out_dim": 32, "hidden_dim": 32, "bottleneck_dim": 16}
 OBJECTIVES = {
     "simclr": {"hidden_dim": 32, "out_dim": 16},
+    "byol": {"hidden_dim": 32, "out_dim": 16, "pred_hidden_dim": 32},
+    "moco_v3": {"hidden_dim": 32, "out_dim": 16, "pred_hidden_dim": 32},
     "dino": {**HEAD, "local_views": 1},
     "mae": {"decoder_depth": 1},
     "simmim": {},

@@ -1,13 +1,15 @@
 """Objectives, each a module with its heads that reads cached tower features and returns a `Loss`.
 
-Self-supervised: MAE, SimMIM, SimCLR, DINO, iBOT, KoLeo, masked self-distillation (`masked_dino`). Cross-modal: CLIP, SigLIP, SLIP, CoCa. Fine-tuning:
-supervised cross-entropy. Importing this package registers all of them, so recipes can name any.
+Self-supervised: MAE, SimMIM, SimCLR, BYOL, MoCo v3, DINO, iBOT, KoLeo, masked self-distillation
+(`masked_dino`). Cross-modal: CLIP, SigLIP, SLIP, CoCa. Fine-tuning: supervised cross-entropy. Importing this package registers all of them, so recipes can name any.
 """
 
 from zir.objectives.base import OBJECTIVES, Forward, Loss, Objective, create_objective, list_objectives, register_objective
 from zir.objectives.teacher import EMATeacher, TeacherSpec
 from zir.objectives.self_distillation import SelfDistillation
 from zir.objectives.dino import DINO, DINOHead
+from zir.objectives.byol import BYOL
+from zir.objectives.moco_v3 import MoCoV3
 from zir.objectives.ibot import IBOT
 from zir.objectives.koleo import KoLeo
 from zir.objectives.mae import MAE
@@ -18,6 +20,7 @@ from zir.objectives.supervised import Supervised
 from zir.objectives import clip, coca, siglip, slip  # noqa: E402,F401  (registers clip, coca, siglip, slip)
 
 __all__ = [
-    "DINO", "DINOHead", "IBOT", "MAE", "OBJECTIVES", "EMATeacher", "Forward", "KoLeo", "Loss", "MaskedDistillation",
-    "Objective", "SelfDistillation", "SimCLR", "SimMIM", "Supervised", "TeacherSpec", "create_objective", "list_objectives", "register_objective",
+    "BYOL", "DINO", "DINOHead", "IBOT", "MAE", "OBJECTIVES", "EMATeacher", "Forward", "KoLeo", "Loss",
+    "MaskedDistillation", "MoCoV3", "Objective", "SelfDistillation", "SimCLR", "SimMIM", "Supervised", "TeacherSpec",
+    "create_objective", "list_objectives", "register_objective",
 ]

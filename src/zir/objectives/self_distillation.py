@@ -1,5 +1,5 @@
 """The base of objectives that train a student against an EMA teacher of its own tower (DINO, iBOT,
-masked_dino; BYOL or MoCo would be one more file on it).
+masked_dino; BYOL and MoCo v3 through `MomentumSiamese` in `zir.objectives.siamese`).
 
 It declares the teacher (`<tower>_teacher`, a `TeacherSpec` the model builds once and shares between the
 objectives naming it), keeps the student's head beside a frozen EMA copy (`teacher_head`) and moves that
