@@ -14,8 +14,8 @@ from zir.errors import ConfigError
 from zir.eval.run_eval import run_tokenizer
 from zir.recipes import RECIPES_DIR, TOKENIZERS_DIR, list_recipes, list_tokenizers, recipe_path, recipe_summary, tokenizer_path
 
-SHIPPED = ["clip", "coca", "dino", "dinov2", "finetune", "ibot", "lit", "mae", "siglip", "simclr", "simmim_swin",
-           "slip", "unified"]
+SHIPPED = ["barlow_twins", "clip", "coca", "dino", "dinov2", "finetune", "ibot", "lit", "mae", "siglip", "simclr",
+           "simmim_swin", "simsiam", "slip", "unified", "vicreg"]
 LISTED = ", ".join(SHIPPED)
 
 
@@ -70,7 +70,7 @@ def test_an_unknown_recipe_is_one_line_with_the_shipped_names_and_the_closest(el
     assert main(["train", "configs/dinov2.yaml"]) == 2  # the old checkout path points at the shipped name
     assert _one_line(capsys).endswith("(did you mean dinov2?)")
     assert not (elsewhere / "run").exists()
-    with pytest.raises(ConfigError, match=r"^recipe zzz does not exist: neither a file nor a shipped recipe \(clip, .*unified\)$"):
+    with pytest.raises(ConfigError, match=rf"^recipe zzz does not exist: neither a file nor a shipped recipe \({LISTED}\)$"):
         recipe_path("zzz")
 
 
