@@ -1,12 +1,14 @@
 """Objectives, each a module with its heads that reads cached tower features and returns a `Loss`.
 
-Self-supervised: MAE, SimMIM, SimCLR, BYOL, MoCo v3, DINO, iBOT, KoLeo, masked self-distillation
-(`masked_dino`). Cross-modal: CLIP, SigLIP, SLIP, CoCa. Fine-tuning: supervised cross-entropy. Importing this package registers all of them, so recipes can name any.
+Self-supervised: MAE, SimMIM, SimCLR, BYOL, MoCo v3, VICReg, Barlow Twins, SimSiam, DINO, iBOT, KoLeo, masked
+self-distillation (`masked_dino`). Cross-modal: CLIP, SigLIP, SLIP, CoCa. Fine-tuning: supervised cross-entropy.
+Importing this package registers all of them, so recipes can name any.
 """
 
 from zir.objectives.base import OBJECTIVES, Forward, Loss, Objective, create_objective, list_objectives, register_objective
 from zir.objectives.teacher import EMATeacher, TeacherSpec
 from zir.objectives.self_distillation import SelfDistillation
+from zir.objectives.barlow_twins import BarlowTwins
 from zir.objectives.dino import DINO, DINOHead
 from zir.objectives.byol import BYOL
 from zir.objectives.moco_v3 import MoCoV3
@@ -16,11 +18,13 @@ from zir.objectives.mae import MAE
 from zir.objectives.masked_distill import MaskedDistillation
 from zir.objectives.simclr import SimCLR
 from zir.objectives.simmim import SimMIM
+from zir.objectives.simsiam import SimSiam
 from zir.objectives.supervised import Supervised
+from zir.objectives.vicreg import VICReg
 from zir.objectives import clip, coca, siglip, slip  # noqa: E402,F401  (registers clip, coca, siglip, slip)
 
 __all__ = [
-    "BYOL", "DINO", "DINOHead", "IBOT", "MAE", "OBJECTIVES", "EMATeacher", "Forward", "KoLeo", "Loss",
-    "MaskedDistillation", "MoCoV3", "Objective", "SelfDistillation", "SimCLR", "SimMIM", "Supervised", "TeacherSpec",
-    "create_objective", "list_objectives", "register_objective",
+    "BYOL", "BarlowTwins", "DINO", "DINOHead", "IBOT", "MAE", "OBJECTIVES", "EMATeacher", "Forward", "KoLeo", "Loss",
+    "MaskedDistillation", "MoCoV3", "Objective", "SelfDistillation", "SimCLR", "SimMIM", "SimSiam", "Supervised",
+    "TeacherSpec", "VICReg", "create_objective", "list_objectives", "register_objective",
 ]

@@ -21,9 +21,13 @@ from zir.objectives.base import Forward, Loss, Objective, register_objective, vi
 
 
 class ProjectionHead(nn.Module):
-    """SimCLR's projection MLP: Linear-BN-ReLU (x layers - 1) then Linear-BN (no bias), (B, D) -> (B, out)."""
+    """SimCLR's projection MLP: Linear-BN-ReLU (x layers - 1) then Linear-BN (no bias), (B, D) -> (B, out).
 
-    def __init__(self, in_dim: int, hidden_dim: int, out_dim: int, layers: int = 2) -> None:
+    `last_norm=False` ends on the plain linear layer instead: VICReg's and Barlow Twins' projectors (their
+    losses normalise or regularise the output themselves).
+    """
+
+    def __init__(self, in_dim: int, hidden_dim: int, out_dim: int, layers: int = 2, last_norm: bool = True) -> None:
         """A `layers`-deep MLP with batch norm."""
         super().__init__()
         mods: list[nn.Module] = []
@@ -31,7 +35,9 @@ class ProjectionHead(nn.Module):
         for _ in range(layers - 1):
             mods += [nn.Linear(dim, hidden_dim, bias=False), nn.BatchNorm1d(hidden_dim), nn.ReLU(inplace=True)]
             dim = hidden_dim
-        mods += [nn.Linear(dim, out_dim, bias=False), nn.BatchNorm1d(out_dim, affine=False)]
+        mods.append(nn.Linear(dim, out_dim, bias=False))
+        if last_norm:
+            mods.append(nn.BatchNorm1d(out_dim, affine=False))
         self.net = nn.Sequential(*mods)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
