@@ -193,3 +193,17 @@ def test_an_objective_on_the_image_view_alone_makes_no_global_crops():
     assert model.view_plan().global_views == 0 and not any(v.startswith("global") for v in batch.views)
     with pytest.raises(ConfigError, match="view 'left_0'"):
         unified(clip=None, coca=None, mae=None, masked_dino={"view": "left_0", "start": 0.0})
+
+
+def test_keep_from_reads_the_view_whole_then_through_the_shared_mask():
+    model, batch = unified(clip={"keep": 0.5, "keep_from": 0.5}, **FROM_THE_START)
+    clip = model.objectives["clip"]
+    assert Forward("image", "image") in clip.forwards()
+    assert {Forward("image", "image"), Forward("image", "image", "mask")} <= set(model.plan_forwards)
+    model.after_step(3, 10)  # step 4 of 10: still whole
+    assert Forward("image", "image") in clip.forwards()
+    model.after_step(4, 10)  # from half of training on: the masked encoding MAE and the distillation read
+    assert Forward("image", "image", "mask") in clip.forwards()
+    assert "objectives.clip.masking" in model.state_dict() and bool(model.state_dict()["objectives.clip.masking"])
+    with pytest.raises(ConfigError, match="keep_from=0.5 needs keep < 1"):
+        unified(clip={"keep_from": 0.5})
