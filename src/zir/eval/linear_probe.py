@@ -13,8 +13,8 @@ import numpy as np
 import torch
 
 from zir.errors import ConfigError
-from zir.eval._inputs import as_features, as_labels, same_width
-from zir.eval.accuracy import label_columns, topk_accuracy
+from zir.scoring.accuracy import label_columns, topk_accuracy
+from zir.scoring.inputs import as_features, as_labels, same_width
 
 __all__ = ["DEFAULT_CS", "evaluate_linear_probe"]
 

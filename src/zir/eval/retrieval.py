@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from zir.errors import ShapeError
-from zir.eval._inputs import as_features, as_labels, chunk_rows, positive_int, same_width
+from zir.scoring.inputs import as_features, as_labels, chunk_rows, positive_int, same_width
 
 __all__ = ["retrieval_ranks", "evaluate_retrieval"]
 

@@ -14,8 +14,8 @@ import torch.nn.functional as F
 
 from zir.errors import ConfigError, ShapeError
 from zir.eval._frozen import frozen
-from zir.eval._inputs import as_features, as_labels, same_width
-from zir.eval.accuracy import topk_accuracy
+from zir.scoring.accuracy import topk_accuracy
+from zir.scoring.inputs import as_features, as_labels, same_width
 
 __all__ = ["DEFAULT_TEMPLATES", "zeroshot_classifier", "evaluate_zeroshot"]
 

@@ -1,4 +1,4 @@
-"""Turn the arrays users hand to the evaluation protocols into checked float/long CPU tensors."""
+"""Turn the arrays users hand to the scoring and evaluation protocols into checked float/long CPU tensors."""
 
 from __future__ import annotations
 
