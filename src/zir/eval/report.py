@@ -24,7 +24,7 @@ from zir.eval.splits import eval_data, plan_stats
 from zir.objectives.coca import CoCa
 from zir.objectives.mae import MAE
 
-__all__ = ["SECTIONS", "write_report", "read_metrics", "training_curves_png"]
+__all__ = ["SECTIONS", "write_report", "read_metrics", "curve_panels", "training_curves_png"]
 
 SECTIONS = ("Training curves", "Results", "Attention and patch features", "MAE reconstructions", "CoCa captions")
 _NOT_CURVES = {"step", "epoch", "time_s", "samples_per_s", "skipped"}
@@ -46,6 +46,16 @@ def read_metrics(path: str | os.PathLike) -> dict[str, list[float]]:
     return columns
 
 
+def curve_panels(columns: dict[str, list[float]]) -> list[tuple[str, list[str]]]:
+    """(title, column names) of each panel: the losses together, then the k-NN monitor's columns (`knn_top1`,
+    even from one measurement), then each other metric that changes, twelve panels at most."""
+    losses = [c for c in columns if c == "loss" or c.endswith("_loss")]
+    monitored = [c for c in columns if c.startswith("knn") and any(math.isfinite(v) for v in columns[c])]
+    others = monitored + [c for c in columns if c not in _NOT_CURVES and c not in losses and c not in monitored
+                          and len({v for v in columns[c] if math.isfinite(v)}) > 1]  # constants (mask ratio) say nothing
+    return ([("losses", losses)] if losses else []) + [(c, [c]) for c in others[:11]]
+
+
 def training_curves_png(columns: dict[str, list[float]]) -> bytes:
     """A PNG of the losses on one panel and every other logged metric on a small panel of its own."""
     import matplotlib
@@ -54,10 +64,7 @@ def training_curves_png(columns: dict[str, list[float]]) -> bytes:
     import matplotlib.pyplot as plt
 
     steps = columns.get("step") or list(range(1, 1 + len(next(iter(columns.values())))))
-    losses = [c for c in columns if c == "loss" or c.endswith("_loss")]
-    others = [c for c in columns if c not in _NOT_CURVES and c not in losses
-              and len({v for v in columns[c] if math.isfinite(v)}) > 1][:11]  # constants (mask ratio) say nothing
-    panels = ([("losses", losses)] if losses else []) + [(c, [c]) for c in others]
+    panels = curve_panels(columns)
     cols = min(3, max(1, len(panels)))
     rows = max(1, math.ceil(len(panels) / cols))
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.0 * rows), squeeze=False)
@@ -65,7 +72,11 @@ def training_curves_png(columns: dict[str, list[float]]) -> bytes:
         ax.axis("off")
     for ax, (title, names) in zip(axes.flat, panels):
         for name in names:
-            ax.plot(steps, columns[name], label=name, linewidth=1.2)
+            if name.startswith("knn"):  # the k-NN monitor's, logged every monitor_every steps: join its points
+                xs, ys = zip(*[(s, v) for s, v in zip(steps, columns[name]) if math.isfinite(v)])
+                ax.plot(xs, ys, label=name, linewidth=1.2, marker="o", markersize=3)
+            else:
+                ax.plot(steps, columns[name], label=name, linewidth=1.2)
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("step", fontsize=8)
         ax.tick_params(labelsize=7)
@@ -126,6 +137,9 @@ def _curves(run_dir: Path) -> str:
         return _why("No training curves: metrics.csv holds no rows yet.")
     n = len(columns["step"])
     last = {k: v[-1] for k, v in columns.items() if k not in _NOT_CURVES and v and math.isfinite(v[-1])}
+    knn = {k: [x for x in v if math.isfinite(x)][-1] for k, v in columns.items()  # the monitor's newest, first
+           if k.startswith("knn") and any(math.isfinite(x) for x in v)}
+    last = {**knn, **{k: v for k, v in last.items() if k not in knn}}
     summary = ", ".join(f"{k} {v:.4g}" for k, v in list(last.items())[:8])
     return _img(training_curves_png(columns), "training curves") + f"<p>{n} logged steps; last: {html.escape(summary)}.</p>"
 
