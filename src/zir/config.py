@@ -28,6 +28,7 @@ SCHEDULES = ("cosine", "linear", "constant")
 STRATEGIES = ("ddp", "fsdp")
 BUDGET_CLOCKS = ("wall", "cpu")
 DEVICES = ("auto", "cpu", "cuda", "mps")
+MAX_MONITOR_SAMPLES = 5000  # the k-NN monitor keeps its images decoded: 5000 at 224x224 is 3 GB of float32
 RUN_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")  # a plain name: runs/NAME stays inside runs/
 
 
@@ -85,6 +86,13 @@ class TrainConfig:
     # spent fraction instead of the step count (steps/epochs, if given, stay an upper limit)
     time_budget: float | None = None
     budget_clock: str = "wall"  # wall (elapsed time) or cpu (this process's CPU time: fair on a shared machine)
+    # the k-NN monitor: every monitor_every steps (0: off), the weighted k-NN top-1 of the image tower's pooled
+    # features, a bank of monitor_samples / 2 samples of the data's train split against as many held-out ones
+    monitor_every: int = 0
+    monitor_data: str | None = None  # a labelled source (shapes, cifar10:test, a path); null: the run's data.source
+    monitor_samples: int = 1000  # decoded once and kept in memory: half the bank, half the queries
+    monitor_k: int = 20
+    monitor_temperature: float = 0.07
 
 
 @dataclass
@@ -235,6 +243,14 @@ def _check(cfg: Config) -> None:
     need(t.ema is None or 0 < t.ema < 1, "train.ema", t.ema, "a decay in (0, 1) or null")
     need(t.strategy in STRATEGIES, "train.strategy", t.strategy, "one of " + ", ".join(STRATEGIES))
     need(t.threads is None or t.threads >= 1, "train.threads", t.threads, "a whole number >= 1 or null")
+    need(t.monitor_every >= 0, "train.monitor_every", t.monitor_every, "a whole number >= 0 (0: no k-NN monitor)")
+    need(2 <= t.monitor_samples <= MAX_MONITOR_SAMPLES, "train.monitor_samples", t.monitor_samples,
+         f"a whole number from 2 to {MAX_MONITOR_SAMPLES} (the monitor keeps its images decoded in memory)")
+    need(1 <= t.monitor_k <= t.monitor_samples // 2, "train.monitor_k", t.monitor_k,
+         f"a whole number from 1 to train.monitor_samples / 2 = {t.monitor_samples // 2} (the k-NN bank)")
+    need(t.monitor_temperature > 0, "train.monitor_temperature", t.monitor_temperature, "a number > 0")
+    need(t.monitor_data is None or t.monitor_data.strip() != "", "train.monitor_data", t.monitor_data,
+         "a labelled source (shapes, cifar10:test, a folder of class sub-folders) or null")
     if d.batch_size % t.accum_steps:
         raise ConfigError(f"data.batch_size={d.batch_size} is not divisible by train.accum_steps={t.accum_steps}")
     if not isinstance(cfg.model, dict) or not cfg.model:

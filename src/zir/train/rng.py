@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -27,3 +29,14 @@ def set_rng_state(state: dict[str, Any], device: torch.device) -> None:
     np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
     py = state["python"]
     random.setstate((py[0], tuple(py[1]), py[2]))
+
+
+@contextmanager
+def kept_rng(device: torch.device) -> Iterator[None]:
+    """Within the block anything may draw (a DataLoader seeds itself from torch's RNG); after it the torch, CUDA,
+    numpy and Python random states are what they were, so the training draws as if the block never ran."""
+    state = rng_state(device)
+    try:
+        yield
+    finally:
+        set_rng_state(state, device)

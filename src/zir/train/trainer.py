@@ -1,5 +1,6 @@
 """The training loop every recipe runs: AdamW, warm-up + cosine, accumulation, clipping, mixed precision,
-non-finite step guard, checkpoints with exact resume, signals, DDP under torchrun, progress and metrics.
+non-finite step guard, checkpoints with exact resume, signals, DDP under torchrun, progress and metrics, and the
+optional k-NN monitor (`monitor.py`).
 
 `train(cfg, "runs/mae")` starts a run folder; `resume("runs/mae")` continues one. On CPU a resumed run
 ends with exactly the weights of an uninterrupted one: the model, optimizer, RNG and the data position
@@ -33,8 +34,10 @@ from zir.train.data_stream import DataStream
 from zir.train.distributed import shard_model
 from zir.train.ema import WeightEMA
 from zir.train.finite import TrainingDiverged
+from zir.train.monitor import knn_monitor
 from zir.train.precision import resolve_precision
 from zir.train.recipe_model import build_model, tokenizer_for, view_plan_for
+from zir.train.rng import kept_rng
 from zir.train.schedule import Schedule
 from zir.train.step_log import StepLog, write_json
 from zir.train.train_state import TrainState
@@ -105,6 +108,9 @@ class Trainer:
         tokenizer, self.tokenizer_file = tokenizer_for(self.model, cfg)
         self.loader = Loader(source, self.plan, self.micro_batch, workers=cfg.data.workers, shuffle=True,
                              drop_last=True, tokenizer=tokenizer, rank=d.rank, world_size=d.world_size)
+        with kept_rng(self.device):  # decoding the monitor's images must not move the training's random draws
+            self.monitor = knn_monitor(self.model, cfg, self.plan.mean, self.plan.std, self.device, main=d.main,
+                                       sharded=self.fsdp)
         if t.steps is not None:
             self.total_steps = t.steps
         elif t.epochs is None:  # a time budget alone: no step limit
@@ -325,6 +331,9 @@ class Trainer:
                 tick = time.perf_counter()
                 out = self.train_step()
                 row = steps.row(s.step, self.stream.epoch, out, time.perf_counter() - tick, self.elapsed())
+                if self.monitor is not None and self.monitor.due(s.step):
+                    with kept_rng(self.device):
+                        row.update(self.monitor.measure())
                 s.record(row)
                 steps.write(row)
                 if self._stop_everywhere:
