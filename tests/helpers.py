@@ -1,0 +1,120 @@
+"""Helpers shared by the test folders (importable as `helpers`: tests/conftest.py puts tests/ on sys.path):
+repository paths, a stand-in model for the engine's tests (a tiny ViT with a supervised CE objective) and
+run helpers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from zir.data import ViewPlan
+from zir.models import create_model, register_model_factory
+
+TESTS = Path(__file__).resolve().parent
+REPO = TESTS.parent  # the repository root
+SRC = REPO / "src"
+FIXTURES = TESTS / "fixtures"
+
+
+@dataclass
+class Output:
+    """Follows zir.model.ModelOutput."""
+
+    loss: torch.Tensor
+    terms: dict = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)
+
+
+class StandIn(nn.Module):
+    """Image tower + linear classifier; `nan_at` makes the loss NaN at those steps (for the guard), and after
+    `poison_after` applied steps the head's weights turn NaN (as an overflowing update would)."""
+
+    def __init__(self, model: str = "vit_nano_patch4_32", drop_path: float = 0.0, pipeline: str = "none",
+                 nan_at: tuple = (), classes: int = 10, sleep: float = 0.0, signal_at: int | None = None,
+                 poison_after: int | None = None):
+        super().__init__()
+        self.tower = create_model(model, num_classes=0, drop_path_rate=drop_path)
+        self.head = nn.Linear(self.tower.embed_dim, classes)
+        self.pipeline, self.nan_at, self.sleep, self.signal_at = pipeline, set(nan_at), sleep, signal_at
+        self.poison_after = poison_after
+        self.calls = 0  # forward calls in this process
+        self.positions: list[tuple[int, int]] = []  # what after_step was told, in this process
+        self.register_buffer("after_calls", torch.zeros((), dtype=torch.long))
+
+    def view_plan(self) -> ViewPlan:
+        return ViewPlan(global_views=1, pipeline=self.pipeline, size=32, patch_size=4)
+
+    def forward(self, batch) -> Output:
+        x = batch.views["global_0"]
+        if self.sleep:  # slows a subprocess run down enough to be killed mid-way
+            time.sleep(self.sleep)
+        logits = self.head(self.tower.pool(self.tower.forward_tokens(x)))
+        loss = F.cross_entropy(logits, batch.labels)
+        if self.calls in self.nan_at:
+            loss = loss * float("nan")
+        if self.calls == self.signal_at:  # as if the scheduler sent SIGTERM during this step
+            signal.raise_signal(signal.SIGTERM)
+        self.calls += 1
+        acc = (logits.argmax(1) == batch.labels).float().mean()
+        return Output(loss, {"ce_loss": loss.detach()}, {"acc": float(acc)})
+
+    def after_step(self, step: int, total_steps: int) -> None:
+        self.after_calls += 1
+        self.positions.append((step, total_steps))
+        if self.after_calls.item() == self.poison_after:
+            with torch.no_grad():
+                self.head.weight.fill_(float("nan"))
+
+    def param_groups(self, weight_decay, layer_decay=None, base_lr=None):
+        decay = [p for n, p in self.named_parameters() if p.ndim > 1]
+        rest = [p for n, p in self.named_parameters() if p.ndim <= 1]
+        groups = [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
+        for g in groups:
+            g["lr_scale"] = 1.0
+            if base_lr is not None:
+                g["lr"] = base_lr
+        return groups
+
+
+def build(section: dict) -> nn.Module:
+    """The factory named in test recipes: model.factory=standin (registered here; a subprocess passes
+    --import-factory helpers:build, since zir never imports code a recipe names)."""
+    return StandIn(**section)
+
+
+register_model_factory("standin", build)
+IMPORT_FACTORY = ["--import-factory", "helpers:build"]  # for `zir train` in a subprocess
+
+
+def recipe(**over) -> dict:
+    """A tiny recipe dict on shapes with the stand-in model."""
+    raw = {
+        "name": "standin",
+        "model": {"factory": "standin"},
+        "data": {"source": "shapes", "batch_size": 16, "options": {"n": 256, "size": 32}},
+        "optim": {"lr": 1e-3, "warmup": 0.1},
+        "train": {"steps": 6, "ckpt_every": 2, "threads": 1, "log_every": 1},
+    }
+    for key, value in over.items():
+        section, _, name = key.partition("__")
+        raw[section][name] = value
+    return raw
+
+
+def env() -> dict:
+    """Environment for subprocesses that must import zir and these helpers, single-threaded."""
+    e = dict(os.environ)
+    e["PYTHONPATH"] = os.pathsep.join([str(SRC), str(TESTS), e.get("PYTHONPATH", "")])
+    e["OMP_NUM_THREADS"] = "1"
+    return e
+
+
+PY = sys.executable
