@@ -1,9 +1,10 @@
-"""Helpers shared by the test folders (importable as `helpers`: tests/conftest.py puts tests/ on sys.path):
-repository paths, a stand-in model for the engine's tests (a tiny ViT with a supervised CE objective) and
-run helpers."""
+"""Helpers shared by the test folders (importable as `helpers`: pytest puts tests/, the folder of the root
+conftest.py, on sys.path): repository paths, tiny towers and batches, the CLI's one-line errors, a run's
+metrics and weights, and a stand-in model for the engine's tests (a tiny ViT with a supervised CE objective)."""
 
 from __future__ import annotations
 
+import csv
 import os
 import signal
 import sys
@@ -13,17 +14,57 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file
 from torch import nn
 
-from zir.data import ViewPlan
+from zir.data import ViewPlan, make_loader
 from zir.models import create_model, register_model_factory
+from zir.train import list_checkpoints
 
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent  # the repository root
 SRC = REPO / "src"
 FIXTURES = TESTS / "fixtures"
 
+NANO = {"image": {"model": "vit_nano_patch4_32"}}  # `model.towers` of the smallest image-only model
+TEXT_NANO = {"model": "text_nano", "vocab_size": 435, "context_length": 32}  # a text tower for the shapes tokenizer
 
+
+def tiny_vit(num_classes: int = 10, **kw) -> nn.Module:
+    """vit_nano_patch4_32 with the same weights every call (seed 0), in eval mode."""
+    torch.manual_seed(0)
+    return create_model("vit_nano_patch4_32", num_classes=num_classes, **kw).eval()
+
+
+def random_images(b: int = 2, h: int = 32, w: int = 32, seed: int = 0) -> torch.Tensor:
+    """b RGB images of h x w, the same for the same seed."""
+    return torch.randn(b, 3, h, w, generator=torch.Generator().manual_seed(seed))
+
+
+def first_batch(model, source, batch_size: int = 8, tokenizer=None):
+    """The first batch of `source` in order, with the views `model` asks for."""
+    return next(iter(make_loader(source, model.view_plan(), batch_size, shuffle=False, tokenizer=tokenizer)))
+
+
+def one_line_error(capsys) -> str:
+    """The CLI's error message: one stderr line `zir: error: ...` without a traceback; returns what follows."""
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err and err.startswith("zir: error: ") and "\n" not in err, err
+    return err[len("zir: error: "):]
+
+
+def metrics_rows(run: Path) -> list[dict]:
+    """The rows of a run's metrics.csv, as strings."""
+    with open(run / "metrics.csv") as fh:
+        return list(csv.DictReader(fh))
+
+
+def last_weights(run: Path) -> dict:
+    """The model weights of a run's newest checkpoint."""
+    return load_file(str(list_checkpoints(run / "checkpoints")[-1] / "model.safetensors"))
+
+
+# -- the stand-in model: registered as the factory `standin`, which `recipe()` names --------------------------
 @dataclass
 class Output:
     """Follows zir.model.ModelOutput."""

@@ -8,7 +8,7 @@ import pytest
 import torch
 import yaml
 
-from helpers import REPO
+from helpers import REPO, one_line_error
 from zir.cli import main
 from zir.config import load_config
 from zir.errors import ConfigError
@@ -25,12 +25,6 @@ def elsewhere(tmp_path, monkeypatch):
     """A working directory outside the checkout, with no configs/ beside it."""
     monkeypatch.chdir(tmp_path)
     return tmp_path
-
-
-def _one_line(capsys) -> str:
-    err = capsys.readouterr().err.strip()
-    assert "Traceback" not in err and err.startswith("zir: error: ") and "\n" not in err, err
-    return err[len("zir: error: "):]
 
 
 def test_the_package_ships_every_recipe_and_both_tokenizers():
@@ -66,10 +60,10 @@ def test_an_existing_file_wins_over_a_shipped_name(elsewhere):
 
 def test_an_unknown_recipe_is_one_line_with_the_shipped_names_and_the_closest(elsewhere, capsys):
     assert main(["train", "clp", "--out", "run"]) == 2
-    assert _one_line(capsys) == (f"recipe clp does not exist: neither a file nor a shipped recipe ({LISTED}) "
+    assert one_line_error(capsys) == (f"recipe clp does not exist: neither a file nor a shipped recipe ({LISTED}) "
                                  "(did you mean clip?)")
     assert main(["train", "configs/dinov2.yaml"]) == 2  # the old checkout path points at the shipped name
-    assert _one_line(capsys).endswith("(did you mean dinov2?)")
+    assert one_line_error(capsys).endswith("(did you mean dinov2?)")
     assert not (elsewhere / "run").exists()
     with pytest.raises(ConfigError, match=rf"^recipe zzz does not exist: neither a file nor a shipped recipe \({LISTED}\)$"):
         recipe_path("zzz")
@@ -78,7 +72,7 @@ def test_an_unknown_recipe_is_one_line_with_the_shipped_names_and_the_closest(el
 def test_an_unknown_tokenizer_is_one_line(elsewhere, capsys):
     argv = ["train", "clip", "data.tokenizer=configs/shapes_tokenizer.json", "train.steps=1", "--out", "run"]
     assert main(argv) == 2
-    assert _one_line(capsys) == ("data.tokenizer=configs/shapes_tokenizer.json: no such file and not a shipped "
+    assert one_line_error(capsys) == ("data.tokenizer=configs/shapes_tokenizer.json: no such file and not a shipped "
                                  "tokenizer (flickr8k, shapes) (did you mean shapes?)")
     assert not (elsewhere / "run").exists()
 
@@ -98,7 +92,7 @@ def test_recipes_lists_each_with_its_first_sentence_and_prints_a_path(elsewhere,
     assert main(["recipes", "--path", "coca"]) == 0
     assert capsys.readouterr().out == f"{RECIPES_DIR / 'coca.yaml'}\n"
     assert main(["recipes", "--path", "cocoa"]) == 2
-    assert _one_line(capsys).endswith("(did you mean coca?)")
+    assert one_line_error(capsys).endswith("(did you mean coca?)")
 
 
 def test_every_shipped_recipe_names_its_tokenizer_by_shipped_name():

@@ -3,23 +3,14 @@
 import pytest
 import torch
 
-import zir
+from helpers import random_images, tiny_vit
 from zir.errors import ShapeError
 from zir.eval.attention_maps import attention_rollout, cls_attention, patch_pca, rollout
 
 
-def _tower(**kw):
-    torch.manual_seed(0)
-    return zir.create_model("vit_nano_patch4_32", num_classes=0, **kw)
-
-
-def _images(b=2, h=32, w=32):
-    return torch.randn(b, 3, h, w, generator=torch.Generator().manual_seed(0))
-
-
 def test_cls_attention_is_the_cls_row_of_the_last_block():
-    tower = _tower(reg_tokens=2)
-    images = _images(h=32, w=48)
+    tower = tiny_vit(num_classes=0, reg_tokens=2)
+    images = random_images(h=32, w=48)
     maps = cls_attention(tower, images)
     assert maps.shape == (2, 2, 8, 12)
     _, weights = tower.eval().forward_with_attention(images)
@@ -31,7 +22,7 @@ def test_cls_attention_is_the_cls_row_of_the_last_block():
 
 def test_cls_attention_needs_a_class_token():
     with pytest.raises(ShapeError, match="class token"):
-        cls_attention(_tower(class_token=False, global_pool="avg"), _images())
+        cls_attention(tiny_vit(num_classes=0, class_token=False, global_pool="avg"), random_images())
 
 
 def test_rollout_of_uniform_attention_is_uniform_and_of_identity_is_identity():
@@ -47,8 +38,8 @@ def test_rollout_of_uniform_attention_is_uniform_and_of_identity_is_identity():
 
 
 def test_attention_rollout_is_a_distribution_over_patches():
-    tower = _tower()
-    maps = attention_rollout(tower, _images())
+    tower = tiny_vit(num_classes=0).train()  # in training mode, to see that the mode comes back
+    maps = attention_rollout(tower, random_images())
     assert maps.shape == (2, 8, 8)
     torch.testing.assert_close(maps.sum(dim=(1, 2)), torch.ones(2))
     assert torch.all(maps >= 0)
@@ -56,7 +47,7 @@ def test_attention_rollout_is_a_distribution_over_patches():
 
 
 def test_patch_pca_is_scaled_and_separates_different_patches():
-    tower = _tower()
+    tower = tiny_vit(num_classes=0)
     images = torch.zeros(2, 3, 32, 32)
     images[:, :, :16] = 1.0  # top half bright, bottom half dark
     colours = patch_pca(tower, images)

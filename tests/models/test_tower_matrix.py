@@ -8,12 +8,12 @@ import math
 import pytest
 import torch
 
-from zir.data import load_tokenizer, make_loader, open_source
+from helpers import TEXT_NANO, first_batch
+from zir.data import load_tokenizer, open_source
 from zir.errors import ConfigError
 from zir.model import build_model
 from zir.recipes import TOKENIZERS_DIR
 
-TEXT = {"model": "text_nano", "vocab_size": 435, "context_length": 32}
 # one small model per zoo family, at 32 px
 FAMILIES = {
     "vit": {"model": "vit_nano_patch4_32"},
@@ -60,7 +60,7 @@ def test_family_trains_under_objective_or_is_refused_in_one_line(family, objecti
     source, tokenizer = data
     towers = {"image": dict(FAMILIES[family])}
     if objective in CROSS_MODAL:
-        towers["text"] = dict(TEXT)
+        towers["text"] = dict(TEXT_NANO)
     spec = {"towers": towers, "objectives": {objective: dict(OBJECTIVES[objective])}}
     torch.manual_seed(0)
     if (family, objective) in REFUSED:
@@ -70,7 +70,7 @@ def test_family_trains_under_objective_or_is_refused_in_one_line(family, objecti
         return
     model = build_model(spec)
     tok = tokenizer if objective in CROSS_MODAL else None
-    batch = next(iter(make_loader(source, model.view_plan(), 4, shuffle=False, tokenizer=tok)))
+    batch = first_batch(model, source, 4, tok)
     loss = model(batch).loss
     loss.backward()
     assert math.isfinite(loss.item())

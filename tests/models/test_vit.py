@@ -4,18 +4,10 @@ import pytest
 import torch
 
 import zir
+from helpers import random_images, tiny_vit
 from zir.errors import ConfigError, ShapeError
 from zir.models.vit import gather_tokens
 from zir.nn import sincos_2d
-
-
-def _model(**kw):
-    torch.manual_seed(0)
-    return zir.create_model("vit_nano_patch4_32", num_classes=10, **kw).eval()
-
-
-def _images(b=2, h=32, w=32, seed=1):
-    return torch.randn(b, 3, h, w, generator=torch.Generator().manual_seed(seed))
 
 
 def _random_keep(b, n, k, seed=2):
@@ -25,7 +17,7 @@ def _random_keep(b, n, k, seed=2):
 
 @pytest.mark.parametrize("kw", [{}, {"reg_tokens": 2, "embed_prefix": False}, {"pos_embed": "sincos"}, {"stem": "conv"}])
 def test_keep_equals_encoding_the_gathered_tokens_by_hand(kw):
-    model, x = _model(**kw), _images()
+    model, x = tiny_vit(**kw), random_images(seed=1)
     keep = _random_keep(2, 64, 16)
     got = model.forward_tokens(x, keep)
     assert got.shape == (2, model.num_prefix_tokens + 16, 64)
@@ -40,7 +32,7 @@ def test_keep_equals_encoding_the_gathered_tokens_by_hand(kw):
 
 
 def test_dropped_patches_never_reach_the_encoder():
-    model, x = _model(), _images()
+    model, x = tiny_vit(), random_images(seed=1)
     keep = torch.arange(0, 64, 2).repeat(2, 1)  # even patches only
     changed = x.clone()
     changed[:, :, 0:4, 4:8] += 10.0  # patch 1 (odd): dropped
@@ -52,7 +44,7 @@ def test_dropped_patches_never_reach_the_encoder():
 
 
 def test_keep_is_validated():
-    model, x = _model(), _images()
+    model, x = tiny_vit(), random_images(seed=1)
     with pytest.raises(ShapeError, match="integer"):
         model.forward_tokens(x, torch.zeros(2, 4))
     with pytest.raises(ShapeError, match=r"\[0, 64\)"):
@@ -66,8 +58,8 @@ def test_gather_tokens_picks_rows_per_sample():
 
 
 def test_learned_position_embeddings_are_resampled_for_other_resolutions():
-    model = _model()
-    x = _images(h=48, w=64)
+    model = tiny_vit()
+    x = random_images(h=48, w=64, seed=1)
     tokens = model.forward_tokens(x)
     assert tokens.shape == (2, 1 + 12 * 16, 64)
     table = model.patch_pos_embed((12, 16))
@@ -80,15 +72,15 @@ def test_learned_position_embeddings_are_resampled_for_other_resolutions():
 
 
 def test_sincos_position_embeddings_are_recomputed_not_stored():
-    model = _model(pos_embed="sincos")
+    model = tiny_vit(pos_embed="sincos")
     assert "pos_embed" not in model.state_dict()
     torch.testing.assert_close(model.patch_pos_embed((4, 6)), sincos_2d((4, 6), 64)[None])
-    assert model(_images(h=16, w=24)).shape == (2, 10)
+    assert model(random_images(h=16, w=24, seed=1)).shape == (2, 10)
 
 
 def test_distillation_token_has_its_own_head():
     model = zir.create_model("deit_tiny_distilled_patch16_224", img_size=32, patch_size=4, num_classes=7).eval()
-    x = _images()
+    x = random_images(seed=1)
     tokens = model.forward_tokens(x)
     assert model.num_prefix_tokens == 2 and tokens.shape[1] == 2 + 64
     cls_logits, dist_logits = model.forward_head(tokens, distilled=True)
@@ -99,8 +91,8 @@ def test_distillation_token_has_its_own_head():
 
 
 def test_registers_are_prefix_tokens_that_mean_pooling_ignores():
-    model = _model(reg_tokens=4, embed_prefix=False, global_pool="avg")
-    x = _images()
+    model = tiny_vit(reg_tokens=4, embed_prefix=False, global_pool="avg")
+    x = random_images(seed=1)
     tokens = model.forward_tokens(x)
     assert model.num_prefix_tokens == 5 and tokens.shape[1] == 5 + 64
     assert model.prefix_pos_embed is None
@@ -109,17 +101,17 @@ def test_registers_are_prefix_tokens_that_mean_pooling_ignores():
 
 
 def test_fc_norm_normalises_after_pooling():
-    model = _model(global_pool="avg", fc_norm=True)
-    tokens = model.forward_tokens(_images())
+    model = tiny_vit(global_pool="avg", fc_norm=True)
+    tokens = model.forward_tokens(random_images(seed=1))
     pooled = model.pool(tokens)
     torch.testing.assert_close(pooled, model.fc_norm(tokens[:, 1:].mean(1)))
 
 
 def test_gradient_checkpointing_gives_the_same_gradients():
-    x = _images()
+    x = random_images(seed=1)
     grads = []
     for enable in (False, True):
-        model = _model().train()
+        model = tiny_vit().train()
         model.set_grad_checkpointing(enable)
         model(x).square().mean().backward()
         grads.append(model.blocks[0].attn.qkv.weight.grad.clone())
@@ -127,7 +119,7 @@ def test_gradient_checkpointing_gives_the_same_gradients():
 
 
 def test_attention_weights_come_from_the_same_forward():
-    model, x = _model(), _images()
+    model, x = tiny_vit(), random_images(seed=1)
     tokens, weights = model.forward_with_attention(x)
     torch.testing.assert_close(tokens, model.forward_tokens(x), atol=1e-5, rtol=1e-5)
     assert len(weights) == 2 and weights[-1].shape == (2, 2, 65, 65)
@@ -135,7 +127,7 @@ def test_attention_weights_come_from_the_same_forward():
 
 
 def test_attention_kernels_give_the_same_outputs():
-    model, x = _model(), _images()
+    model, x = tiny_vit(), random_images(seed=1)
     model.set_attention_impl("math")
     math_out = model(x)
     model.set_attention_impl("sdpa")
@@ -145,17 +137,17 @@ def test_attention_kernels_give_the_same_outputs():
 
 
 def test_reset_classifier_and_headless_towers():
-    model = _model()
+    model = tiny_vit()
     model.reset_classifier(3)
-    assert model(_images()).shape == (2, 3)
+    assert model(random_images(seed=1)).shape == (2, 3)
     model.reset_classifier(0)
-    assert model(_images()).shape == (2, 64)
+    assert model(random_images(seed=1)).shape == (2, 64)
     with pytest.raises(ConfigError, match="class token"):
-        _model(class_token=False, global_pool="avg").reset_classifier(3, global_pool="token")
+        tiny_vit(class_token=False, global_pool="avg").reset_classifier(3, global_pool="token")
 
 
 def test_weight_decay_exclusions_and_layer_indices():
-    model = _model(reg_tokens=1)
+    model = tiny_vit(reg_tokens=1)
     assert model.no_weight_decay() == {"cls_token", "register_tokens", "pos_embed", "prefix_pos_embed"}
     assert model.layer_index("pos_embed") == 0
     assert model.layer_index("blocks.1.mlp.fc1.weight") == 2
@@ -164,8 +156,8 @@ def test_weight_decay_exclusions_and_layer_indices():
 
 def test_bad_configs_name_the_field():
     with pytest.raises(ConfigError, match="global_pool"):
-        _model(global_pool="max")
+        tiny_vit(global_pool="max")
     with pytest.raises(ConfigError, match="class_token"):
-        _model(class_token=False)
+        tiny_vit(class_token=False)
     with pytest.raises(ConfigError, match="pos_embed"):
-        _model(pos_embed="rope")
+        tiny_vit(pos_embed="rope")

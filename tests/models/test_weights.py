@@ -7,21 +7,12 @@ import torch
 from safetensors.torch import load_file, safe_open
 
 import zir
-from helpers import FIXTURES
+from helpers import FIXTURES, random_images, tiny_vit
 from zir.errors import WeightsError
 from zir.models import read_state_dict
 from zir.models.weights import read_metadata
 
 TIMM = FIXTURES / "timm"
-
-
-def _model(**kw):
-    torch.manual_seed(0)
-    return zir.create_model("vit_nano_patch4_32", num_classes=10, **kw).eval()
-
-
-def _images(b=2, h=32, w=32):
-    return torch.randn(b, 3, h, w, generator=torch.Generator().manual_seed(3))
 
 
 def _to_timm_layout(model):
@@ -35,7 +26,7 @@ def _to_timm_layout(model):
 
 
 def test_safetensors_round_trip_restores_outputs(tmp_path):
-    source = _model(reg_tokens=2)
+    source = tiny_vit(reg_tokens=2)
     path = zir.save_weights(source, tmp_path / "w.safetensors")
     assert not list(tmp_path.glob("*.tmp"))  # written atomically: no temporary file left behind
     meta = read_metadata(path)
@@ -43,31 +34,31 @@ def test_safetensors_round_trip_restores_outputs(tmp_path):
     assert json.loads(meta["zir_config"]) == {"model": "vit_nano_patch4_32", "num_classes": 10, "reg_tokens": 2}
     torch.manual_seed(99)  # a different initialisation, overwritten by the weights
     loaded = zir.create_model("vit_nano_patch4_32", num_classes=10, reg_tokens=2, weights=path).eval()
-    x = _images()
+    x = random_images(seed=3)
     torch.testing.assert_close(loaded(x), source(x), atol=0, rtol=0)
     assert set(load_file(str(path))) == set(source.state_dict())
 
 
 @pytest.mark.parametrize("kw", [{}, {"reg_tokens": 3}, {"reg_tokens": 2, "embed_prefix": False}])
 def test_timm_layout_is_recognised_from_its_keys(kw):
-    source = _model(**kw)
+    source = tiny_vit(**kw)
     timm_state = _to_timm_layout(source)
     assert "prefix_pos_embed" not in timm_state
     loaded = zir.create_model("vit_nano_patch4_32", num_classes=10, weights=timm_state, **kw).eval()
-    torch.testing.assert_close(loaded(_images()), source(_images()), atol=1e-6, rtol=0)
+    torch.testing.assert_close(loaded(random_images(seed=3)), source(random_images(seed=3)), atol=1e-6, rtol=0)
 
 
 def test_containers_and_prefixes_are_unwrapped(tmp_path):
-    source = _model()
+    source = tiny_vit()
     state = _to_timm_layout(source)
     ddp = {"model": {f"module.{k}": v for k, v in state.items()}, "epoch": 3}
     torch.save(ddp, tmp_path / "ckpt.pth")
     loaded = zir.create_model("vit_nano_patch4_32", num_classes=10, weights=tmp_path / "ckpt.pth").eval()
-    torch.testing.assert_close(loaded(_images()), source(_images()))
+    torch.testing.assert_close(loaded(random_images(seed=3)), source(random_images(seed=3)))
 
 
 def test_dino_checkpoint_keeps_the_teacher_backbone():
-    source = _model()
+    source = tiny_vit()
     backbone = {k: v for k, v in _to_timm_layout(source).items() if not k.startswith("head.")}
     dino = {
         "teacher": {**{f"backbone.{k}": v for k, v in backbone.items()},
@@ -78,11 +69,11 @@ def test_dino_checkpoint_keeps_the_teacher_backbone():
     assert "head.mlp.0.weight" not in state and torch.equal(state["cls_token"], backbone["cls_token"])
     loaded = zir.create_model("vit_nano_patch4_32", num_classes=0, weights=dino).eval()
     source.reset_classifier(0)
-    torch.testing.assert_close(loaded(_images()), source(_images()))
+    torch.testing.assert_close(loaded(random_images(seed=3)), source(random_images(seed=3)))
 
 
 def test_mae_pretraining_checkpoint_drops_the_decoder():
-    source = _model()
+    source = tiny_vit()
     state = {k: v for k, v in _to_timm_layout(source).items() if not k.startswith("head.")}
     state.update({"mask_token": torch.zeros(1, 1, 32), "decoder_embed.weight": torch.zeros(32, 64),
                   "decoder_blocks.0.attn.qkv.weight": torch.zeros(96, 32)})
@@ -92,7 +83,7 @@ def test_mae_pretraining_checkpoint_drops_the_decoder():
 
 
 def test_other_class_counts_skip_the_head_with_a_warning():
-    source = _model()
+    source = tiny_vit()
     with pytest.warns(UserWarning, match="classifier head"):
         loaded = zir.create_model("vit_nano_patch4_32", num_classes=3, weights=source.state_dict())
     torch.testing.assert_close(loaded.blocks[1].mlp.fc2.weight, source.blocks[1].mlp.fc2.weight)
@@ -100,17 +91,17 @@ def test_other_class_counts_skip_the_head_with_a_warning():
 
 
 def test_position_embeddings_are_resampled_for_a_new_resolution():
-    source = _model()
+    source = tiny_vit()
     with pytest.warns(UserWarning, match="8x8 to a 16x16"):
         bigger = zir.create_model("vit_nano_patch4_32", num_classes=10, img_size=64,
                                   weights=_to_timm_layout(source)).eval()
     assert bigger.pos_embed.shape == (1, 256, 64)
     torch.testing.assert_close(bigger.prefix_pos_embed, source.prefix_pos_embed)
-    assert bigger(_images(h=64, w=64)).shape == (2, 10)
+    assert bigger(random_images(h=64, w=64, seed=3)).shape == (2, 10)
 
 
 def test_mismatches_are_one_clear_error(tmp_path):
-    state = dict(_model().state_dict())
+    state = dict(tiny_vit().state_dict())
     state.pop("blocks.1.norm2.weight")
     state["blocks.9.attn.qkv.weight"] = torch.zeros(3, 3)
     state["blocks.0.mlp.fc1.weight"] = torch.zeros(7, 64)
@@ -124,7 +115,7 @@ def test_mismatches_are_one_clear_error(tmp_path):
 
 
 def test_a_headless_checkpoint_names_the_fix():
-    state = {k: v for k, v in _model().state_dict().items() if not k.startswith("head.")}
+    state = {k: v for k, v in tiny_vit().state_dict().items() if not k.startswith("head.")}
     with pytest.raises(WeightsError, match="num_classes=0"):
         zir.create_model("vit_nano_patch4_32", num_classes=10, weights=state)
 

@@ -6,18 +6,10 @@ import pytest
 import torch
 
 import zir
+from helpers import random_images, tiny_vit
 from zir.errors import ConfigError
 from zir.models.tome import merged_forward_tokens, merging_block, set_token_merging
 from zir.nn.token_merging import bipartite_soft_matching, merge_schedule, merge_tokens
-
-
-def vit(**overrides):
-    torch.manual_seed(0)
-    return zir.create_model("vit_nano_patch4_32", num_classes=10, **overrides).eval()
-
-
-def images(b=2):
-    return torch.randn(b, 3, 32, 32, generator=torch.Generator().manual_seed(1))
 
 
 def test_matching_pairs_each_merged_a_token_with_its_most_similar_b_token():
@@ -47,7 +39,7 @@ def test_merging_is_a_size_weighted_mean_that_conserves_mass():
 
 
 def test_merging_nothing_keeps_outputs_equal():
-    model, x = vit(), images()
+    model, x = tiny_vit(), random_images(seed=1)
     with torch.no_grad():
         plain = model.forward_tokens(x)
         assert torch.equal(set_token_merging(model, 0).forward_tokens(x), plain)
@@ -59,7 +51,7 @@ def test_merging_nothing_keeps_outputs_equal():
 
 @pytest.mark.parametrize("r,expected", [(8, 65 - 16), ([4, 12], 65 - 16), (100, 1 + 64 - 32 - 16), ([0, 3], 62)])
 def test_token_count_shrinks_as_asked(r, expected):
-    model, x = vit(), images()
+    model, x = tiny_vit(), random_images(seed=1)
     with torch.no_grad():
         tokens = set_token_merging(model, r).forward_tokens(x)
         assert tokens.shape == (2, expected, 64)
@@ -69,7 +61,7 @@ def test_token_count_shrinks_as_asked(r, expected):
 
 
 def test_merging_keeps_prefix_tokens_first_and_works_with_keep():
-    model, x = vit(reg_tokens=2, embed_prefix=False), images()
+    model, x = tiny_vit(reg_tokens=2, embed_prefix=False), random_images(seed=1)
     keep = torch.stack([torch.randperm(64)[:32] for _ in range(2)])
     with torch.no_grad():
         plain = model.forward_tokens(x, keep)
@@ -82,7 +74,7 @@ def test_merging_keeps_prefix_tokens_first_and_works_with_keep():
 def test_duplicate_tokens_merge_exactly_with_proportional_attention():
     # Patch tokens in identical pairs (2i, 2i+1): each A token matches its twin in B. Merging all pairs
     # halves the tokens, and proportional attention makes the next block see exactly what it saw before.
-    model = vit()
+    model = tiny_vit()
     torch.manual_seed(3)
     half = torch.randn(1, 16, 64)
     x = torch.cat([torch.randn(1, 1, 64), half.repeat_interleave(2, dim=1)], dim=1)  # CLS + 32 patches
@@ -96,7 +88,7 @@ def test_duplicate_tokens_merge_exactly_with_proportional_attention():
 
 
 def test_bad_schedules_and_towers_raise_config_errors():
-    model = vit()
+    model = tiny_vit()
     with pytest.raises(ConfigError, match="2 per-layer ints"):
         set_token_merging(model, [1, 2, 3])
     with pytest.raises(ConfigError, match="r >= 0"):

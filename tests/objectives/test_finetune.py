@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import csv
-
 import pytest
 import torch
 
+from helpers import metrics_rows
 from zir.config import from_dict
 from zir.data.plan import Batch
 from zir.errors import ConfigError
@@ -185,8 +184,7 @@ def test_a_tiny_finetune_run_starts_from_a_tiny_pretrained_run(tmp_path):
     tower = {k: v for k, v in state.items() if k.startswith("towers.image.")}
     assert tower and all(torch.allclose(v, pre[k], atol=1e-6) for k, v in tower.items())
     assert "objectives.supervised.head.fc.weight" in state and not any(k.startswith("objectives.mae") for k in state)
-    with open(tmp_path / "ft" / "metrics.csv") as fh:
-        rows = list(csv.DictReader(fh))
+    rows = metrics_rows(tmp_path / "ft")
     assert len(rows) == 2 and all(0.0 <= float(r["supervised_top1"]) <= 100.0 for r in rows)
     assert "model.init: towers image <- image" in (tmp_path / "ft" / "train.log").read_text()
 

@@ -3,14 +3,13 @@
 import pytest
 import torch
 
+from helpers import NANO
 from zir.data import Batch, MaskSpec, ViewCollate, ViewPlan
 from zir.data.plan import Item
 from zir.errors import ConfigError, UnknownNameError
 from zir.model import ModelOutput, ZirModel, build_model
 from zir.models import create_model
 from zir.objectives import Forward, create_objective
-
-NANO = {"image": {"model": "vit_nano_patch4_32"}}
 
 
 def make_batch(plan: ViewPlan, b: int = 8, seed: int = 0) -> Batch:

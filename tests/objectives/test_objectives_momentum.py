@@ -7,23 +7,19 @@ import textwrap
 import pytest
 import torch
 
+from helpers import NANO, first_batch
 from zir.cli import main
-from zir.data import make_loader, open_source
+from zir.data import open_source
 from zir.errors import ConfigError
 from zir.losses import byol_loss, moco_v3_loss
 from zir.model import build_model
 
-NANO = {"image": {"model": "vit_nano_patch4_32"}}
 SMALL = {"hidden_dim": 32, "out_dim": 16, "pred_hidden_dim": 32}
 
 
 @pytest.fixture(scope="module")
 def source():
     return open_source("shapes", split="train", n=16)
-
-
-def batch_for(model, source, size=8):
-    return next(iter(make_loader(source, model.view_plan(), size, shuffle=False)))
 
 
 def sgd_step(model, batch, lr=0.1, step=0, total=10):
@@ -151,7 +147,7 @@ def test_the_teacher_gets_no_gradient_and_follows_the_student_once_per_step(name
     teacher, tower = model.teachers["image_teacher"].module, model.towers["image"]
     before = {n: p.clone() for n, p in teacher.named_parameters()}
     head_before = [p.clone() for p in obj.teacher_head.parameters()]
-    out = model(batch_for(model, source))
+    out = model(first_batch(model, source))
     out.loss.backward()
     assert all(p.grad is None and not p.requires_grad for p in [*teacher.parameters(), *obj.teacher_head.parameters()])
     assert all(p.grad is not None for p in [*obj.head.parameters(), *obj.predictor.parameters()])
@@ -175,7 +171,7 @@ def test_the_target_projector_normalises_with_batch_statistics_in_training(sourc
     obj = model.objectives["byol"]
     bn = obj.teacher_head.net[1]
     assert obj.teacher_head.training and not model.teachers["image_teacher"].module.training
-    model(batch_for(model, source))
+    model(first_batch(model, source))
     assert bn.num_batches_tracked.item() == 2  # one batch per view, as the papers' target networks run
     model.eval()
     assert not obj.teacher_head.training
@@ -185,7 +181,7 @@ def test_byol_beside_mae_trains_a_step(source):
     torch.manual_seed(0)
     model = build_model({"towers": NANO, "objectives": {"byol": {**SMALL, "weight": 0.5}, "mae": {"decoder_depth": 1}}})
     assert model.view_plan().global_views == 2 and len(model.plan_forwards) == 5  # mae's masked global_0 besides
-    batch = batch_for(model, source)
+    batch = first_batch(model, source)
     before = [p.clone() for p in model.towers["image"].parameters()]
     out = sgd_step(model, batch, lr=0.05)
     assert out.loss.item() == pytest.approx(0.5 * out.metrics["byol_loss"] + out.metrics["mae_loss"], rel=1e-5)
@@ -202,7 +198,7 @@ def test_byol_and_dino_share_the_teacher_when_their_momenta_agree(source):
     assert list(model.teachers) == ["image_teacher"]
     assert model.objectives["byol"].teacher is model.objectives["dino"].teacher is model.teachers["image_teacher"]
     assert sum(f.tower == "image_teacher" for f in model.plan_forwards) == 2  # each teacher forward runs once
-    out = sgd_step(model, batch_for(model, source))
+    out = sgd_step(model, first_batch(model, source))
     assert math.isfinite(out.loss.item()) and {"byol_loss", "dino_loss"} <= set(out.metrics)
     with pytest.raises(ConfigError, match=r"^model.objectives: byol and dino share the teacher image_teacher but ask for "
                                           r"momentum \(0.99, 1.0\) and \(0.996, 1.0\)") as err:
@@ -219,7 +215,7 @@ def test_freeze_patch_embed_leaves_the_patch_projection_unchanged(source):
     assert set(frozen) == {"proj.weight", "proj.bias"}
     groups = model.param_groups(0.05, base_lr=1e-3)
     assert not any(p is q for g in groups for p in g["params"] for q in tower.patch_embed.parameters())
-    batch = batch_for(model, source)
+    batch = first_batch(model, source)
     for step in range(2):
         sgd_step(model, batch, step=step)
     assert all(torch.equal(p, frozen[n]) for n, p in tower.patch_embed.named_parameters())

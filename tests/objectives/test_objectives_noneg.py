@@ -4,7 +4,6 @@ the statistics over the global batch under two gloo processes; each recipe from 
 
 from __future__ import annotations
 
-import csv
 import math
 import textwrap
 
@@ -12,8 +11,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from helpers import NANO, first_batch, metrics_rows
 from zir.cli import main
-from zir.data import make_loader, open_source
+from zir.data import open_source
 from zir.errors import ConfigError, ShapeError
 from zir.losses import barlow_twins_loss, cross_correlation, simsiam_loss, vicreg_loss
 from zir.losses.vicreg import covariance, invariance, variance
@@ -176,8 +176,8 @@ METRICS = {"vicreg": {"invariance", "variance", "covariance", "emb_std"},
 
 def step(objectives, source):
     torch.manual_seed(0)
-    model = build_model({"towers": {"image": {"model": "vit_nano_patch4_32"}}, "objectives": objectives})
-    batch = next(iter(make_loader(source, model.view_plan(), 8, shuffle=False)))
+    model = build_model({"towers": NANO, "objectives": objectives})
+    batch = first_batch(model, source)
     out = model(batch)
     out.loss.backward()
     return model, out
@@ -301,7 +301,6 @@ def test_the_recipe_trains_from_the_command_line(name, tmp_path):
     run = tmp_path / "run"
     assert main(["train", name, "train.steps=2", "data.options.n=256", "train.threads=1", "--out", str(run),
                  "--no-progress"]) == 0
-    with open(run / "metrics.csv") as fh:
-        rows = list(csv.DictReader(fh))
+    rows = metrics_rows(run)
     assert [r["step"] for r in rows] == ["1", "2"]
     assert all(math.isfinite(float(r[f"{name}_loss"])) and float(r[f"{name}_emb_std"]) > 0 for r in rows)

@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+from helpers import NANO
 from zir.data import make_loader, open_source
 from zir.model import build_model
 
@@ -17,7 +18,7 @@ def source():
 def run(source, objectives: dict, steps: int, lr: float = 1e-3, batches: int = 4, batch_size: int = 32, keep=None):
     """Train a nano ViT on a few fixed batches; returns the per-step metrics (and model and batches with `keep`)."""
     torch.manual_seed(0)
-    model = build_model({"towers": {"image": {"model": "vit_nano_patch4_32"}}, "objectives": objectives})
+    model = build_model({"towers": NANO, "objectives": objectives})
     loader = make_loader(source, model.view_plan(), batch_size, shuffle=False)
     fixed = [b for _, b in zip(range(batches), loader)]
     opt = torch.optim.AdamW(model.param_groups(0.05, base_lr=lr))
@@ -62,7 +63,7 @@ def test_dino_learns_without_collapse(source):
     with torch.no_grad():
         trained = sum(model(b).loss.item() for b in batches)
         torch.manual_seed(0)
-        fresh = build_model({"towers": {"image": {"model": "vit_nano_patch4_32"}}, "objectives": {"dino": cfg}})
+        fresh = build_model({"towers": NANO, "objectives": {"dino": cfg}})
         model.towers["image"].load_state_dict(fresh.towers["image"].state_dict())
         model.objectives["dino"].head.load_state_dict(fresh.objectives["dino"].head.state_dict())
         initial = sum(model(b).loss.item() for b in batches)

@@ -7,8 +7,9 @@ import math
 import pytest
 import torch
 
+from helpers import NANO, TEXT_NANO, first_batch
 from zir.config import load_config
-from zir.data import MaskSpec, load_tokenizer, make_loader, open_source
+from zir.data import MaskSpec, load_tokenizer, open_source
 from zir.data.masking import random_mask, upsample_mask
 from zir.errors import ConfigError
 from zir.model import build_model
@@ -18,7 +19,6 @@ from zir.train import train
 
 # two stages of one block: stride 4, an 8x8 last-stage map at 32 px; the same code path as the zoo's Swins
 SWIN = {"model": "swin_micro_patch2_window4_32", "embed_dim": 16, "depths": [1, 1], "num_heads": [1, 2]}
-TEXT = {"model": "text_nano", "vocab_size": 435, "context_length": 32}
 
 
 @pytest.fixture(scope="module")
@@ -29,10 +29,6 @@ def source():
 @pytest.fixture(scope="module")
 def tokenizer():
     return load_tokenizer(TOKENIZERS_DIR / "shapes.json")
-
-
-def fixed_batch(model, source, batch_size=8, tokenizer=None):
-    return next(iter(make_loader(source, model.view_plan(), batch_size, shuffle=False, tokenizer=tokenizer)))
 
 
 def overfit(model, batch, steps, lr):
@@ -58,7 +54,7 @@ def mean(values):
 def test_simclr_with_a_swin_tower_overfits_a_batch(source):
     torch.manual_seed(0)
     model = build_model({"towers": {"image": SWIN}, "objectives": {"simclr": {"hidden_dim": 64, "out_dim": 32}}})
-    losses = overfit(model, fixed_batch(model, source), 20, 3e-3)
+    losses = overfit(model, first_batch(model, source), 20, 3e-3)
     assert mean(losses[-4:]) < 0.7 * mean(losses[:4])
 
 
@@ -73,7 +69,7 @@ def test_dino_multi_crop_with_a_swin_tower(source):
     # DINO's 96/224 of 32 px rounds to 14 px, which this Swin cannot take (7x7 patches do not halve):
     # the plan picks the nearest side the merges and windows divide
     assert (plan.size, plan.local_size, plan.local_views) == (32, 16, 2)
-    batch = fixed_batch(model, source)
+    batch = first_batch(model, source)
     assert batch.views["local_0"].shape == (8, 3, 16, 16)
     cache = model.encode(batch)
     assert {tuple(v.shape) for v in cache.values()} == {(8, 64, 32), (8, 16, 32)}  # 8x8 and 4x4 last-stage maps
@@ -83,15 +79,15 @@ def test_dino_multi_crop_with_a_swin_tower(source):
 
 def test_clip_with_a_swin_image_tower_overfits_a_batch(source, tokenizer):
     torch.manual_seed(0)
-    model = build_model({"towers": {"image": SWIN, "text": TEXT}, "objectives": {"clip": {}}})
-    batch = fixed_batch(model, source, tokenizer=tokenizer)
+    model = build_model({"towers": {"image": SWIN, "text": TEXT_NANO}, "objectives": {"clip": {}}})
+    batch = first_batch(model, source, tokenizer=tokenizer)
     losses = overfit(model, batch, 20, 3e-3)
     assert mean(losses[-4:]) < 0.5 * mean(losses[:4])
 
 
 def test_flip_masking_is_refused_for_swin(tokenizer):
     with pytest.raises(ConfigError, match="clip: keep=0.5: the SwinTransformer image tower needs every patch"):
-        build_model({"towers": {"image": SWIN, "text": TEXT}, "objectives": {"clip": {"keep": 0.5}}})
+        build_model({"towers": {"image": SWIN, "text": TEXT_NANO}, "objectives": {"clip": {"keep": 0.5}}})
 
 
 def test_local_crops_the_swin_windows_cannot_take_fail_naming_the_field(tmp_path):
@@ -120,14 +116,14 @@ def test_simmim_mask_patches_are_squares_of_tower_patches(source):
     model = build_model({"towers": {"image": {**SWIN, "mask_token": True}}, "objectives": {"simmim": {}}})
     plan = model.view_plan()
     assert (plan.masks["global_0"], plan.patch_size) == ((MaskSpec("mask", 0.6, "random", 4),), 2)
-    mask = fixed_batch(model, source).mask("global_0")
+    mask = first_batch(model, source).mask("global_0")
     assert mask.mask.shape == (8, 256) and mask.ratio == pytest.approx(38 / 64)
 
 
 def test_simmim_on_swin_overfits_and_scores_only_hidden_pixels(source):
     torch.manual_seed(0)
     model = build_model({"towers": {"image": {**SWIN, "mask_token": True}}, "objectives": {"simmim": {}}})
-    batch = fixed_batch(model, source)
+    batch = first_batch(model, source)
     losses = overfit(model, batch, 30, 3e-3)
     assert mean(losses[-4:]) < 0.6 * mean(losses[:4])
 
@@ -150,7 +146,7 @@ def test_swin_masked_positions_come_from_the_mask_token_not_the_pixels(source):
     torch.manual_seed(0)
     model = build_model({"towers": {"image": {**SWIN, "mask_token": True}}, "objectives": {"simmim": {}}}).eval()
     obj, tower = model.objectives["simmim"], model.towers["image"]
-    batch = fixed_batch(model, source, batch_size=2)
+    batch = first_batch(model, source, batch_size=2)
     images, mask = batch.views["global_0"], batch.mask("global_0").mask
     hidden = pixel_mask(mask, (16, 16), 2).bool().expand_as(images)
     with torch.no_grad():
@@ -168,12 +164,12 @@ def test_swin_masked_positions_come_from_the_mask_token_not_the_pixels(source):
 
 def test_simmim_on_a_plain_vit_uses_the_towers_mask_token(source):
     torch.manual_seed(0)
-    model = build_model({"towers": {"image": {"model": "vit_nano_patch4_32"}}, "objectives": {"simmim": {}}})
+    model = build_model({"towers": NANO, "objectives": {"simmim": {}}})
     obj, tower = model.objectives["simmim"], model.towers["image"]
     assert tower.has_mask_token and obj.stride == 4 and obj.mask_patch_size == 4
     assert "towers.image.mask_token" in {n for g in model.param_groups(0.05) if g["weight_decay"] == 0
                                          for n in g["names"]}
-    batch = fixed_batch(model, source)
+    batch = first_batch(model, source)
     images, mask = batch.views["global_0"], batch.mask("global_0").mask
     with torch.no_grad():
         out = tower.forward_tokens(images, mask=mask)

@@ -8,7 +8,7 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from helpers import FIXTURES
+from helpers import FIXTURES, NANO
 from zir.errors import ConfigError
 from zir.model import ZirModel, build_model
 from zir.models import create_model
@@ -19,8 +19,6 @@ from zir.train.ema import WeightEMA
 _spec = importlib.util.spec_from_file_location("make_teacher_state", FIXTURES / "make_teacher_state.py")
 fixture = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(fixture)
-
-NANO = {"image": {"model": "vit_nano_patch4_32"}}
 
 
 def nano() -> dict[str, nn.Module]:

@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
-import csv
 import re
 
 import pytest
 import torch
 
-from helpers import recipe
+from helpers import metrics_rows, recipe
 from zir.config import from_dict
 from zir.errors import ConfigError
 from zir.train import Trainer
 from zir.train.budget import BUDGET_RESOLUTION, NO_STEP_LIMIT
-
-
-def _rows(run) -> list[dict]:
-    with open(run / "metrics.csv") as f:
-        return list(csv.DictReader(f))
 
 
 def test_a_wall_budget_alone_ends_the_run_and_the_lr_follows_the_spent_share(tmp_path):
@@ -36,7 +30,7 @@ def test_a_wall_budget_alone_ends_the_run_and_the_lr_follows_the_spent_share(tmp
     assert len(positions) == summary["steps"] and {t for _, t in positions} == {BUDGET_RESOLUTION}
     fractions = [s / BUDGET_RESOLUTION for s, _ in positions]
     assert fractions == sorted(fractions) and fractions[0] < 0.1 and 0.75 < fractions[-1] < 1.0
-    lrs = [float(r["lr"]) for r in _rows(tmp_path / "run")]
+    lrs = [float(r["lr"]) for r in metrics_rows(tmp_path / "run")]
     assert lrs[0] < 1e-3 and max(lrs) > 0.8e-3  # warm-up over the first 10% of the time, then near the peak
     assert lrs[-1] < 0.1e-3  # cosine near its end when the budget runs out
 
@@ -66,7 +60,7 @@ def test_warmup_steps_hold_the_rate_down_for_that_many_updates_whatever_the_budg
     raw = recipe(train__steps=8, train__time_budget=600.0, train__budget_clock="cpu", train__ckpt_every=0,
                  optim__warmup=0.0, optim__warmup_steps=4)
     Trainer(from_dict(raw), tmp_path / "run", progress=False).fit()
-    lrs = [float(r["lr"]) for r in _rows(tmp_path / "run")]
+    lrs = [float(r["lr"]) for r in metrics_rows(tmp_path / "run")]
     assert lrs[:4] == pytest.approx([0.25e-3, 0.5e-3, 0.75e-3, 1e-3], rel=1e-3)
     assert lrs[4:] == pytest.approx([1e-3] * 4, rel=1e-2)  # then the cosine, barely begun at 8 steps of 600 s
 

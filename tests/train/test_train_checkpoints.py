@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import os
@@ -11,7 +10,7 @@ import signal
 import pytest
 import torch
 
-from helpers import recipe
+from helpers import metrics_rows, recipe
 from zir.config import from_dict
 from zir.train import TrainingDiverged, latest_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint, train
 
@@ -64,17 +63,12 @@ def test_keep_last_and_weights_only_state(tmp_path):
     assert state["step"] == 5 and state["rng"].dtype == torch.uint8
 
 
-def _rows(run):
-    with open(run / "metrics.csv") as fh:
-        return list(csv.DictReader(fh))
-
-
 def test_a_nan_loss_skips_the_step_and_is_logged(tmp_path, caplog):
     raw = recipe(train__steps=5, train__ckpt_every=1, train__keep_last=10)
     raw["model"]["nan_at"] = [2]  # the third step's loss is NaN
     summary = train(from_dict(raw), tmp_path / "run", progress=False)
     assert summary["skipped_steps"] == 1 and summary["steps"] == 5
-    rows = _rows(tmp_path / "run")
+    rows = metrics_rows(tmp_path / "run")
     assert [r["skipped"] for r in rows] == ["0", "0", "1", "0", "0"] and math.isnan(float(rows[2]["loss"]))
     assert "step 3 skipped: non-finite loss=nan (1 in a row)" in caplog.text
     ckpts = list_checkpoints(tmp_path / "run" / "checkpoints")

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import csv
 import subprocess
 
 import pytest
 import torch
 import yaml
-from safetensors.torch import load_file
 
-from helpers import IMPORT_FACTORY, PY, env, recipe
+from helpers import IMPORT_FACTORY, PY, env, last_weights, metrics_rows, recipe
 from zir.config import from_dict
-from zir.train import list_checkpoints, train
+from zir.train import train
 
 
 def _recipe(**train_over):
@@ -23,12 +21,7 @@ def _recipe(**train_over):
 
 
 def _losses(run):
-    with open(run / "metrics.csv") as fh:
-        return [float(r["loss"]) for r in csv.DictReader(fh)]
-
-
-def _weights(run):
-    return load_file(str(list_checkpoints(run / "checkpoints")[-1] / "model.safetensors"))
+    return [float(r["loss"]) for r in metrics_rows(run)]
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +42,7 @@ def test_two_gloo_processes_match_one_process(tmp_path, single, strategy):
     status = yaml.safe_load((run / "status.json").read_text())
     assert status["world_size"] == 2 and status["status"] == "finished"
     assert _losses(run) == pytest.approx(_losses(single), rel=1e-5)
-    one, two = _weights(single), _weights(run)
+    one, two = last_weights(single), last_weights(run)
     for key in one:
         assert torch.allclose(one[key], two[key], atol=1e-4), (key, (one[key] - two[key]).abs().max())
     assert done.stdout.count("Run standin finished") == 1  # rank 0 alone reports
@@ -58,6 +51,6 @@ def test_two_gloo_processes_match_one_process(tmp_path, single, strategy):
 def test_gradient_accumulation_matches_the_full_batch(tmp_path, single):
     train(from_dict(_recipe(accum_steps=2)), tmp_path / "run", progress=False)
     assert _losses(tmp_path / "run") == pytest.approx(_losses(single), rel=1e-5)
-    one, acc = _weights(single), _weights(tmp_path / "run")
+    one, acc = last_weights(single), last_weights(tmp_path / "run")
     for key in one:
         assert torch.allclose(one[key], acc[key], atol=1e-5), key

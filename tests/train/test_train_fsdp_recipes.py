@@ -16,15 +16,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from helpers import PY, env
+from helpers import PY, env, last_weights
 from train_recipes_worker import run_recipe, shipped_recipes, write_pairs
 from zir.train import list_checkpoints
 
 COMPARED = ["clip@resume", "dino@match"]  # a cross-modal and a self-supervised recipe against one process
-
-
-def _weights(run):
-    return load_file(str(list_checkpoints(run / "checkpoints")[-1] / "model.safetensors"))
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +59,7 @@ def test_every_recipe_trains_under_two_gloo_processes(tmp_path, one_process, str
     ref_dir, ref = one_process
     for spec in COMPARED:
         assert verdicts[spec]["losses"] == pytest.approx(ref[spec]["losses"], rel=1e-5), spec
-        one, two = _weights(ref_dir / spec), _weights(tmp_path / spec)
+        one, two = last_weights(ref_dir / spec), last_weights(tmp_path / spec)
         assert one.keys() == two.keys()
         for key in one:
             assert torch.allclose(one[key], two[key], atol=1e-4), (spec, key, (one[key] - two[key]).abs().max())
@@ -117,11 +113,11 @@ def test_a_run_with_0d_temperature_and_bias_resumes_and_exports_as_before(tmp_pa
         "objectives.siglip.loss.logit_bias"].shape == ()
     model = load(export_run(tmp_path / "old"))
     bias = model.objectives["siglip"].loss.logit_bias
-    assert bias.shape == (1,) and bias.item() == _weights(tmp_path / "siglip")["objectives.siglip.loss.logit_bias"].item()
+    assert bias.shape == (1,) and bias.item() == last_weights(tmp_path / "siglip")["objectives.siglip.loss.logit_bias"].item()
     for name in ("siglip", "old"):
         resume(tmp_path / name, ["train.steps=3"], progress=False)
     from train_recipes_worker import losses
 
     assert len(losses(tmp_path / "old")) == 3 and losses(tmp_path / "old") == losses(tmp_path / "siglip")
-    new, old = _weights(tmp_path / "siglip"), _weights(tmp_path / "old")
+    new, old = last_weights(tmp_path / "siglip"), last_weights(tmp_path / "old")
     assert all(torch.equal(new[k], old[k]) for k in new)

@@ -5,13 +5,13 @@ Recipes with a text tower are tested in test_train_recipes_cross_modal.py (token
 
 from __future__ import annotations
 
-import csv
 import math
 
 import pytest
 import torch
 
 import zir.train.runs
+from helpers import metrics_rows
 from zir.config import load_config
 from zir.recipes import RECIPES_DIR as CONFIGS
 from zir.train import train
@@ -38,8 +38,7 @@ def test_recipe_trains_two_steps_on_shapes(name, tmp_path):
             obj["local_views"] = 2
     summary = train(cfg, tmp_path / "run", progress=False)
     assert summary["steps"] == 2 and summary["skipped_steps"] == 0
-    with open(tmp_path / "run" / "metrics.csv") as fh:
-        rows = list(csv.DictReader(fh))
+    rows = metrics_rows(tmp_path / "run")
     assert [r["step"] for r in rows] == ["1", "2"]
     terms = [k for k in rows[0] if k.endswith("_loss")]
     assert set(terms) == {f"{o}_loss" for o in cfg.model["objectives"]}

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import csv
 import math
 
 import pytest
 import torch
 
+from helpers import metrics_rows
 from zir.config import load_config
 from zir.data import load_tokenizer, open_source
 from zir.data.tokenizer import pretrained_tokenizer_path
@@ -56,8 +56,7 @@ def test_cross_modal_recipe_trains_two_steps_on_shapes_captions(name, tmp_path):
     cfg = tiny_config(name)
     summary = train(cfg, tmp_path / "run", progress=False)
     assert summary["steps"] == 2 and summary["skipped_steps"] == 0
-    with open(tmp_path / "run" / "metrics.csv") as fh:
-        rows = list(csv.DictReader(fh))
+    rows = metrics_rows(tmp_path / "run")
     assert [r["step"] for r in rows] == ["1", "2"]
     terms = {f"{o}_loss" for o in cfg.model["objectives"]}
     assert terms <= set(rows[0])  # CoCa and SLIP log their parts too (coca_caption_loss, slip_simclr_loss)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import signal
 import subprocess
 import time
@@ -10,9 +9,8 @@ import time
 import pytest
 import torch
 import yaml
-from safetensors.torch import load_file
 
-from helpers import IMPORT_FACTORY, PY, env, recipe
+from helpers import IMPORT_FACTORY, PY, env, last_weights, metrics_rows, recipe
 from zir.cli import main
 from zir.config import from_dict
 from zir.train import TrainingInterrupted, list_checkpoints, load_checkpoint, resume, train
@@ -28,17 +26,12 @@ def _recipe(**model):
     return raw
 
 
-def _final(run):
-    return load_file(str(list_checkpoints(run / "checkpoints")[-1] / "model.safetensors"))
-
-
 def _losses(run):
-    with open(run / "metrics.csv") as fh:
-        return [(int(r["step"]), r["loss"]) for r in csv.DictReader(fh)]
+    return [(int(r["step"]), r["loss"]) for r in metrics_rows(run)]
 
 
 def _assert_same_run(run, reference):
-    want, got = _final(reference), _final(run)
+    want, got = last_weights(reference), last_weights(run)
     assert want.keys() == got.keys()
     for key in want:
         assert torch.equal(want[key], got[key]), key

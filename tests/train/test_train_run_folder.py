@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from helpers import PY, env, recipe
+from helpers import PY, env, one_line_error, recipe
 from zir.cli import main
 from zir.train import run_lock
 from zir.train.run_lock import LOCK_FILE, RunInUse, RunLock
@@ -32,12 +32,6 @@ def _hashes(folder: Path) -> dict[str, str]:
             for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def _one_line(capsys) -> str:
-    err = capsys.readouterr().err.strip()
-    assert "Traceback" not in err and err.startswith("zir: error: ") and "\n" not in err, err
-    return err[len("zir: error: "):]
-
-
 # -- a failed resume changes nothing ---------------------------------------------------------------------
 
 @pytest.mark.parametrize("override, message", [
@@ -52,7 +46,7 @@ def test_a_failed_resume_leaves_the_run_folder_byte_identical(tmp_path, recipe_f
     before = _hashes(run)
     capsys.readouterr()
     assert main(["train", "--resume", str(run), override, "train.steps=4", "--no-progress"]) == 2
-    assert message in _one_line(capsys)
+    assert message in one_line_error(capsys)
     assert _hashes(run) == before  # config.yaml, train.log, status.json, metrics.csv, checkpoints: every byte
     assert main(["train", "--resume", str(run), "train.steps=3", "--no-progress"]) == 0  # and it still resumes
     assert yaml.safe_load((run / "config.yaml").read_text())["train"]["steps"] == 3
@@ -70,7 +64,7 @@ def test_a_live_run_is_refused_naming_its_process_and_the_folder_is_left_alone(t
         held = _hashes(run)
         for argv in (["train", "--resume", str(run), "train.steps=4"], ["train", str(recipe_file), "--out", str(run)]):
             assert main([*argv, "--no-progress"]) == 2
-            err = _one_line(capsys)
+            err = one_line_error(capsys)
             assert err.startswith(f"run folder {run} is in use by pid {os.getpid()} on host {socket.gethostname()} since ")
             assert err.endswith(f"(lock file {run / LOCK_FILE}); wait for it to end or stop it first")
             assert _hashes(run) == held
@@ -87,7 +81,7 @@ def test_a_lock_left_by_kill_9_is_taken_over(tmp_path, recipe_file, capsys, capl
         assert holder.stdout.readline().strip() == "held"
         assert json.loads((run / LOCK_FILE).read_text())["pid"] == holder.pid
         assert main(["train", str(recipe_file), "--out", str(run), "--no-progress"]) == 2
-        assert f"is in use by pid {holder.pid} on host" in _one_line(capsys)
+        assert f"is in use by pid {holder.pid} on host" in one_line_error(capsys)
         assert sorted(p.name for p in run.iterdir()) == [LOCK_FILE]
     finally:
         holder.send_signal(signal.SIGKILL)
@@ -161,7 +155,7 @@ def test_a_model_value_of_the_wrong_type_is_one_line_and_leaves_no_folder(tmp_pa
     out = tmp_path / "runs" / "x"
     argv = ["train", "mae", "model.towers.image.depth=abc", "train.steps=1", "--out", str(out)]
     assert main(argv) == 2
-    assert _one_line(capsys) == ("model.towers.image: does not build from depth='abc' "
+    assert one_line_error(capsys) == ("model.towers.image: does not build from depth='abc' "
                                  "(TypeError: 'str' object cannot be interpreted as an integer)")
     assert list(tmp_path.iterdir()) == []  # neither runs/x nor runs/ is left behind
 
@@ -169,7 +163,7 @@ def test_a_model_value_of_the_wrong_type_is_one_line_and_leaves_no_folder(tmp_pa
 def test_an_objective_value_of_the_wrong_type_names_the_objective(tmp_path, capsys):
     argv = ["train", "mae", "model.objectives.mae.decoder_depth=two", "--out", str(tmp_path / "x")]
     assert main(argv) == 2
-    err = _one_line(capsys)
+    err = one_line_error(capsys)
     assert err.startswith("model.objectives.mae: does not build from ") and "decoder_depth='two'" in err
     assert list(tmp_path.iterdir()) == []
 
@@ -181,7 +175,7 @@ def test_an_objective_value_of_the_wrong_type_names_the_objective(tmp_path, caps
 def test_an_out_that_is_or_lies_under_a_file_is_one_line(tmp_path, recipe_file, capsys, out, message):
     (tmp_path / "file").write_text("keep me")
     assert main(["train", str(recipe_file), "--out", str(tmp_path / out), "--no-progress"]) == 2
-    assert _one_line(capsys) == message.format(tmp=tmp_path)
+    assert one_line_error(capsys) == message.format(tmp=tmp_path)
     assert (tmp_path / "file").read_text() == "keep me"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "r.yaml"]
 
@@ -196,5 +190,5 @@ def test_an_out_that_cannot_be_created_is_one_line_and_leaves_nothing(tmp_path, 
 
     monkeypatch.setattr(Path, "mkdir", denied)
     assert main(["train", str(recipe_file), "--out", str(tmp_path / "a" / "run"), "--no-progress"]) == 2
-    assert _one_line(capsys) == f"run folder {tmp_path}/a/run cannot be created: Permission denied ({tmp_path}/a/run)"
+    assert one_line_error(capsys) == f"run folder {tmp_path}/a/run cannot be created: Permission denied ({tmp_path}/a/run)"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.yaml"]  # the parent it made is removed again
