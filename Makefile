@@ -25,7 +25,7 @@ install: $(STAMP)
 demo: install
 	$(BIN)/zir demo
 
-# worksteal: the few long tests (tests/test_shapes_zero_shot.py) end up on different workers
+# worksteal: the few long tests (tests/learning/test_shapes_zero_shot.py) end up on different workers
 test: install
 	$(BIN)/python -m pytest -q -n auto --dist worksteal
 

@@ -1,1 +1,0 @@
-"""Hostile and broken inputs for zir's commands, built on demand (see corpus.py and tests/test_hostile_inputs.py)."""
