@@ -11,6 +11,7 @@ and sums the weighted losses. The training engine calls exactly:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -147,6 +148,8 @@ class ZirModel(nn.Module):
         tower = self.towers["image"] if "image" in self.towers else None
         if tower is not None and tower.modality == "image":
             patch, size = tower.patch_size[0], tower.img_size[0]
+            if size % patch:  # a convolutional tower (MobileViT: one token per 32 px) takes smaller images too
+                patch = math.gcd(size, patch)
             sides = {"size": size, "patch_size": patch, "local_size": fitting_local_size(tower, size, patch)}
         merged: ViewPlan | None = None
         pipes, owners = [], {}

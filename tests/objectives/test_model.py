@@ -181,3 +181,11 @@ def test_stacked_views_give_the_features_of_separate_forwards():
         ref = t.forward_tokens(batch.views[f.view.name], keep)
         assert feats.shape == ref.shape and torch.allclose(feats, ref, atol=1e-5), f
     assert tower is model.tower_for("image")
+
+
+def test_a_convolutional_tower_takes_images_smaller_than_its_output_stride():
+    # MobileViT v2 gives one token per 32 px but takes any side; the clip recipe's 16 px images must plan
+    model = build_model({"towers": {"image": {"model": "mobilevitv2_050", "img_size": 16},
+                                    "text": {"model": "text_nano", "vocab_size": 64}}, "objectives": {"clip": {}}})
+    plan = model.view_plan()
+    assert (plan.size, plan.patch_size) == (16, 16)
