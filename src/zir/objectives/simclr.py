@@ -18,31 +18,12 @@ from torch import nn
 from zir.errors import ConfigError
 from zir.losses.simclr import nt_xent
 from zir.objectives.base import Forward, Loss, Objective, register_objective, views_needed
+from zir.objectives.heads import MLPHead
 
 
-class ProjectionHead(nn.Module):
-    """SimCLR's projection MLP: Linear-BN-ReLU (x layers - 1) then Linear-BN (no bias), (B, D) -> (B, out).
-
-    `last_norm=False` ends on the plain linear layer instead: VICReg's and Barlow Twins' projectors (their
-    losses normalise or regularise the output themselves).
-    """
-
-    def __init__(self, in_dim: int, hidden_dim: int, out_dim: int, layers: int = 2, last_norm: bool = True) -> None:
-        """A `layers`-deep MLP with batch norm."""
-        super().__init__()
-        mods: list[nn.Module] = []
-        dim = in_dim
-        for _ in range(layers - 1):
-            mods += [nn.Linear(dim, hidden_dim, bias=False), nn.BatchNorm1d(hidden_dim), nn.ReLU(inplace=True)]
-            dim = hidden_dim
-        mods.append(nn.Linear(dim, out_dim, bias=False))
-        if last_norm:
-            mods.append(nn.BatchNorm1d(out_dim, affine=False))
-        self.net = nn.Sequential(*mods)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, D) pooled features -> (B, out) projections."""
-        return self.net(x)
+def ProjectionHead(in_dim: int, hidden_dim: int, out_dim: int, layers: int = 2, last_norm: bool = True) -> MLPHead:  # noqa: N802
+    """SimCLR's projection head: linears without bias, batch norm after each, the last without affine parameters."""
+    return MLPHead(in_dim, hidden_dim, out_dim, layers, bias=False, last_bn=last_norm)
 
 
 class SimCLR(Objective):

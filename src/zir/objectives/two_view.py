@@ -12,6 +12,7 @@ from torch import nn
 
 from zir.errors import ConfigError
 from zir.objectives.base import Forward, Objective, views_needed
+from zir.objectives.heads import MLPHead
 from zir.objectives.simclr import ProjectionHead
 
 
@@ -28,7 +29,7 @@ class TwoViews(Objective):
         views_needed(views)  # known view names
         self.views = tuple(views)
 
-    def projector_head(self, hidden_dim: int, out_dim: int, layers: int, last_norm: bool) -> ProjectionHead:
+    def projector_head(self, hidden_dim: int, out_dim: int, layers: int, last_norm: bool) -> MLPHead:
         """A `layers`-deep MLP with batch norm from the tower's width; checks the sizes."""
         for key, val in (("hidden_dim", hidden_dim), ("out_dim", out_dim), ("layers", layers)):
             if isinstance(val, bool) or not isinstance(val, int) or val < 1:
