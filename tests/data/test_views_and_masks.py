@@ -89,3 +89,10 @@ def test_jepa_targets_and_context_are_blocks_that_never_overlap():
     batch = ViewCollate(plan)(items())
     ctx, tgt = batch.mask("global_0", "context"), batch.mask("global_0", "targets")
     assert not (~ctx.mask & tgt.mask).any() and ctx.ratio == pytest.approx(0.6, abs=0.02)
+
+
+def test_a_recipe_plan_override_cannot_mix_the_flat_mask_keys_with_named_masks():
+    with pytest.raises(ConfigError, match="give masks or the flat mask/mask_kind/mask_on keys, not both"):
+        ViewPlan.from_dict({"global": 1, "mask": 0.5, "masks": {"global_0": [MaskSpec("mae", 0.75)]}})
+    flat = ViewPlan.from_dict({"global": 2, "image": 1, "mask": 0.4, "mask_kind": "block", "mask_on": ["image"]})
+    assert flat.masks == {"image": (MaskSpec("mask", 0.4, "block"),)}
