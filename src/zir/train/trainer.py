@@ -12,6 +12,7 @@ counters are a `TrainState`; checkpoints are written and read in `saving.py`, th
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import logging
 import math
@@ -347,6 +348,7 @@ class Trainer:
             self._status("finished", summary=summary)
             if d.main:
                 write_json(self.run_dir / "summary.json", summary)
+            distributed.barrier(d)  # the ranks leave together, so none tears its process group down under another
             return summary
         except TrainingDiverged as err:
             self._status("diverged", error=str(err))
@@ -393,7 +395,15 @@ class Trainer:
         }
 
     def close(self) -> None:
-        """Leave the process group."""
+        """Drop the model and optimizer, then leave the process group.
+
+        FSDP's state keeps gloo work handles; left alive past destroy_process_group they are freed during
+        interpreter shutdown and a rank aborts ("terminate called without an active exception", about one
+        run in ten under load). Freeing them first made 40 loaded two-rank runs in a row exit cleanly.
+        """
+        if self.dist.enabled:
+            self.net = self.model = self.optimizer = self.schedule = self.params = self.ema = self.monitor = None
+            gc.collect()
         distributed.teardown(self.dist)
 
 
