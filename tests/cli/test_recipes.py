@@ -101,6 +101,12 @@ def test_every_shipped_recipe_names_its_tokenizer_by_shipped_name():
         assert tokenizer in (None, "shapes"), (name, tokenizer)
 
 
+def test_every_shipped_recipe_chooses_bf16_where_the_processor_has_it():
+    """`precision: auto` in each, so equal-time comparisons between recipes are not skewed by precision."""
+    for name in list_recipes():
+        assert load_config(name).train.precision == "auto", name
+
+
 def test_a_run_keeps_its_tokenizer_so_eval_reads_it_from_any_folder(elsewhere, tmp_path_factory, monkeypatch):
     tiny = ["train.steps=1", "data.batch_size=4", "data.options.n=8", "train.threads=1", "train.ckpt_every=1",
             "model.towers.image.model=vit_nano_patch4_32", "model.towers.text.model=text_nano"]
