@@ -72,3 +72,13 @@ def test_real_fsdd_test_split_has_every_digit_with_spoken_word_captions():
     assert s.sample_rate == 8000 and 0.1 < len(s.audio) / 8000 < 2.5 and s.image is None
     word = src.classes[s.label]
     assert s.captions[:2] == [word, f"the digit {word}"] and src.zeroshot_templates[1] == "the digit {}"
+
+
+def test_zir_data_inspect_reports_durations_and_draws_spectrograms(tmp_path, capsys):
+    from zir.cli import main
+
+    root = tone_folder(tmp_path / "t", per_class=3)
+    assert main(["data", "inspect", str(root), "--png", str(tmp_path / "grid.png")]) == 0
+    out = capsys.readouterr().out
+    assert "audio       8000 Hz (6); seconds min 0.20, mean 0.3, p95 0.40, max 0.40" in out and "image size" not in out
+    assert (tmp_path / "grid.png").stat().st_size > 0
