@@ -5,13 +5,16 @@ metrics and weights, and a stand-in model for the engine's tests (a tiny ViT wit
 from __future__ import annotations
 
 import csv
+import io
 import os
+import tarfile
 import signal
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
@@ -25,6 +28,7 @@ TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent  # the repository root
 SRC = REPO / "src"
 FIXTURES = TESTS / "fixtures"
+SHARED = REPO.parent / "shared" / "data"  # the real data sets (cifar10, flickr8k, fsdd), when this machine has them
 
 NANO = {"image": {"model": "vit_nano_patch4_32"}}  # `model.towers` of the smallest image-only model
 TEXT_NANO = {"model": "text_nano", "vocab_size": 435, "context_length": 32}  # a text tower for the shapes tokenizer
@@ -44,6 +48,37 @@ def random_images(b: int = 2, h: int = 32, w: int = 32, seed: int = 0) -> torch.
 def first_batch(model, source, batch_size: int = 8, tokenizer=None):
     """The first batch of `source` in order, with the views `model` asks for."""
     return next(iter(make_loader(source, model.view_plan(), batch_size, shuffle=False, tokenizer=tokenizer)))
+
+
+def tone(freq: float, seconds: float = 0.5, rate: int = 8000, amp: float = 0.5, seed: int = 0) -> np.ndarray:
+    """A sine at `freq` Hz with a little seeded noise, (T,) float in [-1, 1]."""
+    t = np.arange(int(seconds * rate)) / rate
+    return amp * np.sin(2 * np.pi * freq * t) + np.random.default_rng(seed).normal(0, 0.01, t.shape)
+
+
+def tone_folder(root: Path, freqs: dict | None = None, per_class: int = 4, rate: int = 8000) -> Path:
+    """root/CLASS/i.wav: 16-bit tones, each class at its own pitch (`freqs`: class -> Hz), lengths varying."""
+    from zir.data.wav import encode_wav
+
+    for c, (name, hz) in enumerate((freqs or {"low": 300.0, "high": 1500.0}).items()):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            wave = tone(hz * (1 + 0.03 * i), 0.2 + 0.1 * i, rate, seed=10 * c + i)
+            (root / name / f"{i}.wav").write_bytes(encode_wav(wave, rate))
+    return root
+
+
+def write_shard(path: Path, samples: list[dict]) -> Path:
+    """A tar shard of samples {key, ext: bytes, ...}: KEY.ext members in order."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(path, "w:gz" if path.name.endswith(".gz") else "w") as tar:
+        for s in samples:
+            for ext, data in s.items():
+                if ext != "key":
+                    info = tarfile.TarInfo(f"{s['key']}.{ext}")
+                    info.size = len(data)
+                    tar.addfile(info, io.BytesIO(data))
+    return path
 
 
 def one_line_error(capsys) -> str:

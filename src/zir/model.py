@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from zir.data.audio_views import AUDIO_PIPELINE_ORDER
 from zir.data.plan import Batch, ViewPlan
 from zir.data.transforms import local_size_for
 from zir.errors import ConfigError, ShapeError, ZirError
@@ -25,6 +26,8 @@ from zir.objectives.phase import Phase, pop_phase
 
 # strongest augmentation first: a shared view is augmented for the objective that needs the most
 PIPELINE_ORDER = ("dino", "simclr", "byol", "mae", "light", "none")
+_VIEWS_OF = {"image": "image towers read global_<i>, local_<i> or image views", "text": "text towers read text_<i> views",
+             "audio": "audio towers read audio_<i> views"}
 
 
 @dataclass
@@ -126,6 +129,10 @@ class ZirModel(nn.Module):
                     raise ConfigError(f"objective {name}: forward on unknown tower {f.tower!r}")
                 if f.fill and f.fill not in {o.name for o in self.objectives.values()}:
                     raise ConfigError(f"objective {name}: masked patches filled by {f.fill!r}, which is not in the model")
+                modality = self.tower_for(f.tower).modality
+                if modality != f.view.modality:
+                    raise ConfigError(f"objective {name}: reads the {f.view.modality} view {f.view} with the {modality} "
+                                      f"tower {f.tower!r}; {_VIEWS_OF[modality]}")
                 seen.setdefault(f, None)
         return list(seen)
 
@@ -151,11 +158,15 @@ class ZirModel(nn.Module):
             if size % patch:  # a convolutional tower (MobileViT: one token per 32 px) takes smaller images too
                 patch = math.gcd(size, patch)
             sides = {"size": size, "patch_size": patch, "local_size": fitting_local_size(tower, size, patch)}
+        audio = self.audio_tower()
+        if audio is not None:  # its front end and patch: what the data computes for it, and its mask grid
+            sides.update(spectrogram=dict(audio.spectrogram), audio_patch_size=tuple(audio.patch_size))
         merged: ViewPlan | None = None
-        pipes, owners = [], {}
+        pipes, audio_pipes, owners = [], [], {}
         for name, obj in self.objectives.items():
             needs = dict(obj.view_plan())
             pipes.append(needs.pop("pipeline", "simclr"))
+            audio_pipes.append(needs.pop("audio_pipeline", "crop"))
             try:
                 plan = ViewPlan.from_dict({**needs, **sides})
             except ConfigError as err:
@@ -168,10 +179,24 @@ class ZirModel(nn.Module):
                         f"{asked.describe()} and {spec.describe()}; give one of them its own mask_name")
             merged = plan if merged is None else merged.union(plan)
         merged.pipeline = min(pipes, key=lambda x: PIPELINE_ORDER.index(x) if x in PIPELINE_ORDER else len(PIPELINE_ORDER))
+        merged.audio_pipeline = min(audio_pipes, key=lambda x: AUDIO_PIPELINE_ORDER.index(x)
+                                    if x in AUDIO_PIPELINE_ORDER else len(AUDIO_PIPELINE_ORDER))
         return merged
 
+    def audio_tower(self) -> nn.Module | None:
+        """The audio tower the plan's audio views are computed for: the one named `audio`, else the first."""
+        audio = [t for name, t in sorted(self.towers.items(), key=lambda kv: kv[0] != "audio") if t.modality == "audio"]
+        return audio[0] if audio else None
+
     def check_plan(self, plan: ViewPlan, where: str = "data.plan") -> None:
-        """Raise a ConfigError naming the plan field whose crops the image tower cannot take (Swin's windows)."""
+        """Raise a ConfigError naming the plan field whose crops the image tower cannot take (Swin's windows), or
+        whose spectrogram the audio tower cannot."""
+        audio = self.audio_tower()
+        if audio is not None and plan.audio:
+            try:
+                audio.check_size(plan.spectrogram.n_mels, plan.spectrogram.frames)
+            except ShapeError as err:
+                raise ConfigError(f"{where}.spectrogram: {err}") from None
         tower = self.towers["image"] if "image" in self.towers else None
         if tower is None or tower.modality != "image":
             return
@@ -228,7 +253,8 @@ class ZirModel(nn.Module):
     def _inputs(self, batch: Batch, f: Forward) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The input of a forward and its keep (B, K) or fill mask (B, N), or None when unmasked."""
         name = f.view.name
-        x = batch.tokens.get(name) if f.view.modality == "text" else batch.views.get(name)  # text: token ids (B, L)
+        # text: token ids (B, L); images (B, 3, H, W) and spectrograms (B, 1, n_mels, frames)
+        x = batch.tokens.get(name) if f.view.modality == "text" else batch.views.get(name)
         if x is None:
             raise ConfigError(f"batch has no view {name!r}; build the loader from model.view_plan()")
         if not f.masked:

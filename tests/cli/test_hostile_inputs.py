@@ -157,7 +157,7 @@ ROWS = [
     R("shard-json-label-object", c.shard("a.tar", c.good_samples(2) + c.sample("s9", json='{"label": {"a": 1}}')),
       f"{INSPECT} shards/a.tar", inspected(2, {"label is not an integer": 1}, waits="C")),
     R("shard-no-image", c.shard("a.tar", c.good_samples(2) + [("s9.txt", b"caption only")]),
-      f"{INSPECT} shards/a.tar", inspected(2, {"no image in sample": 1})),
+      f"{INSPECT} shards/a.tar", inspected(2, {"no image or audio in sample": 1})),
     R("shard-corrupt-image", c.shard("a.tar", c.good_samples(2) + [("s9.png", c.TEXT_AS_IMAGE)]),
       f"{INSPECT} shards/a.tar", inspected(2, {NOT_IMAGE: 1})),
     R("shard-missing", c.with_files(), f"{INSPECT} shards/none.tar", error("none.tar")),

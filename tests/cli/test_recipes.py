@@ -15,7 +15,7 @@ from zir.errors import ConfigError
 from zir.eval.run_eval import run_tokenizer
 from zir.recipes import RECIPES_DIR, TOKENIZERS_DIR, list_recipes, list_tokenizers, recipe_path, recipe_summary, tokenizer_path
 
-SHIPPED = ["barlow_twins", "byol", "clip", "coca", "dino", "dinov2", "finetune", "ibot", "lit", "mae", "moco_v3",
+SHIPPED = ["audio_clip", "audio_mae", "barlow_twins", "byol", "clip", "coca", "dino", "dinov2", "finetune", "ibot", "lit", "mae", "moco_v3",
            "siglip", "simclr", "simmim_swin", "simsiam", "slip", "unified", "vicreg"]
 LISTED = ", ".join(SHIPPED)
 
@@ -29,7 +29,7 @@ def elsewhere(tmp_path, monkeypatch):
 
 def test_the_package_ships_every_recipe_and_both_tokenizers():
     assert list_recipes() == SHIPPED
-    assert list_tokenizers() == ["flickr8k", "shapes"]
+    assert list_tokenizers() == ["flickr8k", "fsdd", "shapes"]
     assert RECIPES_DIR.parent.name == "zir" and TOKENIZERS_DIR == RECIPES_DIR / "tokenizers"
 
 
@@ -73,7 +73,7 @@ def test_an_unknown_tokenizer_is_one_line(elsewhere, capsys):
     argv = ["train", "clip", "data.tokenizer=configs/shapes_tokenizer.json", "train.steps=1", "--out", "run"]
     assert main(argv) == 2
     assert one_line_error(capsys) == ("data.tokenizer=configs/shapes_tokenizer.json: no such file and not a shipped "
-                                 "tokenizer (flickr8k, shapes) (did you mean shapes?)")
+                                 "tokenizer (flickr8k, fsdd, shapes) (did you mean shapes?)")
     assert not (elsewhere / "run").exists()
 
 
@@ -98,7 +98,7 @@ def test_recipes_lists_each_with_its_first_sentence_and_prints_a_path(elsewhere,
 def test_every_shipped_recipe_names_its_tokenizer_by_shipped_name():
     for name in SHIPPED:
         tokenizer = (yaml.safe_load(recipe_path(name).read_text()).get("data") or {}).get("tokenizer")
-        assert tokenizer in (None, "shapes"), (name, tokenizer)
+        assert tokenizer in (None, "shapes", "fsdd"), (name, tokenizer)
 
 
 def test_every_shipped_recipe_chooses_bf16_where_the_processor_has_it():

@@ -60,7 +60,7 @@ def test_a_shipped_recipe_loads_and_builds_its_model(name):
     assert set(model.towers) == set(towers) and set(model.objectives) == set(objectives)
     assert sum(p.numel() for p in model.parameters() if p.requires_grad) > 0
     plan = view_plan_for(model, cfg)  # data.plan overrides fit the model (a Swin refuses crops it cannot take)
-    assert plan.size > 0 and plan.global_views + plan.image >= 1  # it reads at least one image view
+    assert plan.size > 0 and plan.global_views + plan.image + plan.audio >= 1  # it reads at least one image or audio view
     tokenizer, _ = tokenizer_for(model, cfg)
     assert (tokenizer is not None) == ("text" in towers), "a recipe with a text tower needs a tokenizer"
 

@@ -27,13 +27,13 @@ def test_every_zoo_model_is_a_tower(name):
         tower = create_model(name, num_classes=0)
     assert isinstance(tower, Tower)
     check_tower(tower, name)
-    assert tower.modality in ("image", "text") and tower.embed_dim > 0 and tower.num_prefix_tokens >= 0
+    assert tower.modality in ("image", "audio", "text") and tower.embed_dim > 0 and tower.num_prefix_tokens >= 0
     if tower.modality == "text":
         assert tower.token_grid is None and tower.patch_size is None and not tower.can_drop_tokens
         return
     rows, cols = tower.token_grid
     assert rows * tower.patch_size[0] >= tower.img_size[0] and cols * tower.patch_size[1] >= tower.img_size[1]
-    assert len(tower.feature_stride) == 2 and tower.in_chans == 3
+    assert len(tower.feature_stride) == 2 and tower.in_chans == (1 if tower.modality == "audio" else 3)
     assert tower.has_mask_token is False  # only when asked for (build_model does it for iBOT and SimMIM)
 
 

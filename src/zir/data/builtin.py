@@ -1,4 +1,4 @@
-"""Built-in datasets (shapes, digits, cifar10, flickr8k, fashion_mnist) and `open_source`, the one entry point."""
+"""Built-in datasets (shapes, digits, cifar10, flickr8k, fashion_mnist, fsdd) and `open_source`, the one entry point."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Callable
 import numpy as np
 
 from zir.data import shapes as _shapes
+from zir.data.audio_sources import SPOKEN_WORD_PROMPTS, SPOKEN_WORD_TEMPLATES, AudioFolderSource, holds_audio_only
 from zir.data.limits import DEFAULT_MAX_MEMBER_BYTES, DEFAULT_MAX_PIXELS, whole_number
 from zir.data.options import check_options
 from zir.data.paths import data_root as _data_root
@@ -24,6 +25,7 @@ from zir.data.sources import (
     check_split,
     sized,
 )
+from zir.data.wav import AUDIO_EXTENSIONS, DEFAULT_MAX_SECONDS
 from zir.errors import ConfigError, UnknownNameError
 
 
@@ -274,6 +276,26 @@ def flickr8k(split: str = "train", *, data_root=None, shuffle_buffer: int = 1000
     return source
 
 
+def fsdd(split: str = "train", *, data_root=None, shuffle_buffer: int = 1000,
+         max_seconds: float | None = DEFAULT_MAX_SECONDS,
+         max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES) -> ShardSource:
+    """The Free Spoken Digit Dataset (8 kHz speech, digits 0-9, 6 speakers) from the gzip tar shards in
+    DATA_ROOT/fsdd: the recording, its digit as the class, and its word written into spoken-word captions."""
+    check_split("fsdd", split, ("train", "test"))
+    folder = _real_root("fsdd", data_root, "train-*.tar.gz, test-*.tar.gz, classes.txt")
+    names_file = folder / "classes.txt"
+    if not names_file.is_file():
+        raise ConfigError(f"fsdd: {names_file} is missing (one digit word a line, zero to nine)")
+    classes = tuple(line.strip() for line in names_file.read_text().splitlines() if line.strip())
+    source = ShardSource(
+        str(folder / f"{split}-*.tar*"), name=f"fsdd:{split}", classes=classes, has_captions=True,
+        shuffle_buffer=shuffle_buffer, length={"train": 2_700, "test": 300}[split], max_seconds=max_seconds,
+        max_member_bytes=max_member_bytes, caption_templates=SPOKEN_WORD_TEMPLATES,
+    )
+    source.zeroshot_templates = SPOKEN_WORD_PROMPTS
+    return source
+
+
 # name -> factory(split, **options); the only global state of zir.data, extended by register_source.
 # The factories themselves (not wrappers) so that their signatures say which options they take.
 SOURCES: dict[str, Callable[..., Source]] = {
@@ -282,8 +304,10 @@ SOURCES: dict[str, Callable[..., Source]] = {
     "cifar10": cifar10,
     "flickr8k": flickr8k,
     "fashion_mnist": fashion_mnist,
+    "fsdd": fsdd,
 }
-_PATH_KINDS = {"folder": ImageFolderSource, "table": CaptionTableSource, "shards": ShardSource}
+REAL_DATA = ("cifar10", "flickr8k", "fsdd")  # built-in names read from --data-root / $ZIR_DATA
+_PATH_KINDS = {"folder": ImageFolderSource, "table": CaptionTableSource, "shards": ShardSource, "audio": AudioFolderSource}
 _ALIASES = {"fashion-mnist": "fashion_mnist", "fashionmnist": "fashion_mnist", "cifar-10": "cifar10"}
 _TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".ndjson")
 
@@ -296,24 +320,27 @@ def register_source(name: str, factory: Callable[..., Source]) -> None:
 def open_source(spec: str | os.PathLike, *, split: str | None = None, data_root=None, **options) -> Source:
     """A source from a built-in name (`shapes`, `shapes:val`, `cifar10:test`, ...) or a path.
 
-    Paths: a folder of images (labelled when it holds only class sub-folders), a caption table (.csv,
-    .tsv, .jsonl), or tar shards (a file, a brace pattern such as `train-{000000..000003}.tar.gz`, a glob,
-    or a folder of shards). Prefixes force a kind: `folder:`, `unlabeled:`, `table:`, `shards:`.
+    Paths: a folder of images (labelled when it holds only class sub-folders), a folder of WAV files (the
+    same), a caption table (.csv, .tsv, .jsonl), or tar shards (a file, a brace pattern such as
+    `train-{000000..000003}.tar.gz`, a glob, or a folder of shards; members .jpg, .png, ... or .wav).
+    Prefixes force a kind: `folder:`, `unlabeled:`, `table:`, `shards:`, `audio:`.
     """
     text = os.fspath(spec)
     prefix, sep, rest = text.partition(":")
-    if sep and prefix in ("folder", "unlabeled", "unlabelled", "table", "shards"):
+    if sep and prefix in ("folder", "unlabeled", "unlabelled", "table", "shards", "audio"):
         if prefix in ("folder", "unlabeled", "unlabelled"):
             options = _options("folder", rest, options)
             options["labeled"] = prefix == "folder"
             return ImageFolderSource(rest, **options)
         if prefix == "table":
             return CaptionTableSource(rest, **_options("table", rest, options))
+        if prefix == "audio":
+            return AudioFolderSource(rest, **_options("audio", rest, options))
         return ShardSource(rest, **_options("shards", rest, options))
     name = _ALIASES.get(prefix.lower(), prefix.lower())
     if name in SOURCES and not os.path.exists(text):
         split = split or (rest if sep else "train")
-        if name in ("cifar10", "flickr8k"):
+        if name in REAL_DATA:
             options.setdefault("data_root", data_root)
         return SOURCES[name](split, **check_options(f"the {name} source", SOURCES[name], options, _everyone()))
     path = Path(text)
@@ -323,8 +350,11 @@ def open_source(spec: str | os.PathLike, *, split: str | None = None, data_root=
         return ShardSource(text, **_options("shards", text, options))
     if path.is_dir():
         files = [p for p in path.iterdir() if p.is_file()]
-        if any(str(p).endswith(SHARD_SUFFIXES) for p in files) and not any(p.suffix.lower() in IMAGE_EXTENSIONS for p in files):
+        media = IMAGE_EXTENSIONS + AUDIO_EXTENSIONS
+        if any(str(p).endswith(SHARD_SUFFIXES) for p in files) and not any(p.suffix.lower() in media for p in files):
             return ShardSource(str(path), **_options("shards", text, options))
+        if holds_audio_only(path):
+            return AudioFolderSource(path, **_options("audio", text, options))
         return ImageFolderSource(path, **_options("folder", text, options))
     if path.is_file():
         raise ConfigError(f"data source {text}: a file, but not a caption table (.csv, .tsv, .jsonl) nor a tar shard")
@@ -333,7 +363,7 @@ def open_source(spec: str | os.PathLike, *, split: str | None = None, data_root=
     )
 
 
-_KIND_WORDS = {"folder": "an image folder", "table": "a caption table", "shards": "tar shards"}
+_KIND_WORDS = {"folder": "an image folder", "table": "a caption table", "shards": "tar shards", "audio": "an audio folder"}
 
 
 def _everyone() -> list[tuple[str, Callable]]:

@@ -19,7 +19,8 @@ from zir.data.sources import MapSource
 
 __all__ = ["BUILTIN_SPLITS", "HeldOut", "Subset", "first", "held_out", "run_held_out"]
 
-BUILTIN_SPLITS = {"shapes": "test", "digits": "test", "cifar10": "test", "flickr8k": "test", "fashion_mnist": "test"}
+BUILTIN_SPLITS = {"shapes": "test", "digits": "test", "cifar10": "test", "flickr8k": "test", "fashion_mnist": "test",
+                  "fsdd": "test"}
 
 
 class Subset(MapSource):
@@ -30,6 +31,7 @@ class Subset(MapSource):
         self.inner, self.indices = source, [int(i) for i in indices]
         self.name, self.classes = source.name, source.classes
         self.has_captions, self.image_size = source.has_captions, source.image_size
+        self.caption_templates, self.zeroshot_templates = source.caption_templates, source.zeroshot_templates
 
     def __len__(self) -> int:
         """Number of samples kept."""

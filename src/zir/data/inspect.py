@@ -1,4 +1,5 @@
-"""`zir data inspect SOURCE`: counts, class balance, caption statistics, bad files, and a PNG of samples and views."""
+"""`zir data inspect SOURCE`: counts, class balance, caption statistics, image sizes or audio durations, bad files,
+and a PNG of samples (spectrograms for audio) and views."""
 
 from __future__ import annotations
 
@@ -67,7 +68,7 @@ def inspect_source(
     source = spec if isinstance(spec, Source) else open_source(spec, data_root=data_root, **options)
     report = DataReport()
     labels: Counter = Counter()
-    per_image, words, sizes = [], [], Counter()
+    per_image, words, sizes, seconds, rates = [], [], Counter(), [], Counter()
     shown: list[Sample] = []
     read = 0
     for s in _samples(source, limit, report):
@@ -79,7 +80,11 @@ def inspect_source(
         if s.captions:
             per_image.append(len(s.captions))
             words += [len(c.split()) for c in s.captions]
-        sizes[f"{s.image.shape[1]}x{s.image.shape[0]}"] += 1
+        if s.image is not None:
+            sizes[f"{s.image.shape[1]}x{s.image.shape[0]}"] += 1
+        if s.audio is not None:
+            seconds.append(len(s.audio) / s.sample_rate)
+            rates[s.sample_rate] += 1
         if len(shown) < show:
             shown.append(s)
     report.seen = read + report.n_skipped
@@ -92,6 +97,7 @@ def inspect_source(
         "classes": {(source.classes[k] if source.classes and k < len(source.classes) else str(k)): v for k, v in sorted(labels.items())},
         "captions": {"per_image": _stats(per_image), "words": _stats(words)} if per_image else {},
         "image_sizes": dict(sizes.most_common(5)),
+        "audio": {"seconds": _stats(seconds), "sample_rates": dict(rates.most_common(5))} if seconds else {},
         "bad": report.as_dict(),
         "png": None,
     }
@@ -113,7 +119,12 @@ def summary_lines(info: dict) -> list[str]:
         c = info["captions"]
         lines.append(f"captions    {c['per_image']['mean']} per image; words per caption min {c['words']['min']:.0f}, "
                      f"mean {c['words']['mean']}, p95 {c['words']['p95']:.0f}, max {c['words']['max']:.0f}")
-    lines.append("image size  " + ", ".join(f"{k} ({v})" for k, v in info["image_sizes"].items()))
+    if info["image_sizes"] or not info.get("audio"):
+        lines.append("image size  " + ", ".join(f"{k} ({v})" for k, v in info["image_sizes"].items()))
+    if info.get("audio"):
+        a = info["audio"]["seconds"]
+        rates = ", ".join(f"{k} Hz ({v})" for k, v in info["audio"]["sample_rates"].items())
+        lines.append(f"audio       {rates}; seconds min {a['min']:.2f}, mean {a['mean']}, p95 {a['p95']:.2f}, max {a['max']:.2f}")
     bad = info["bad"]
     if not bad["skipped"] and not bad["converted"]:
         lines.append("bad data    none")
@@ -138,14 +149,14 @@ def _draw(source: Source, shown: list[Sample], plan, out: Path) -> Path:
     side, cap_h, cols = 96, 40, 8
     rows = -(-len(shown) // cols)
     plan = plan if isinstance(plan, ViewPlan) else ViewPlan.from_dict(plan or {"global": 2})
-    names = plan.view_names()
+    names = plan.view_names() if any(s.image is not None for s in shown) else []  # audio: the spectrograms alone
     n_views = min(len(shown), cols)
     height = rows * (side + cap_h) + (len(names) * side + 20 if names else 0)
     canvas = Image.new("RGB", (cols * side, height), (255, 255, 255))
     draw = ImageDraw.Draw(canvas)
     for i, s in enumerate(shown):
         x, y = (i % cols) * side, (i // cols) * (side + cap_h)
-        canvas.paste(_tile(s.image, side), (x, y))
+        canvas.paste(_tile(s.image if s.image is not None else _spectrogram_picture(s), side), (x, y))
         text = s.captions[0] if s.captions else (source.classes[s.label] if source.classes and s.label >= 0 else s.key)
         for j, line in enumerate(_wrap(text, 16)[:3]):
             draw.text((x + 2, y + side + 1 + 12 * j), line, fill=(0, 0, 0))
@@ -165,6 +176,19 @@ def _draw(source: Source, shown: list[Sample], plan, out: Path) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     canvas.save(out)
     return out
+
+
+def _spectrogram_picture(sample: Sample) -> np.ndarray:
+    """A recording's log-mel (64 bins, 25 ms windows every 10 ms) as an (H, W, 3) grey picture, low bins at the bottom."""
+    from zir.data.spectrogram import Spectrogram, log_mel
+
+    rate = sample.sample_rate
+    hop = max(1, rate // 100)
+    spec = Spectrogram(sample_rate=rate, n_fft=max(512, 1 << (rate // 40 - 1).bit_length()), win_length=rate // 40,
+                       hop_length=hop, n_mels=64, frames=1 + len(sample.audio) // hop)
+    mel = log_mel(torch.as_tensor(sample.audio, dtype=torch.float32), spec).flip(0)
+    grey = ((mel - mel.min()) / (mel.max() - mel.min() + 1e-6) * 255).round().to(torch.uint8).numpy()
+    return np.repeat(grey[..., None], 3, axis=2)
 
 
 def _wrap(text: str, width: int) -> list[str]:

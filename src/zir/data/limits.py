@@ -3,7 +3,8 @@
 A source refuses an image before decoding it when its header declares more than `max_pixels` pixels
 (40 megapixels by default: 120 MB as RGB, below PIL's own decompression-bomb error at 179 megapixels),
 and a shard reader refuses a tar member larger than `max_member_bytes` (64 MiB by default) without
-reading it. Both are source options (`data.options: {max_pixels: ..., max_member_bytes: ...}`).
+reading it; an audio source refuses a WAV whose header declares more than `max_seconds` (600 by default).
+All are source options (`data.options: {max_pixels: ..., max_member_bytes: ..., max_seconds: ...}`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,15 @@ def whole_number(name: str, value, *, allow_none: bool = False) -> int | None:
         expected = "a positive whole number" + (" or null for no cap" if allow_none else "")
         raise ConfigError(f"data.options.{name}={value!r}: expected {expected}")
     return value
+
+
+def seconds_cap(value) -> float | None:
+    """`data.options.max_seconds` as a positive number of seconds of audio, or None for no cap."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ConfigError(f"data.options.max_seconds={value!r}: expected a positive number of seconds or null for no cap")
+    return float(value)
 
 
 def pixel_cap_reason(width: int, height: int, max_pixels: int | None) -> str | None:

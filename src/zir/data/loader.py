@@ -1,7 +1,8 @@
 """From a source and a view plan to batches: decoding in workers, sharding across ranks, bad-data counting.
 
-Workers decode each sample to a square uint8 image of `load_size`, and collate builds the plan's views
-in the worker too, so the main process receives finished batches. A sample that cannot be used becomes
+Workers decode each sample to a square uint8 image of `load_size` (and, for a plan with audio views, its
+waveform resampled to the audio tower's rate), and collate builds the plan's views in the worker too, so
+the main process receives finished batches. A sample that cannot be used becomes
 a `Skipped` record that rides along with its batch to the main process, where `Loader.report` counts it;
 no exception from a bad sample ever reaches the worker loop.
 """
@@ -16,6 +17,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from zir.data.plan import Batch, Item, Skipped, ViewCollate, ViewPlan
+from zir.data.resample import resample
 from zir.data.shards import ShardSource, slot_info
 from zir.data.sources import BadSample, DataReport, MapSource, Sample, Source, fit_square
 from zir.errors import ConfigError
@@ -23,27 +25,42 @@ from zir.errors import ConfigError
 log = logging.getLogger("zir.data")
 
 
-def to_item(sample: Sample, source: Source, load_size: int, need_text: bool) -> Item | Skipped:
-    """A decoded Sample -> an Item at `load_size` (filling templated captions when text is needed)."""
+def to_item(sample: Sample, source: Source, load_size: int, need_text: bool, need_image: bool = True,
+            sample_rate: int | None = None) -> Item | Skipped:
+    """A decoded Sample -> an Item: its image at `load_size` when `need_image`, its audio at `sample_rate` when
+    given (filling templated captions when text is needed); a Skipped naming what the sample lacks."""
     captions = sample.captions
     if need_text and not captions:
         captions = source.templated_captions(sample.label)
         if not captions:
             return Skipped(sample.key, "no caption")
-    image = sample.image
-    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        return Skipped(sample.key, f"image of shape {image.shape} {image.dtype}, expected (H, W, 3) uint8")
-    image = fit_square(image, load_size)
-    if not image.flags.writeable or not image.flags.c_contiguous:
-        image = image.copy()  # torch wants its own writable memory
-    return Item(sample.key, torch.from_numpy(image).permute(2, 0, 1), sample.label, list(captions), list(sample.notes))
+    pixels = None
+    if need_image:
+        image = sample.image
+        if image is None:
+            return Skipped(sample.key, "no image (the plan has image views)")
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            return Skipped(sample.key, f"image of shape {image.shape} {image.dtype}, expected (H, W, 3) uint8")
+        image = fit_square(image, load_size)
+        if not image.flags.writeable or not image.flags.c_contiguous:
+            image = image.copy()  # torch wants its own writable memory
+        pixels = torch.from_numpy(image).permute(2, 0, 1)
+    audio = None
+    if sample_rate is not None:
+        if sample.audio is None:
+            return Skipped(sample.key, "no audio (the plan has audio views)")
+        audio = resample(torch.as_tensor(np.ascontiguousarray(sample.audio, dtype=np.float32)), sample.sample_rate,
+                         sample_rate)
+    return Item(sample.key, pixels, sample.label, list(captions), list(sample.notes), audio)
 
 
 class MapDataset(Dataset):
     """A map-style source as a torch Dataset of Items; bad samples come back as Skipped, never raised."""
 
-    def __init__(self, source: MapSource, load_size: int, need_text: bool):
+    def __init__(self, source: MapSource, load_size: int, need_text: bool, need_image: bool = True,
+                 sample_rate: int | None = None):
         self.source, self.load_size, self.need_text = source, load_size, need_text
+        self.need_image, self.sample_rate = need_image, sample_rate
 
     def __len__(self) -> int:
         """Number of samples in the source."""
@@ -52,7 +69,8 @@ class MapDataset(Dataset):
     def __getitem__(self, index: int) -> Item | Skipped:
         """Decode sample `index`, or describe why it was skipped."""
         try:
-            return to_item(self.source.get(index), self.source, self.load_size, self.need_text)
+            return to_item(self.source.get(index), self.source, self.load_size, self.need_text, self.need_image,
+                           self.sample_rate)
         except BadSample as bad:
             return Skipped(bad.key, bad.reason)
         except Exception as e:  # noqa: BLE001 - one odd file must not kill the worker
@@ -62,8 +80,10 @@ class MapDataset(Dataset):
 class StreamDataset(IterableDataset):
     """A streaming (shard) source as a torch IterableDataset, split across ranks and workers."""
 
-    def __init__(self, source: ShardSource, load_size: int, need_text: bool, *, seed: int, shuffle: bool, rank=None, world_size=None):
+    def __init__(self, source: ShardSource, load_size: int, need_text: bool, *, seed: int, shuffle: bool, rank=None,
+                 world_size=None, need_image: bool = True, sample_rate: int | None = None):
         self.source, self.load_size, self.need_text = source, load_size, need_text
+        self.need_image, self.sample_rate = need_image, sample_rate
         self.seed, self.shuffle, self.rank, self.world_size = seed, shuffle, rank, world_size
         self.epoch = 0
 
@@ -75,7 +95,7 @@ class StreamDataset(IterableDataset):
                 yield Skipped(got.key, got.reason)
                 continue
             try:
-                yield to_item(got, self.source, self.load_size, self.need_text)
+                yield to_item(got, self.source, self.load_size, self.need_text, self.need_image, self.sample_rate)
             except Exception as e:  # noqa: BLE001
                 yield Skipped(got.key, f"unexpected {type(e).__name__}: {e}")
 
@@ -120,14 +140,16 @@ class Loader:
         self.epoch = epoch
         self.start = 0  # samples of the epoch order passed over (set_epoch's start)
         self.report = DataReport()
+        reads = {"need_image": bool(self.plan.view_names()),
+                 "sample_rate": self.plan.spectrogram.sample_rate if self.plan.audio else None}
         if isinstance(source, MapSource):
             if len(source) == 0:
                 raise ConfigError(f"data {source.name}: empty dataset")
-            self.dataset = MapDataset(source, self.load_size, need_text)
+            self.dataset = MapDataset(source, self.load_size, need_text, **reads)
         elif isinstance(source, ShardSource):
             self.dataset = StreamDataset(
-                source, self.load_size, need_text, seed=self.plan.seed, shuffle=shuffle, rank=rank, world_size=world_size
-            )
+                source, self.load_size, need_text, seed=self.plan.seed, shuffle=shuffle, rank=rank, world_size=world_size,
+                **reads)
         else:
             raise ConfigError(f"data {source.name}: not a map-style or shard source")
 

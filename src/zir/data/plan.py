@@ -13,7 +13,10 @@ workers nor on which worker built it, and builds:
   `forward_tokens(x, keep)`, drawn over squares of the mask's `patch_size` pixels (SimMIM) or, by default,
   over the tower's patches;
 - `text_0 ..`: one caption drawn per sample per text view, as token ids (B, context_length) when a
-  tokenizer is given, and always as strings in `captions`.
+  tokenizer is given, and always as strings in `captions`;
+- `audio_0 ..`: (B, 1, n_mels, frames) normalised log-mel spectrograms of the plan's `spectrogram` front end,
+  each of its own time crop, augmented by the `audio_pipeline` (`zir.data.audio_views`); masks on them are
+  drawn over the (n_mels, frames) grid of `audio_patch_size` patches.
 """
 
 from __future__ import annotations
@@ -25,7 +28,9 @@ import numpy as np
 import torch
 
 from zir.data import masking, transforms
+from zir.data.audio_views import check_audio_pipeline, audio_view
 from zir.data.paths import hash_seed
+from zir.data.spectrogram import Spectrogram
 from zir.data.views import DEFAULT_MASK, MaskSpec, View
 from zir.errors import ConfigError
 
@@ -43,6 +48,7 @@ class ViewPlan:
     local_views: int = 0
     image: int = 0  # 1: add a lightly augmented `image` view
     text: int = 0  # number of text views (captions per sample)
+    audio: int = 0  # number of audio views (spectrograms of time crops)
     masks: dict[str, tuple[MaskSpec, ...]] = field(default_factory=dict)
     size: int = 32  # side of global and image views
     local_size: int | None = None  # side of local views; default DINO's 96/224 of `size`
@@ -51,17 +57,23 @@ class ViewPlan:
     mean: tuple[float, float, float] = transforms.IMAGENET_MEAN
     std: tuple[float, float, float] = transforms.IMAGENET_STD
     seed: int = 0
+    spectrogram: Spectrogram = field(default_factory=Spectrogram)  # the audio tower's front end
+    audio_patch_size: tuple[int, int] = (16, 16)  # the audio tower's patch (bins, frames), for mask grids
+    audio_pipeline: str = "crop"  # augmentation of the audio views (see audio_views.AUDIO_PIPELINES)
+    audio_mean: float = 0.0  # the data set's log-mel mean and standard deviation (audio_views.spectrogram_stats)
+    audio_std: float = 1.0
 
     _KEYS = {"global": "global_views", "local": "local_views", "globals": "global_views", "locals": "local_views"}
     _FLAT_MASK = ("mask", "mask_kind", "mask_on", "mask_patch_size")
 
     def __post_init__(self):
-        for name in ("global_views", "local_views", "image", "text"):
+        for name in ("global_views", "local_views", "image", "text", "audio"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
                 raise ConfigError(f"view plan field {name}={v!r}: expected a whole number >= 0")
-        if self.global_views + self.local_views + self.image + self.text == 0:
-            raise ConfigError("view plan asks for no view: set global, local, image or text")
+        if self.global_views + self.local_views + self.image + self.text + self.audio == 0:
+            raise ConfigError("view plan asks for no view: set global, local, image, text or audio")
+        self._check_audio()
         if self.pipeline not in transforms.PIPELINES:
             raise ConfigError(f"view plan field pipeline={self.pipeline!r}: expected one of {', '.join(transforms.PIPELINES)}")
         if self.size % self.patch_size:
@@ -71,6 +83,30 @@ class ViewPlan:
         elif self.local_size % self.patch_size:
             raise ConfigError(f"view plan field local_size={self.local_size}: expected a multiple of patch_size={self.patch_size}")
         self.masks = _checked_masks(self.masks, self)
+
+    def _check_audio(self) -> None:
+        """The audio fields: a front end, a patch dividing its bins and frames, a pipeline, a positive std."""
+        self.spectrogram = Spectrogram.from_dict(self.spectrogram)
+        check_audio_pipeline(self.audio_pipeline)
+        patch = self.audio_patch_size
+        patch = (patch, patch) if isinstance(patch, (int, np.integer)) and not isinstance(patch, bool) else patch
+        if not isinstance(patch, (tuple, list)) or len(patch) != 2 or any(
+                isinstance(p, bool) or not isinstance(p, (int, np.integer)) or p < 1 for p in patch):
+            raise ConfigError(f"view plan field audio_patch_size={self.audio_patch_size!r}: expected (bins, frames)")
+        self.audio_patch_size = (int(patch[0]), int(patch[1]))
+        sides = (self.spectrogram.n_mels, self.spectrogram.frames)
+        if self.audio and (sides[0] % patch[0] or sides[1] % patch[1]):
+            raise ConfigError(f"view plan: spectrogram of {sides[0]} bins x {sides[1]} frames is not divisible into "
+                              f"audio_patch_size={patch[0]}x{patch[1]} patches")
+        for name in ("audio_mean", "audio_std"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v) or (name == "audio_std" and v <= 0):
+                raise ConfigError(f"view plan field {name}={v!r}: expected a " + ("positive number" if name == "audio_std" else "number"))
+
+    @property
+    def audio_grid(self) -> tuple[int, int]:
+        """The (frequency, time) patch grid of an audio view."""
+        return (self.spectrogram.n_mels // self.audio_patch_size[0], self.spectrogram.frames // self.audio_patch_size[1])
 
     @classmethod
     def from_dict(cls, spec: dict | None = None, **overrides) -> "ViewPlan":
@@ -82,9 +118,9 @@ class ViewPlan:
         for key, value in spec.items():
             name = cls._KEYS.get(key, key)
             if name not in known or name.startswith("_"):
-                raise ConfigError(f"view plan key {key!r}: expected one of global, local, image, text, "
-                                  + ", ".join(sorted((known | set(cls._FLAT_MASK)) - {"global_views", "local_views", "image", "text"})))
-            if name in ("mean", "std") and isinstance(value, list):
+                raise ConfigError(f"view plan key {key!r}: expected one of global, local, image, text, audio, "
+                                  + ", ".join(sorted((known | set(cls._FLAT_MASK)) - {"global_views", "local_views", "image", "text", "audio"})))
+            if name in ("mean", "std", "audio_patch_size") and isinstance(value, list):
                 value = tuple(value)
             kwargs[name] = value
         if flat.get("mask"):
@@ -101,6 +137,7 @@ class ViewPlan:
         out.local_views = max(self.local_views, other.local_views)
         out.image = max(self.image, other.image)
         out.text = max(self.text, other.text)
+        out.audio = max(self.audio, other.audio)
         masks = {view: list(specs) for view, specs in self.masks.items()}
         for view, specs in other.masks.items():
             for spec in specs:
@@ -121,9 +158,13 @@ class ViewPlan:
         names += [f"local_{i}" for i in range(self.local_views)]
         return names + (["image"] if self.image else [])
 
+    def audio_view_names(self) -> list[str]:
+        """Names of the audio views a batch will hold, in order."""
+        return [f"audio_{i}" for i in range(self.audio)]
+
     def masked_views(self) -> list[str]:
-        """Names of the views that get at least one mask, in view order."""
-        return [name for name in self.view_names() if self.masks.get(name)]
+        """Names of the views that get at least one mask, in view order (image views, then audio views)."""
+        return [name for name in self.view_names() + self.audio_view_names() if self.masks.get(name)]
 
     def mask_specs(self) -> list[tuple[str, MaskSpec]]:
         """(view name, mask) for every mask a batch holds, in view order; a context after its targets."""
@@ -167,7 +208,7 @@ def _checked_masks(masks, plan: ViewPlan) -> dict[str, tuple[MaskSpec, ...]]:
         raise ConfigError(f"view plan field masks={masks!r}: expected a mapping of view name to masks")
     out = {}
     for view, specs in masks.items():
-        View.parse(view)
+        audio = View.parse(view).kind == "audio"
         specs = (specs,) if isinstance(specs, (MaskSpec, dict)) else tuple(specs)
         specs = tuple(s if isinstance(s, MaskSpec) else MaskSpec(**s) for s in specs)
         names = [s.name for s in specs]
@@ -175,6 +216,9 @@ def _checked_masks(masks, plan: ViewPlan) -> dict[str, tuple[MaskSpec, ...]]:
             raise ConfigError(f"view plan: view {view} has two masks named {sorted(n for n in names if names.count(n) > 1)[0]}")
         for s in specs:
             mps = s.patch_size
+            if mps is not None and audio:
+                raise ConfigError(f"view plan mask {s.name} on {view}: masks on audio views hide whole spectrogram "
+                                  "patches; leave patch_size unset")
             if mps is not None and (isinstance(mps, bool) or not isinstance(mps, (int, np.integer)) or mps < 1
                                     or mps % plan.patch_size):
                 raise ConfigError(f"view plan mask {s.name}: patch_size={mps!r}: expected a multiple of patch_size={plan.patch_size}")
@@ -189,7 +233,8 @@ def _checked_masks(masks, plan: ViewPlan) -> dict[str, tuple[MaskSpec, ...]]:
 
 @dataclass
 class Batch:
-    """A collated batch of views. Shapes: views[name] (B, 3, S, S); tokens[name] (B, L); labels (B,)."""
+    """A collated batch of views. Shapes: views[name] (B, 3, S, S), audio views (B, 1, n_mels, frames);
+    tokens[name] (B, L); labels (B,)."""
 
     views: dict[str, torch.Tensor]
     masks: dict[tuple[str, str], masking.Mask]  # (view name, mask name) -> Mask
@@ -251,13 +296,15 @@ class Batch:
 
 @dataclass
 class Item:
-    """One decoded sample ready to collate: image (3, S, S) uint8 at the load size."""
+    """One decoded sample ready to collate: image (3, S, S) uint8 at the load size, and/or audio (T,) float32
+    at the plan's sample rate (None when the plan reads no such view)."""
 
     key: str
-    image: torch.Tensor
+    image: torch.Tensor | None
     label: int
     captions: list[str]
     notes: list[str] = field(default_factory=list)
+    audio: torch.Tensor | None = None
 
 
 @dataclass
@@ -301,6 +348,13 @@ class ViewCollate:
             raw = transforms.to_float(torch.stack([it.image for it in good]))
             for name, aug in self._augs.items():
                 views[name] = transforms.normalize(aug(raw, hash_seed(seed, name)), plan.mean, plan.std)
+        if b and plan.audio:
+            waves = [it.audio for it in good]
+            augment = check_audio_pipeline(plan.audio_pipeline)
+            for name in plan.audio_view_names():
+                views[name] = audio_view(waves, plan.spectrogram, augment, plan.audio_mean, plan.audio_std,
+                                         hash_seed(seed, name))
+        if b:
             for name, spec in plan.mask_specs():
                 masks[(name, spec.name)] = self._mask(spec, name, views[name].shape[-1], b, seed, masks)
         captions: dict[str, list[str]] = {}
@@ -321,14 +375,16 @@ class ViewCollate:
 
     def _mask(self, spec: MaskSpec, view: str, side_px: int, b: int, seed: int, made: dict) -> masking.Mask:
         """One named mask of a view, its own seed from the batch's (the default mask keeps the older seed)."""
+        mask_seed = hash_seed(seed, view, "mask") if spec.name == DEFAULT_MASK else hash_seed(seed, view, "mask", spec.name)
+        if spec.generator == "jepa_context":
+            return masking.jepa_context_mask(made[(view, spec.outside)], spec.ratio, mask_seed)
+        if View.parse(view).kind == "audio":  # the (frequency, time) grid of the spectrogram's patches
+            return masking.make_mask(spec.generator, b, self.plan.audio_grid, spec.ratio, mask_seed, spec.blocks)
         patch = self.plan.patch_size
         unit = (spec.patch_size or patch) // patch  # tower patches per mask-patch side
         side = side_px // patch
         if side % unit:
             raise ConfigError(f"view {view}: its {side}x{side} patch grid is not divisible into mask patches "
                               f"of {spec.patch_size} pixels; set a mask patch_size that divides the view")
-        mask_seed = hash_seed(seed, view, "mask") if spec.name == DEFAULT_MASK else hash_seed(seed, view, "mask", spec.name)
-        if spec.generator == "jepa_context":
-            return masking.jepa_context_mask(made[(view, spec.outside)], spec.ratio, mask_seed)
         coarse = masking.make_mask(spec.generator, b, (side // unit, side // unit), spec.ratio, mask_seed, spec.blocks)
         return masking.upsample_mask(coarse, unit)

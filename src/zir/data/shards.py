@@ -1,8 +1,8 @@
 """WebDataset-style tar shards: brace lists, streaming reads, a split across ranks and workers, a shuffle buffer.
 
 A shard is a tar file (plain or gzip-compressed) whose members are grouped into samples by key: the
-member name up to the first dot of its file name. `KEY.jpg` (or .png, .webp, ...) is the image, `KEY.cls`
-the class index, `KEY.txt` a caption and `KEY.json` a dict that may hold `captions`, `caption` or `label`.
+member name up to the first dot of its file name. `KEY.jpg` (or .png, .webp, ...) is the image, `KEY.wav`
+the audio, `KEY.cls` the class index, `KEY.txt` a caption and `KEY.json` a dict that may hold `captions`, `caption` or `label`.
 Shards are read with `tarfile` in streaming mode over `DecodedStream`, so a shard is never loaded whole
 and a truncated shard (plain or compressed) yields the samples before the damage, then one counted error. Members over `max_member_bytes` are passed
 over unread, symlinks and devices are refused, hard links are read from their target: each refusal
@@ -21,7 +21,9 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Iterator
 
-from zir.data.limits import DEFAULT_MAX_MEMBER_BYTES, DEFAULT_MAX_PIXELS, MAX_HEADER_BYTES, member_cap_reason, whole_number
+from zir.data.limits import (
+    DEFAULT_MAX_MEMBER_BYTES, DEFAULT_MAX_PIXELS, MAX_HEADER_BYTES, member_cap_reason, seconds_cap, whole_number,
+)
 from zir.data.sources import (
     IMAGE_EXTENSIONS,
     BadSample,
@@ -30,8 +32,10 @@ from zir.data.sources import (
     clean_captions,
     decode_image,
     sized,
+    templated_captions,
 )
 from zir.data.streams import DecodedStream
+from zir.data.wav import AUDIO_EXTENSIONS, DEFAULT_MAX_SECONDS, decode_wav
 from zir.errors import ConfigError
 
 SHARD_SUFFIXES = (".tar", ".tar.gz", ".tgz")
@@ -211,13 +215,16 @@ def _finish(record: dict) -> dict | BadSample:
     return record
 
 
-def decode_record(record: dict, classes: tuple[str, ...] | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Sample:
-    """A raw shard record -> Sample: the image, the label from .cls/.json and the captions from .txt/.json."""
+def decode_record(record: dict, classes: tuple[str, ...] | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS,
+                  max_seconds: float | None = DEFAULT_MAX_SECONDS, caption_templates: tuple[str, ...] | None = None) -> Sample:
+    """A raw shard record -> Sample: the image and/or the audio (.wav), the label from .cls/.json and the captions
+    from .txt/.json (each written into every one of `caption_templates` when given: `seven` -> `the digit seven`)."""
     key = f"{record.get('__shard__', '')}:{record['__key__']}"
     notes: list[str] = []
     image_ext = next((e for e in record if "." + e.rsplit(".", 1)[-1] in IMAGE_EXTENSIONS), None)
-    if image_ext is None:
-        raise BadSample(key, "no image in sample")
+    audio_ext = next((e for e in record if "." + e.rsplit(".", 1)[-1] in AUDIO_EXTENSIONS), None)
+    if image_ext is None and audio_ext is None:
+        raise BadSample(key, "no image or audio in sample")
     meta: dict = {}
     if "json" in record:
         try:
@@ -247,8 +254,28 @@ def decode_record(record: dict, classes: tuple[str, ...] | None = None, max_pixe
         except UnicodeDecodeError:
             notes.append("caption not UTF-8, dropped")
     captions = clean_captions(key, captions, notes)
-    image = decode_image(record[image_ext], key, notes, max_pixels)
-    return Sample(key=key, image=image, label=label, captions=captions, notes=notes)
+    if caption_templates:
+        captions = [t for c in captions for t in templated_captions(c, caption_templates)]
+    sample = Sample(key=key, label=label, captions=captions, notes=notes)
+    if image_ext is not None:
+        sample.image = decode_image(record[image_ext], key, notes, max_pixels)
+    if audio_ext is not None:
+        sample.audio, sample.sample_rate = decode_wav(record[audio_ext], key, notes, max_seconds)
+    return sample
+
+
+def checked_templates(templates) -> tuple[str, ...]:
+    """`data.options.caption_templates` as a tuple of strings that each write a word as {c} (and its article as {a})."""
+    if isinstance(templates, str) or not isinstance(templates, (list, tuple)) or not templates:
+        raise ConfigError(f"data.options.caption_templates={templates!r}: expected a list such as ['the word {{c}}']")
+    for t in templates:
+        try:
+            ok = isinstance(t, str) and "{c}" in t and bool(t.format(a="a", c="c"))
+        except (KeyError, IndexError, ValueError):
+            ok = False
+        if not ok:
+            raise ConfigError(f"data.options.caption_templates: {t!r} is not a template with {{c}} (and optionally {{a}})")
+    return tuple(templates)
 
 
 def slot_info(rank: int | None = None, world_size: int | None = None) -> tuple[int, int]:
@@ -282,6 +309,8 @@ class ShardSource(Source):
         size: int | None = None,
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
         max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES,
+        max_seconds: float | None = DEFAULT_MAX_SECONDS,
+        caption_templates: tuple[str, ...] | None = None,
     ):
         self.shards = resolve_shards(spec)
         self.name = name or f"shards:{spec}"
@@ -291,6 +320,10 @@ class ShardSource(Source):
         self.image_size = whole_number("size", size, allow_none=True)
         self.max_pixels = whole_number("max_pixels", max_pixels, allow_none=True)
         self.max_member_bytes = whole_number("max_member_bytes", max_member_bytes)
+        self.max_seconds = seconds_cap(max_seconds)
+        self.expand_captions = caption_templates is not None  # captions are words: write each into the templates
+        if caption_templates is not None:
+            self.caption_templates = checked_templates(caption_templates)
         if has_captions is None:
             has_captions = self._peek_has_captions()
         self.has_captions = has_captions
@@ -335,11 +368,13 @@ class ShardSource(Source):
                 yield record
                 continue
             try:
-                sample = decode_record(record, self.classes, self.max_pixels)
+                sample = decode_record(record, self.classes, self.max_pixels, self.max_seconds,
+                                       self.caption_templates if self.expand_captions else None)
             except BadSample as bad:
                 yield bad
                 continue
-            sample.image = sized(sample.image, self.image_size)
+            if sample.image is not None:
+                sample.image = sized(sample.image, self.image_size)
             yield sample
 
     def iter_captions(self, limit: int | None = None) -> Iterator[str]:
@@ -363,7 +398,8 @@ class ShardSource(Source):
             caps = meta.get("captions") if isinstance(meta, dict) else None
             if not isinstance(caps, list):
                 caps = [record["txt"].decode("utf-8", "replace")] if "txt" in record else []
-            yield from clean_captions("", caps, [])
+            for cap in clean_captions("", caps, []):
+                yield from templated_captions(cap, self.caption_templates) if self.expand_captions else [cap]
 
     def __iter__(self) -> Iterator[Sample]:
         """Every usable sample of every shard, in order, in this process."""

@@ -1,7 +1,7 @@
 """Sources: where samples come from (folders, caption tables), how images are decoded, and how bad data is counted.
 
-A source yields `Sample`s: a key, an RGB image (H, W, 3) uint8, an optional class label and a list of
-captions. Map-style sources (`MapSource`) have a length and random access; streaming sources
+A source yields `Sample`s: a key, an RGB image (H, W, 3) uint8 or a mono waveform (audio sources,
+`zir.data.audio_sources`), an optional class label and a list of captions. Map-style sources (`MapSource`) have a length and random access; streaming sources
 (`StreamSource`, the tar shards) are read in order by each worker. Reading a sample that cannot be used
 raises `BadSample`; the loader skips it, counts it in a `DataReport` and carries on, so a bad file never
 stops a run or kills a worker. Conversions that keep a sample (grayscale, RGBA, palette, 16-bit, an
@@ -33,13 +33,16 @@ CAPTION_TEMPLATES = ("a photo of {a} {c}.", "a picture of {a} {c}.", "{a} {c}.",
 
 @dataclass
 class Sample:
-    """One item of a source: key, image (H, W, 3) uint8 RGB, label (-1 when none), captions, conversion notes."""
+    """One item of a source: key, image (H, W, 3) uint8 RGB and/or audio (T,) float32 mono at `sample_rate` Hz,
+    label (-1 when none), captions, conversion notes."""
 
     key: str
-    image: np.ndarray
+    image: np.ndarray | None = None
     label: int = -1
     captions: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    audio: np.ndarray | None = None
+    sample_rate: int = 0
 
 
 class BadSample(Exception):
@@ -112,10 +115,10 @@ def _article(word: str) -> str:
     return "an" if word[:1].lower() in "aeiou" else "a"
 
 
-def templated_captions(class_name: str) -> list[str]:
+def templated_captions(class_name: str, templates: tuple[str, ...] = CAPTION_TEMPLATES) -> list[str]:
     """CLIP-style captions for a class name: 'a photo of a dog.', ... (one per template)."""
     c = class_name.replace("_", " ")
-    return [t.format(a=_article(c), c=c) for t in CAPTION_TEMPLATES]
+    return [t.format(a=_article(c), c=c) for t in templates]
 
 
 def clean_captions(key: str, captions, notes: list[str]) -> list[str]:
@@ -227,6 +230,8 @@ class Source:
     classes: tuple[str, ...] | None = None
     has_captions: bool = False
     image_size: int | None = None  # side of every image when all share one square size, else None
+    caption_templates: tuple[str, ...] = CAPTION_TEMPLATES  # captions from class names ({a}: article, {c}: class)
+    zeroshot_templates: tuple[str, ...] | None = None  # zero-shot prompts ({} the class); None: eval's own
 
     def describe(self) -> str:
         """One line naming the source, for logs."""
@@ -236,13 +241,13 @@ class Source:
         """Captions made from the class name of `label`, for labelled sources without captions."""
         if not self.classes or label < 0:
             return []
-        return templated_captions(self.classes[label])
+        return templated_captions(self.classes[label], self.caption_templates)
 
     def iter_captions(self, limit: int | None = None) -> Iterator[str]:
         """Every caption of up to `limit` samples (a tokenizer corpus); class-name captions for labelled sources."""
         if not self.has_captions:
             for name in self.classes or ():
-                yield from templated_captions(name)
+                yield from templated_captions(name, self.caption_templates)
             return
         for n, sample in enumerate(self):
             if limit is not None and n >= limit:

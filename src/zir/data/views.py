@@ -1,7 +1,8 @@
 """Typed views and named masks: what a batch holds and what an objective's forward reads.
 
 A `View` is one input of a sample as a tower sees it: a DINO global crop (`global_0`), a local crop
-(`local_3`), the lightly augmented `image`, a caption (`text_0`). Its name is the one string a recipe or a
+(`local_3`), the lightly augmented `image`, a caption (`text_0`), a log-mel spectrogram of a time crop of
+the recording (`audio_0`). Its name is the one string a recipe or a
 batch uses; `View.parse` is the only place such a name is read.
 
 A view carries any number of named masks (`MaskSpec`): objectives that name the same mask on the same view
@@ -16,14 +17,14 @@ from dataclasses import dataclass
 
 from zir.errors import ConfigError
 
-VIEW_KINDS = ("global", "local", "image", "text")
+VIEW_KINDS = ("global", "local", "image", "text", "audio")
 MASK_GENERATORS = ("random", "block", "jepa_targets", "jepa_context")
 DEFAULT_MASK = "mask"  # the name every masking objective uses unless its recipe gives `mask_name`
 
 
 @dataclass(frozen=True, order=True)
 class View:
-    """One view of a sample: `kind` (global, local, image, text) and its `index` among views of that kind."""
+    """One view of a sample: `kind` (global, local, image, text, audio) and its `index` among views of that kind."""
 
     kind: str
     index: int = 0
@@ -42,27 +43,27 @@ class View:
         if isinstance(name, View):
             return name
         if not isinstance(name, str):
-            raise ConfigError(f"view {name!r}: expected a name such as global_0, local_0, image or text_0")
+            raise ConfigError(f"view {name!r}: expected a name such as global_0, local_0, image, text_0 or audio_0")
         if name == "image":
             return cls("image")
         kind, _, index = name.partition("_")
-        if kind in ("global", "local", "text") and index.isdigit():
+        if kind in ("global", "local", "text", "audio") and index.isdigit():
             return cls(kind, int(index))
-        raise ConfigError(f"view {name!r}: expected global_<i>, local_<i>, image or text_<i>")
+        raise ConfigError(f"view {name!r}: expected global_<i>, local_<i>, image, text_<i> or audio_<i>")
 
     @property
     def name(self) -> str:
-        """The view's name in recipes and batches: global_0, local_2, image, text_0."""
+        """The view's name in recipes and batches: global_0, local_2, image, text_0, audio_0."""
         return "image" if self.kind == "image" else f"{self.kind}_{self.index}"
 
     @property
     def modality(self) -> str:
-        """`text` for captions, `image` for every crop."""
-        return "text" if self.kind == "text" else "image"
+        """`text` for captions, `audio` for spectrograms, `image` for every crop."""
+        return self.kind if self.kind in ("text", "audio") else "image"
 
     @property
     def size_class(self) -> str:
-        """Views of one size class have the same shape: `full` (global crops and image), `local`, `text`."""
+        """Views of one size class have the same shape: `full` (global crops and image), `local`, `text`, `audio`."""
         return "full" if self.kind in ("global", "image") else self.kind
 
     def __str__(self) -> str:

@@ -1,5 +1,5 @@
-"""One model's features for evaluation: its image tower's pooled features and its caption embeddings per split,
-extracted once (kept in memory for the tasks of one evaluation, and on disk in RUN/features/ for the next)."""
+"""One model's features for evaluation: its image (or audio) tower's pooled features and its caption embeddings per
+split, extracted once (kept in memory for the tasks of one evaluation, and on disk in RUN/features/ for the next)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ import torch
 from torch import nn
 
 from zir.eval.features import extract_features
-from zir.eval.run_loading import image_size
 from zir.eval.splits import EvalData
 
 __all__ = ["CAPTIONS_PER_IMAGE", "FeatureExtractor"]
@@ -26,17 +25,21 @@ def _slug(text: str) -> str:
 
 
 class FeatureExtractor:
-    """Pooled image features and caption embeddings of one tower, cached per split in memory and in `cache_dir`."""
+    """Pooled features of one tower (images or spectrograms) and caption embeddings, cached per split in memory
+    and in `cache_dir`."""
 
-    def __init__(self, tower: tuple[str, nn.Module], tag: str, cache_dir: Path, data: EvalData, mean, std, limit,
-                 batch_size: int, tokenizer) -> None:
-        """`tower` is (name, module); `tag` names the weights (step2, step2-teacher, init-seed0) in cache keys."""
+    def __init__(self, tower: tuple[str, nn.Module], tag: str, cache_dir: Path, data: EvalData, plan: tuple[dict, str],
+                 limit, batch_size: int, tokenizer) -> None:
+        """`tower` is (name, module); `tag` names the weights (step2, step2-teacher, init-seed0) in cache keys;
+        `plan` is the view plan the inputs are made with and the view the tower reads (`extraction_plan()`)."""
         self.tower_name, self.tower = tower
         self.tag, self.cache_dir, self.data = tag, cache_dir, data
-        self.size = image_size(self.tower)
-        self.mean, self.std, self.limit, self.batch_size, self.tokenizer = mean, std, limit, batch_size, tokenizer
-        digest = json.dumps({"data": data.name, "opts": data.options, "limit": limit, "size": self.size, "mean": list(mean),
-                             "std": list(std)}, sort_keys=True, default=str)
+        (self.plan, self.view), self.limit, self.batch_size, self.tokenizer = plan, limit, batch_size, tokenizer
+        shown = {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.plan.items()}
+        if shown.get("global") == 1 and set(shown) == {"global", "pipeline", "size", "mean", "std"}:
+            shown = {"size": shown["size"], "mean": shown["mean"], "std": shown["std"]}  # the older image key
+        digest = json.dumps({"data": data.name, "opts": data.options, "limit": limit, **shown}, sort_keys=True,
+                            default=str)
         self.hash = hashlib.sha1(digest.encode()).hexdigest()[:8]
         self._pooled: dict[str, tuple] = {}
 
@@ -47,7 +50,7 @@ class FeatureExtractor:
     def _batches(self, source, text: bool = False) -> Iterator:
         from zir.data import make_loader
 
-        plan = {"global": 1, "pipeline": "none", "size": self.size, "mean": self.mean, "std": self.std}
+        plan = dict(self.plan)
         if text:
             plan["text"] = CAPTIONS_PER_IMAGE
         loader = make_loader(source, plan, self.batch_size, shuffle=False, drop_last=False,
@@ -62,7 +65,7 @@ class FeatureExtractor:
                 ids = torch.stack([batch.tokens[f"text_{t}"] for t in range(CAPTIONS_PER_IMAGE)], dim=1)
                 yield ids[:take].reshape(-1, ids.shape[-1])
             else:
-                yield batch.views["global_0"][:take], batch.labels[:take]
+                yield batch.views[self.view][:take], batch.labels[:take]
 
     def pooled(self, split: str, source) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(N, D) pooled tower features and (N,) labels (-1 where unknown) of one split; extracted once."""

@@ -1,6 +1,7 @@
 """Evaluate a training run: its newest checkpoint through zero-shot, retrieval, linear probe and k-NN.
 
 `evaluate_run("runs/clip")` loads the run (`run_loading.py`), opens its evaluation data (`splits.py`),
+scores its image tower (or, in a model without one, its audio tower: `scored_tower()`),
 builds one `EvalContext` per model evaluated (the run's weights, and with `baseline=True` the same
 architecture at its initial weights) and runs each requested task from the registry (`tasks.py`) on it;
 the image tower's pooled features are extracted once per (weights, dataset, split) (`extractor.py`) into
@@ -26,13 +27,13 @@ from torch import nn
 from zir.eval.extractor import FeatureExtractor
 from zir.eval.run_loading import (  # noqa: F401  (the names eval, explain and the CLI import from here)
     EvalError, LoadedRun, image_size, image_text_objective, image_tower, load_run, random_init_model,
-    run_tokenizer, supervised_objective, teacher_tower,
+    run_tokenizer, scored_tower, supervised_objective, teacher_tower,
 )
-from zir.eval.splits import EvalData, eval_data, plan_stats
+from zir.eval.splits import EvalData, eval_data, extraction_plan
 from zir.eval.tasks import DEFAULT_TASKS, EVAL_TASKS, EvalContext, parse_tasks
 
 __all__ = ["TASKS", "EvalError", "LoadedRun", "evaluate_run", "load_run", "random_init_model",
-           "image_tower", "teacher_tower", "image_size", "image_text_objective", "supervised_objective", "run_tokenizer",
+           "image_tower", "scored_tower", "teacher_tower", "image_size", "image_text_objective", "supervised_objective", "run_tokenizer",
            "eval_data", "results_rows", "results_table"]
 
 TASKS = DEFAULT_TASKS  # the default set; every registered name (EVAL_TASKS) can be asked for
@@ -40,11 +41,11 @@ TASKS = DEFAULT_TASKS  # the default set; every registered name (EVAL_TASKS) can
 
 def _context(model: nn.Module, tag: str, data: EvalData, run_dir: Path, config: dict, limit, batch_size, tokenizer,
              probe_options: dict, teacher: bool, baseline: bool) -> EvalContext:
-    """The context of one model's tasks: its image tower (or that tower's EMA teacher) and its heads."""
-    mean, std = plan_stats(model, config)
-    student = image_tower(model)
+    """The context of one model's tasks: its image or audio tower (or that tower's EMA teacher) and its heads."""
+    student = scored_tower(model)
     tower = teacher_tower(model, student[0]) if teacher else student
-    features = FeatureExtractor(tower, tag, run_dir / "features", data, mean, std, limit, batch_size, tokenizer)
+    plan = extraction_plan(model, config, student[1])
+    features = FeatureExtractor(tower, tag, run_dir / "features", data, plan, limit, batch_size, tokenizer)
     # heads (CLIP's projection, the classifier) were trained on the student's features, not the teacher's
     image_text = None if teacher else image_text_objective(model, student[0])
     classifier = None if teacher else supervised_objective(model, student[0])
@@ -90,7 +91,7 @@ def evaluate_run(
     tokenizer = run_tokenizer(run.run_dir, run.config, run.model)
     source = eval_data(data, run.config, data_root, limit, data_options)
     if teacher:
-        teacher_tower(run.model, image_tower(run.model)[0])  # a one-line error before any feature is extracted
+        teacher_tower(run.model, scored_tower(run.model)[0])  # a one-line error before any feature is extracted
     tag = f"step{run.step}" + ("-ema" if run.ema else "") + ("-teacher" if teacher else "")
     probe = dict(probe_options or {})
     ctx = _context(run.model, tag, source, run.run_dir, run.config, limit, batch_size, tokenizer, probe, teacher, False)

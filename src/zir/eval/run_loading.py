@@ -124,6 +124,18 @@ def image_tower(model: nn.Module) -> tuple[str, nn.Module]:
     raise EvalError(f"the model has no image tower (towers: {', '.join(towers)})")
 
 
+def scored_tower(model: nn.Module) -> tuple[str, nn.Module]:
+    """(name, module) of the tower `zir eval` scores: the image tower (`image_tower`), else the audio tower
+    (`audio`, else the first whose modality is audio)."""
+    towers = model.towers
+    if any(t.modality == "image" for t in towers.values()):
+        return image_tower(model)
+    audio = sorted((name for name, t in towers.items() if t.modality == "audio"), key=lambda n: n != "audio")
+    if audio:
+        return audio[0], towers[audio[0]]
+    raise EvalError(f"the model has no image or audio tower to score (towers: {', '.join(towers)})")
+
+
 def teacher_tower(model: nn.Module, tower_name: str = "image") -> tuple[str, nn.Module]:
     """(name, module) of the EMA teacher of `tower_name` (DINO, iBOT), or an EvalError when the run has none."""
     teachers = getattr(model, "teachers", None) or {}

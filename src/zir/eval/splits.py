@@ -11,7 +11,7 @@ from torch import nn
 
 from zir.data.held_out import BUILTIN_SPLITS, first, run_held_out
 
-__all__ = ["BUILTIN_SPLITS", "EvalData", "eval_data", "plan_stats"]
+__all__ = ["BUILTIN_SPLITS", "EvalData", "eval_data", "extraction_plan", "plan_stats"]
 
 
 def plan_stats(model: nn.Module, config: dict) -> tuple[tuple, tuple]:
@@ -25,6 +25,20 @@ def plan_stats(model: nn.Module, config: dict) -> tuple[tuple, tuple]:
 
         mean, std = transforms.IMAGENET_MEAN, transforms.IMAGENET_STD
     return tuple(over.get("mean", mean)), tuple(over.get("std", std))
+
+
+def extraction_plan(model: nn.Module, config: dict, tower: nn.Module) -> tuple[dict, str]:
+    """The plan features are extracted with, and the view read: one unaugmented view of the tower's modality,
+    normalised as the run normalised its inputs (an audio tower: its own front end, with the recipe's
+    data.plan spectrogram settings over it, and the run's audio_mean and audio_std)."""
+    if tower.modality != "audio":
+        mean, std = plan_stats(model, config)
+        return {"global": 1, "pipeline": "none", "size": int(tower.img_size[0]), "mean": mean, "std": std}, "global_0"
+    over = (config.get("data") or {}).get("plan") or {}
+    spectrogram = {**tower.spectrogram, **(over.get("spectrogram") or {})}
+    stats = {k: over[k] for k in ("audio_mean", "audio_std") if k in over}
+    return {"global": 0, "audio": 1, "audio_pipeline": "none", "spectrogram": spectrogram,
+            "audio_patch_size": tuple(tower.patch_size), **stats}, "audio_0"
 
 
 @dataclass

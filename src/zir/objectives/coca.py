@@ -96,7 +96,7 @@ class CoCa(CLIP):
         towers: dict[str, nn.Module],
         tower: str = "image",
         text_tower: str = "text",
-        image_view: str = "image",
+        image_view: str | None = None,
         text_view: str = "text_0",
         embed_dim: int | None = None,
         keep: float = 1.0,

@@ -36,6 +36,8 @@ def view_plan_for(model: nn.Module, cfg: Config) -> ViewPlan:
     spec = {f.name: getattr(plan, f.name) for f in fields(plan) if not f.name.startswith("_")}
     spec["seed"] = cfg.train.seed
     over = dict(cfg.data.plan)
+    if isinstance(over.get("spectrogram"), dict):  # a few front-end settings over the audio tower's own
+        over["spectrogram"] = {**plan.spectrogram.to_dict(), **over["spectrogram"]}
     if "size" in over and "local_size" not in over:
         spec["local_size"] = None
     spec.update(over)
