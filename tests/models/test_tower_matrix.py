@@ -32,6 +32,7 @@ OBJECTIVES = {
     "mae": {"decoder_depth": 1},
     "simmim": {},
     "ibot": HEAD,
+    "ijepa": {"predictor_depth": 1},
     "clip": {},
     "siglip": {},
     "coca": {"decoder_depth": 1},
@@ -40,8 +41,8 @@ OBJECTIVES = {
 CROSS_MODAL = {"clip", "siglip", "coca"}
 CONV = {"mobilevitv2": "MobileViTv2", "efficientvit": "EfficientViT"}
 REFUSED = {  # (family, objective) -> what the one-line error must say
-    **{(f, "mae"): rf"^model\.objectives\.mae: mae: the {cls} tower 'image' cannot drop patches \(can_drop_tokens is False\)"
-       for f, cls in {"swin": "SwinTransformer", **CONV}.items()},
+    **{(f, o): rf"^model\.objectives\.{o}: {o}: the {cls} tower 'image' cannot drop patches \(can_drop_tokens is False\)"
+       for f, cls in {"swin": "SwinTransformer", **CONV}.items() for o in ("mae", "ijepa")},
     **{(f, o): rf"^model\.objectives\.{o}: {o}: the {cls} tower 'image' cannot fill masked patches with a mask token \(has_mask_token is False\)"
        for f, cls in CONV.items() for o in ("simmim", "ibot")},
     ("swin", "ibot"): r"^model\.objectives\.ibot: ibot: the SwinTransformer tower 'image' outputs one token per 4x4 pixels, not one per patch "

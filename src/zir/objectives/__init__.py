@@ -1,7 +1,7 @@
 """Objectives, each a module with its heads that reads cached tower features and returns a `Loss`.
 
-Self-supervised: MAE, SimMIM, SimCLR, BYOL, MoCo v3, VICReg, Barlow Twins, SimSiam, DINO, iBOT, KoLeo, masked
-self-distillation (`masked_dino`). Cross-modal: CLIP, SigLIP, SLIP, CoCa. Fine-tuning: supervised cross-entropy.
+Self-supervised: MAE, SimMIM, SimCLR, BYOL, MoCo v3, VICReg, Barlow Twins, SimSiam, DINO, iBOT, I-JEPA, KoLeo,
+masked self-distillation (`masked_dino`). Cross-modal: CLIP, SigLIP, SLIP, CoCa. Fine-tuning: supervised cross-entropy.
 Importing this package registers all of them, so recipes can name any.
 """
 
@@ -13,6 +13,7 @@ from zir.objectives.dino import DINO, DINOHead
 from zir.objectives.byol import BYOL
 from zir.objectives.moco_v3 import MoCoV3
 from zir.objectives.ibot import IBOT
+from zir.objectives.ijepa import IJEPA
 from zir.objectives.koleo import KoLeo
 from zir.objectives.mae import MAE
 from zir.objectives.masked_distill import MaskedDistillation
@@ -24,7 +25,7 @@ from zir.objectives.vicreg import VICReg
 from zir.objectives import clip, coca, siglip, slip  # noqa: E402,F401  (registers clip, coca, siglip, slip)
 
 __all__ = [
-    "BYOL", "BarlowTwins", "DINO", "DINOHead", "IBOT", "MAE", "OBJECTIVES", "EMATeacher", "Forward", "KoLeo", "Loss",
-    "MaskedDistillation", "MoCoV3", "Objective", "SelfDistillation", "SimCLR", "SimMIM", "SimSiam", "Supervised",
+    "BYOL", "BarlowTwins", "DINO", "DINOHead", "IBOT", "IJEPA", "MAE", "OBJECTIVES", "EMATeacher", "Forward", "KoLeo",
+    "Loss", "MaskedDistillation", "MoCoV3", "Objective", "SelfDistillation", "SimCLR", "SimMIM", "SimSiam", "Supervised",
     "TeacherSpec", "VICReg", "create_objective", "list_objectives", "register_objective",
 ]
