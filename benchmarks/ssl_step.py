@@ -7,6 +7,8 @@ Prints two markdown tables:
 
     .venv/bin/python benchmarks/ssl_step.py --threads 1 --clock cpu
     .venv/bin/python benchmarks/ssl_step.py --recipes clip,unified,coca,mae,dino --reps 10   # shipped recipes
+    .venv/bin/python benchmarks/ssl_step.py --recipes clip,unified,unified:model.objectives.coca.caption_fraction=0.25 \
+        --scale arithmetic --reps 5   # a recipe with dotted overrides; towers where arithmetic dominates
 """
 
 from __future__ import annotations
@@ -143,9 +145,40 @@ def knn_after_training(model_name: str, steps: int, batch_size: int, label: str 
     return rows
 
 
-def recipe_costs(names: list[str], reps: int, precision: str) -> list[tuple[str, int, int, float, float]]:
-    """(recipe, batch, tower forwards, ms per step, samples per CPU-second) of shipped recipes as they train:
-    the recipe's own model, data, batch and views, the loader's augmentation included, AdamW, after_step."""
+# Tower sizes for --scale. "shipped": the recipes as they are (at CPU scale a 16-token nano tower, where a
+# step is a few hundred small matrix products). "arithmetic": ViT-Ti's width at 32 px (64 tokens), 6 layers,
+# and a 4-layer text tower as wide, where the towers' arithmetic dominates a step, as it does at real sizes.
+SCALES = {
+    "shipped": {},
+    "arithmetic": {"image": {"model": "vit_tiny_patch4_32", "depth": 6, "img_size": 32},
+                   "text": {"width": 192, "depth": 4, "num_heads": 3, "embed_dim": 192}, "size": 32},
+}
+
+
+def scaled(cfg, scale: str) -> dict:
+    """The recipe's model section with the towers of `scale` (image and text towers by those names), and
+    its data options at that scale's image side."""
+    import copy
+
+    model = copy.deepcopy(cfg.model)
+    sizes = SCALES[scale]
+    for name in ("image", "text"):
+        if name in sizes and name in model["towers"]:
+            tower = model["towers"][name]
+            tower = {"model": tower} if isinstance(tower, str) else tower
+            model["towers"][name] = {**tower, **sizes[name]}
+    if "size" in sizes:
+        cfg.data.options["size"] = sizes["size"]
+    return model
+
+
+def recipe_costs(names: list[str], reps: int, precision: str,
+                 scale: str = "shipped") -> list[tuple[str, int, int, float, float, float]]:
+    """(recipe, batch, tower forwards, ms per step, samples per CPU-second, share of training) of shipped
+    recipes as they train: the recipe's own model, data, batch and views, the loader's augmentation included,
+    AdamW, after_step. A name may carry dotted overrides: `unified:model.objectives.coca.caption_fraction=0.25`.
+    A recipe whose objectives start late is timed in both phases, and over a run (phases weighted by their
+    share of training: the latest `start` of its objectives; a ramp counts as on)."""
     from contextlib import nullcontext
     from zir.config import load_config
     from zir.data import load_tokenizer, open_source
@@ -154,10 +187,11 @@ def recipe_costs(names: list[str], reps: int, precision: str) -> list[tuple[str,
     from zir.recipes import tokenizer_path
 
     rows = []
-    for name in names:
-        cfg = load_config(name)  # a shipped recipe, its tokenizer by shipped name
+    for label_name in names:
+        name, *overrides = label_name.split(":")
+        cfg = load_config(name, overrides)  # a shipped recipe, its tokenizer by shipped name
         torch.manual_seed(0)
-        model = build_model(cfg.model)
+        model = build_model(scaled(cfg, scale))
         plan = model.view_plan()
         for key, value in cfg.data.plan.items():
             setattr(plan, key, value)
@@ -168,8 +202,11 @@ def recipe_costs(names: list[str], reps: int, precision: str) -> list[tuple[str,
         opt = torch.optim.AdamW(model.param_groups(0.05, base_lr=1e-4))
         amp = torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
         # a recipe whose objectives start late costs less before they start: time both phases
-        phases = [(name, 0)] + ([(f"{name}, all objectives on", 999)] if model.phased else [])
-        for label, at in phases:
+        late = max((p.start for p in model.phases.values()), default=0.0)
+        phases = [(label_name, 0, late or 1.0)] + ([(f"{label_name}, all objectives on", 999, 1.0 - late)]
+                                                   if model.phased else [])
+        timed = []
+        for label, at, share in phases:
             times = []
             for step in range(reps + 1):
                 t0 = clock()
@@ -186,7 +223,11 @@ def recipe_costs(names: list[str], reps: int, precision: str) -> list[tuple[str,
             weights = model.active_weights()
             forwards = len({f for n, o in model.objectives.items() if weights[n] or not model.weights[n]
                             for f in o.forwards()})  # the tower forwards this phase runs
-            rows.append((label, cfg.data.batch_size, forwards, ms, cfg.data.batch_size / ms * 1000))
+            timed.append((label, cfg.data.batch_size, forwards, ms, cfg.data.batch_size / ms * 1000, share))
+        if len(timed) > 1:
+            ms = sum(row[3] * row[5] for row in timed)
+            timed.append((f"{label_name}, run average", cfg.data.batch_size, 0, ms, cfg.data.batch_size / ms * 1000, 1.0))
+        rows += timed
     return rows
 
 
@@ -206,6 +247,8 @@ def main() -> None:
     ap.add_argument("--recipes", default="",
                     help="instead: shipped recipes (e.g. clip,unified) as they train, step cost and samples per CPU-second")
     ap.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="with --recipes: autocast or not")
+    ap.add_argument("--scale", choices=sorted(SCALES), default="shipped",
+                    help="with --recipes: the recipes' own towers, or wider, deeper ones where arithmetic dominates")
     args = ap.parse_args()
     global clock
     clock = CLOCKS[args.clock]
@@ -217,13 +260,14 @@ def main() -> None:
     except (OSError, StopIteration):
         pass
     if args.recipes:
-        print(f"shipped recipes as they train, {args.precision}, {cpu}, {torch.get_num_threads()} torch threads, "
-              f"torch {torch.__version__}, {args.clock} clock, median of {args.reps} steps\n")
+        print(f"shipped recipes as they train, towers at {args.scale} scale, {args.precision}, {cpu}, "
+              f"{torch.get_num_threads()} torch threads, torch {torch.__version__}, {args.clock} clock, "
+              f"median of {args.reps} steps\n")
         print("| recipe | batch | tower forwards | ms per step | samples per CPU-second | cost per sample vs first |")
         print("|---|---:|---:|---:|---:|---:|", flush=True)
-        rows = recipe_costs(args.recipes.split(","), args.reps, args.precision)
-        for name, batch, forwards, ms, rate in rows:
-            print(f"| {name} | {batch} | {forwards} | {ms:.0f} | {rate:.0f} | {rows[0][4] / rate:.2f}x |", flush=True)
+        rows = recipe_costs(args.recipes.split(","), args.reps, args.precision, args.scale)
+        for name, batch, forwards, ms, rate, _ in rows:
+            print(f"| {name} | {batch} | {forwards or ''} | {ms:.0f} | {rate:.0f} | {rows[0][4] / rate:.2f}x |", flush=True)
         return
     if args.knn_steps:
         print(f"{args.model}, {args.knn_steps} steps of batch {args.batch_size} on shapes (4000 images), "
