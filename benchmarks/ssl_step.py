@@ -17,6 +17,7 @@ import argparse
 import platform
 import statistics
 import time
+from typing import NamedTuple
 
 import torch
 
@@ -172,13 +173,49 @@ def scaled(cfg, scale: str) -> dict:
     return model
 
 
-def recipe_costs(names: list[str], reps: int, precision: str,
-                 scale: str = "shipped") -> list[tuple[str, int, int, float, float, float]]:
-    """(recipe, batch, tower forwards, ms per step, samples per CPU-second, share of training) of shipped
-    recipes as they train: the recipe's own model, data, batch and views, the loader's augmentation included,
-    AdamW, after_step. A name may carry dotted overrides: `unified:model.objectives.coca.caption_fraction=0.25`.
-    A recipe whose objectives start late is timed in both phases, and over a run (phases weighted by their
-    share of training: the latest `start` of its objectives; a ramp counts as on)."""
+def count_cpu_attention_flops() -> None:
+    """Teach torch's FLOP counter the CPU kernels of fused attention (it knows the GPU ones, same arguments)."""
+    from torch.utils import flop_counter as fc
+
+    aten = torch.ops.aten
+    for cpu_op, gpu_op in ((aten._scaled_dot_product_flash_attention_for_cpu, aten._scaled_dot_product_flash_attention),
+                           (aten._scaled_dot_product_flash_attention_for_cpu_backward,
+                            aten._scaled_dot_product_flash_attention_backward)):
+        if cpu_op not in fc.flop_registry:
+            fc.register_flop_formula(cpu_op, get_raw=True)(fc.flop_registry[gpu_op])
+
+
+def step_flops(model, batch, amp) -> int:
+    """Floating-point operations of one forward and backward (matrix products, convolutions, attention)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    count_cpu_attention_flops()
+    with FlopCounterMode(display=False) as counter:
+        with amp:
+            out = model(batch)
+        out.loss.float().backward()
+    model.zero_grad(set_to_none=True)
+    return counter.get_total_flops()
+
+
+class Cost(NamedTuple):
+    """One timed phase of a recipe: `share` of training it spans; `gflop` per sample, forward and backward."""
+
+    label: str
+    batch: int
+    forwards: int
+    ms: float
+    rate: float
+    share: float
+    gflop: float
+
+
+def recipe_costs(names: list[str], reps: int, precision: str, scale: str = "shipped") -> list[Cost]:
+    """Step costs of shipped recipes as they train: the recipe's own model, data, batch and views, the loader's
+    augmentation included, AdamW, after_step; and the arithmetic of a step (FLOPs, forward and backward).
+    A name may carry dotted overrides: `unified:model.objectives.coca.caption_fraction=0.25`. A recipe whose
+    objectives start late is timed in both phases and over a run: the phases weighted by their share of
+    training (the latest `start` of its objectives; a ramp counts as on)."""
     from contextlib import nullcontext
     from zir.config import load_config
     from zir.data import load_tokenizer, open_source
@@ -223,10 +260,13 @@ def recipe_costs(names: list[str], reps: int, precision: str,
             weights = model.active_weights()
             forwards = len({f for n, o in model.objectives.items() if weights[n] or not model.weights[n]
                             for f in o.forwards()})  # the tower forwards this phase runs
-            timed.append((label, cfg.data.batch_size, forwards, ms, cfg.data.batch_size / ms * 1000, share))
+            gflop = step_flops(model, batch, amp) / cfg.data.batch_size / 1e9
+            timed.append(Cost(label, cfg.data.batch_size, forwards, ms, cfg.data.batch_size / ms * 1000, share, gflop))
         if len(timed) > 1:
-            ms = sum(row[3] * row[5] for row in timed)
-            timed.append((f"{label_name}, run average", cfg.data.batch_size, 0, ms, cfg.data.batch_size / ms * 1000, 1.0))
+            ms = sum(row.ms * row.share for row in timed)
+            gflop = sum(row.gflop * row.share for row in timed)
+            timed.append(Cost(f"{label_name}, run average", cfg.data.batch_size, 0, ms, cfg.data.batch_size / ms * 1000,
+                              1.0, gflop))
         rows += timed
     return rows
 
@@ -263,11 +303,13 @@ def main() -> None:
         print(f"shipped recipes as they train, towers at {args.scale} scale, {args.precision}, {cpu}, "
               f"{torch.get_num_threads()} torch threads, torch {torch.__version__}, {args.clock} clock, "
               f"median of {args.reps} steps\n")
-        print("| recipe | batch | tower forwards | ms per step | samples per CPU-second | cost per sample vs first |")
-        print("|---|---:|---:|---:|---:|---:|", flush=True)
+        print("| recipe | batch | tower forwards | ms per step | samples per CPU-second | cost per sample vs first "
+              "| GFLOP per sample | FLOPs vs first |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|", flush=True)
         rows = recipe_costs(args.recipes.split(","), args.reps, args.precision, args.scale)
-        for name, batch, forwards, ms, rate, _ in rows:
-            print(f"| {name} | {batch} | {forwards or ''} | {ms:.0f} | {rate:.0f} | {rows[0][4] / rate:.2f}x |", flush=True)
+        for r in rows:
+            print(f"| {r.label} | {r.batch} | {r.forwards or ''} | {r.ms:.0f} | {r.rate:.0f} | {rows[0].rate / r.rate:.2f}x "
+                  f"| {r.gflop:.3f} | {r.gflop / rows[0].gflop:.2f}x |", flush=True)
         return
     if args.knn_steps:
         print(f"{args.model}, {args.knn_steps} steps of batch {args.batch_size} on shapes (4000 images), "
