@@ -19,8 +19,6 @@ the tokenizer to `generate_captions`, which reads them from it.
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -28,7 +26,7 @@ from torch import nn
 from zir.errors import ConfigError, ShapeError
 from zir.losses.coca import caption_loss
 from zir.nn import Attention, Mlp, attend
-from zir.objectives.base import DEFAULT_MASK, Loss, register_objective
+from zir.objectives.base import DEFAULT_MASK, Loss, batch_fraction, first_rows, register_objective
 from zir.objectives.clip import CLIP, tower_width
 
 
@@ -130,11 +128,7 @@ class CoCa(CLIP):
             raise ConfigError(f"objective coca: text tower {text_tower!r} must be a causal TextTransformer "
                               "(CoCa's unimodal decoder), not a bidirectional encoder")
         self.contrastive_weight, self.caption_weight = float(contrastive_weight), float(caption_weight)
-        if isinstance(caption_fraction, bool) or not isinstance(caption_fraction, (int, float)) \
-                or not 0.0 < caption_fraction <= 1.0:
-            raise ConfigError(f"objective coca: caption_fraction={caption_fraction!r}: expected a share of the batch "
-                              "0 < fraction <= 1")
-        self.caption_fraction = float(caption_fraction)
+        self.caption_fraction = batch_fraction(caption_fraction, "caption_fraction")
         self.sot_id, self.eot_id, self.pad_id = int(sot_id), int(eot_id), int(text.pad_id)
         self.decoder = MultimodalDecoder(text.width, tower_width(self.tower), text.vocab_size, decoder_depth, decoder_heads)
 
@@ -144,7 +138,7 @@ class CoCa(CLIP):
 
     def caption_rows(self, batch_size: int) -> int:
         """How many rows of a batch of `batch_size` the decoder captions: ceil(caption_fraction x B), at least 1."""
-        return max(1, math.ceil(self.caption_fraction * batch_size - 1e-9))
+        return first_rows(self.caption_fraction, batch_size)
 
     def forward(self, batch, features) -> Loss:
         """Weighted contrastive + captioning loss; metrics: both parts, accuracy, next-token accuracy."""
