@@ -210,63 +210,87 @@ class Cost(NamedTuple):
     gflop: float
 
 
-def recipe_costs(names: list[str], reps: int, precision: str, scale: str = "shipped") -> list[Cost]:
-    """Step costs of shipped recipes as they train: the recipe's own model, data, batch and views, the loader's
-    augmentation included, AdamW, after_step; and the arithmetic of a step (FLOPs, forward and backward).
-    A name may carry dotted overrides: `unified:model.objectives.coca.caption_fraction=0.25`. A recipe whose
-    objectives start late is timed in both phases and over a run: the phases weighted by their share of
-    training (the latest `start` of its objectives; a ramp counts as on)."""
-    from contextlib import nullcontext
-    from zir.config import load_config
-    from zir.data import load_tokenizer, open_source
-    from zir.data.loader import Loader
-    from zir.data.tokenizer import text_context
-    from zir.recipes import tokenizer_path
+class Trainee:
+    """One recipe in one phase, training as it would: its own model, loader (epoch after epoch), AdamW."""
 
-    rows = []
-    for label_name in names:
+    def __init__(self, label_name: str, phase: int, scale: str, precision: str) -> None:
+        from contextlib import nullcontext
+        from zir.config import load_config
+        from zir.data import load_tokenizer, open_source
+        from zir.data.loader import Loader
+        from zir.data.tokenizer import text_context
+        from zir.recipes import tokenizer_path
+
         name, *overrides = label_name.split(":")
         cfg = load_config(name, overrides)  # a shipped recipe, its tokenizer by shipped name
         torch.manual_seed(0)
-        model = build_model(scaled(cfg, scale))
+        self.model = model = build_model(scaled(cfg, scale))
         plan = model.view_plan()
         for key, value in cfg.data.plan.items():
             setattr(plan, key, value)
         tokenizer = load_tokenizer(tokenizer_path(cfg.data.tokenizer), context_length=text_context(model)) if cfg.data.tokenizer else None
         epoch = Loader(open_source(cfg.data.source, split="train", **cfg.data.options), plan, cfg.data.batch_size,
                        tokenizer=tokenizer, shuffle=True, drop_last=True)
-        loader = (batch for _ in iter(int, 1) for batch in epoch)  # epoch after epoch, the loading timed too
-        opt = torch.optim.AdamW(model.param_groups(0.05, base_lr=1e-4))
-        amp = torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
-        # a recipe whose objectives start late costs less before they start: time both phases
+        self.loader = (batch for _ in iter(int, 1) for batch in epoch)  # the loading is timed too
+        self.opt = torch.optim.AdamW(model.param_groups(0.05, base_lr=1e-4))
+        self.amp = torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
+        self.batch_size = cfg.data.batch_size
         late = max((p.start for p in model.phases.values()), default=0.0)
-        phases = [(label_name, 0, late or 1.0)] + ([(f"{label_name}, all objectives on", 999, 1.0 - late)]
-                                                   if model.phased else [])
-        timed = []
-        for label, at, share in phases:
-            times = []
-            for step in range(reps + 1):
-                t0 = clock()
-                batch = next(loader)
-                with amp:
-                    out = model(batch)
-                opt.zero_grad(set_to_none=True)
-                out.loss.float().backward()
-                opt.step()
-                model.after_step(at + step if at else step, 1000)
-                if step:
-                    times.append(clock() - t0)
-            ms = 1000 * statistics.median(times)
-            weights = model.active_weights()
-            forwards = len({f for n, o in model.objectives.items() if weights[n] or not model.weights[n]
-                            for f in o.forwards()})  # the tower forwards this phase runs
-            gflop = step_flops(model, batch, amp) / cfg.data.batch_size / 1e9
-            timed.append(Cost(label, cfg.data.batch_size, forwards, ms, cfg.data.batch_size / ms * 1000, share, gflop))
+        self.share = (1.0 - late) if phase else (late or 1.0)  # of training: before the latest start, after it
+        self.label = f"{label_name}, all objectives on" if phase else label_name
+        self.step_index = 999 if phase else 0  # of 1000 steps
+        if phase:
+            model.after_step(self.step_index - 1, 1000)  # the next step is in the second phase
+        self.batch = None
+
+    def step(self) -> float:
+        """One timed optimiser step (loading, forward, backward, AdamW, after_step); seconds on the clock."""
+        t0 = clock()
+        self.batch = next(self.loader)
+        with self.amp:
+            out = self.model(self.batch)
+        self.opt.zero_grad(set_to_none=True)
+        out.loss.float().backward()
+        self.opt.step()
+        self.model.after_step(self.step_index, 1000)
+        self.step_index += 1
+        return clock() - t0
+
+    def cost(self, times: list[float]) -> Cost:
+        """This phase's row: median step time, the tower forwards it runs, FLOPs per sample."""
+        model, ms = self.model, 1000 * statistics.median(times)
+        weights = model.active_weights()
+        forwards = len({f for n, o in model.objectives.items() if weights[n] or not model.weights[n]
+                        for f in o.forwards()})  # the tower forwards this phase runs
+        gflop = step_flops(model, self.batch, self.amp) / self.batch_size / 1e9
+        return Cost(self.label, self.batch_size, forwards, ms, self.batch_size / ms * 1000, self.share, gflop)
+
+
+def recipe_costs(names: list[str], reps: int, precision: str, scale: str = "shipped") -> list[Cost]:
+    """Step costs of shipped recipes as they train: the recipe's own model, data, batch and views, the loader's
+    augmentation included, AdamW, after_step; and the arithmetic of a step (FLOPs, forward and backward).
+    A name may carry dotted overrides: `unified:model.objectives.coca.caption_fraction=0.25`. A recipe whose
+    objectives start late is timed in both phases (each its own model) and over a run: the phases weighted by
+    their share of training (the latest `start` of its objectives; a ramp counts as on). The steps of all
+    recipes and phases take turns, so a machine whose load drifts slows them alike."""
+    trainees: list[list[Trainee]] = []
+    for label_name in names:
+        first = Trainee(label_name, 0, scale, precision)
+        trainees.append([first] + ([Trainee(label_name, 1, scale, precision)] if first.model.phased else []))
+    flat = [t for phases in trainees for t in phases]
+    for t in flat:
+        t.step()  # warms up allocators and kernels
+    times: dict[int, list[float]] = {id(t): [] for t in flat}
+    for _ in range(reps):
+        for t in flat:
+            times[id(t)].append(t.step())
+    rows = []
+    for label_name, phases in zip(names, trainees):
+        timed = [t.cost(times[id(t)]) for t in phases]
         if len(timed) > 1:
             ms = sum(row.ms * row.share for row in timed)
             gflop = sum(row.gflop * row.share for row in timed)
-            timed.append(Cost(f"{label_name}, run average", cfg.data.batch_size, 0, ms, cfg.data.batch_size / ms * 1000,
-                              1.0, gflop))
+            timed.append(Cost(f"{label_name}, run average", timed[0].batch, 0, ms, timed[0].batch / ms * 1000, 1.0, gflop))
         rows += timed
     return rows
 
