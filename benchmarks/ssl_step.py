@@ -7,6 +7,8 @@ Prints two markdown tables:
 
     .venv/bin/python benchmarks/ssl_step.py --threads 1 --clock cpu
     .venv/bin/python benchmarks/ssl_step.py --recipes clip,unified,coca,mae,dino --reps 10   # shipped recipes
+    .venv/bin/python benchmarks/ssl_step.py --recipes clip,unified,unified:model.objectives.coca.caption_fraction=0.25 \
+        --scale arithmetic --reps 5   # a recipe with dotted overrides; towers where arithmetic dominates
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import argparse
 import platform
 import statistics
 import time
+from typing import NamedTuple
 
 import torch
 
@@ -143,50 +146,152 @@ def knn_after_training(model_name: str, steps: int, batch_size: int, label: str 
     return rows
 
 
-def recipe_costs(names: list[str], reps: int, precision: str) -> list[tuple[str, int, int, float, float]]:
-    """(recipe, batch, tower forwards, ms per step, samples per CPU-second) of shipped recipes as they train:
-    the recipe's own model, data, batch and views, the loader's augmentation included, AdamW, after_step."""
-    from contextlib import nullcontext
-    from zir.config import load_config
-    from zir.data import load_tokenizer, open_source
-    from zir.data.loader import Loader
-    from zir.data.tokenizer import text_context
-    from zir.recipes import tokenizer_path
+# Tower sizes for --scale. "shipped": the recipes as they are (at CPU scale a 16-token nano tower, where a
+# step is a few hundred small matrix products). "arithmetic": ViT-Ti's width at 32 px (64 tokens), 6 layers,
+# and a 4-layer text tower as wide, where the towers' arithmetic dominates a step, as it does at real sizes.
+SCALES = {
+    "shipped": {},
+    "arithmetic": {"image": {"model": "vit_tiny_patch4_32", "depth": 6, "img_size": 32},
+                   "text": {"width": 192, "depth": 4, "num_heads": 3, "embed_dim": 192}, "size": 32},
+}
 
-    rows = []
-    for name in names:
-        cfg = load_config(name)  # a shipped recipe, its tokenizer by shipped name
+
+def scaled(cfg, scale: str) -> dict:
+    """The recipe's model section with the towers of `scale` (image and text towers by those names), and
+    its data options at that scale's image side."""
+    import copy
+
+    model = copy.deepcopy(cfg.model)
+    sizes = SCALES[scale]
+    for name in ("image", "text"):
+        if name in sizes and name in model["towers"]:
+            tower = model["towers"][name]
+            tower = {"model": tower} if isinstance(tower, str) else tower
+            model["towers"][name] = {**tower, **sizes[name]}
+    if "size" in sizes:
+        cfg.data.options["size"] = sizes["size"]
+    return model
+
+
+def count_cpu_attention_flops() -> None:
+    """Teach torch's FLOP counter the CPU kernels of fused attention (it knows the GPU ones, same arguments)."""
+    from torch.utils import flop_counter as fc
+
+    aten = torch.ops.aten
+    for cpu_op, gpu_op in ((aten._scaled_dot_product_flash_attention_for_cpu, aten._scaled_dot_product_flash_attention),
+                           (aten._scaled_dot_product_flash_attention_for_cpu_backward,
+                            aten._scaled_dot_product_flash_attention_backward)):
+        if cpu_op not in fc.flop_registry:
+            fc.register_flop_formula(cpu_op, get_raw=True)(fc.flop_registry[gpu_op])
+
+
+def step_flops(model, batch, amp) -> int:
+    """Floating-point operations of one forward and backward (matrix products, convolutions, attention)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    count_cpu_attention_flops()
+    with FlopCounterMode(display=False) as counter:
+        with amp:
+            out = model(batch)
+        out.loss.float().backward()
+    model.zero_grad(set_to_none=True)
+    return counter.get_total_flops()
+
+
+class Cost(NamedTuple):
+    """One timed phase of a recipe: `share` of training it spans; `gflop` per sample, forward and backward."""
+
+    label: str
+    batch: int
+    forwards: int
+    ms: float
+    rate: float
+    share: float
+    gflop: float
+
+
+class Trainee:
+    """One recipe in one phase, training as it would: its own model, loader (epoch after epoch), AdamW."""
+
+    def __init__(self, label_name: str, phase: int, scale: str, precision: str) -> None:
+        from contextlib import nullcontext
+        from zir.config import load_config
+        from zir.data import load_tokenizer, open_source
+        from zir.data.loader import Loader
+        from zir.data.tokenizer import text_context
+        from zir.recipes import tokenizer_path
+
+        name, *overrides = label_name.split(":")
+        cfg = load_config(name, overrides)  # a shipped recipe, its tokenizer by shipped name
         torch.manual_seed(0)
-        model = build_model(cfg.model)
+        self.model = model = build_model(scaled(cfg, scale))
         plan = model.view_plan()
         for key, value in cfg.data.plan.items():
             setattr(plan, key, value)
         tokenizer = load_tokenizer(tokenizer_path(cfg.data.tokenizer), context_length=text_context(model)) if cfg.data.tokenizer else None
         epoch = Loader(open_source(cfg.data.source, split="train", **cfg.data.options), plan, cfg.data.batch_size,
                        tokenizer=tokenizer, shuffle=True, drop_last=True)
-        loader = (batch for _ in iter(int, 1) for batch in epoch)  # epoch after epoch, the loading timed too
-        opt = torch.optim.AdamW(model.param_groups(0.05, base_lr=1e-4))
-        amp = torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
-        # a recipe whose objectives start late costs less before they start: time both phases
-        phases = [(name, 0)] + ([(f"{name}, all objectives on", 999)] if model.phased else [])
-        for label, at in phases:
-            times = []
-            for step in range(reps + 1):
-                t0 = clock()
-                batch = next(loader)
-                with amp:
-                    out = model(batch)
-                opt.zero_grad(set_to_none=True)
-                out.loss.float().backward()
-                opt.step()
-                model.after_step(at + step if at else step, 1000)
-                if step:
-                    times.append(clock() - t0)
-            ms = 1000 * statistics.median(times)
-            weights = model.active_weights()
-            forwards = len({f for n, o in model.objectives.items() if weights[n] or not model.weights[n]
-                            for f in o.forwards()})  # the tower forwards this phase runs
-            rows.append((label, cfg.data.batch_size, forwards, ms, cfg.data.batch_size / ms * 1000))
+        self.loader = (batch for _ in iter(int, 1) for batch in epoch)  # the loading is timed too
+        self.opt = torch.optim.AdamW(model.param_groups(0.05, base_lr=1e-4))
+        self.amp = torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
+        self.batch_size = cfg.data.batch_size
+        late = max((p.start for p in model.phases.values()), default=0.0)
+        self.share = (1.0 - late) if phase else (late or 1.0)  # of training: before the latest start, after it
+        self.label = f"{label_name}, all objectives on" if phase else label_name
+        self.step_index = 999 if phase else 0  # of 1000 steps
+        if phase:
+            model.after_step(self.step_index - 1, 1000)  # the next step is in the second phase
+        self.batch = None
+
+    def step(self) -> float:
+        """One timed optimiser step (loading, forward, backward, AdamW, after_step); seconds on the clock."""
+        t0 = clock()
+        self.batch = next(self.loader)
+        with self.amp:
+            out = self.model(self.batch)
+        self.opt.zero_grad(set_to_none=True)
+        out.loss.float().backward()
+        self.opt.step()
+        self.model.after_step(self.step_index, 1000)
+        self.step_index += 1
+        return clock() - t0
+
+    def cost(self, times: list[float]) -> Cost:
+        """This phase's row: median step time, the tower forwards it runs, FLOPs per sample."""
+        model, ms = self.model, 1000 * statistics.median(times)
+        weights = model.active_weights()
+        forwards = len({f for n, o in model.objectives.items() if weights[n] or not model.weights[n]
+                        for f in o.forwards()})  # the tower forwards this phase runs
+        gflop = step_flops(model, self.batch, self.amp) / self.batch_size / 1e9
+        return Cost(self.label, self.batch_size, forwards, ms, self.batch_size / ms * 1000, self.share, gflop)
+
+
+def recipe_costs(names: list[str], reps: int, precision: str, scale: str = "shipped") -> list[Cost]:
+    """Step costs of shipped recipes as they train: the recipe's own model, data, batch and views, the loader's
+    augmentation included, AdamW, after_step; and the arithmetic of a step (FLOPs, forward and backward).
+    A name may carry dotted overrides: `unified:model.objectives.coca.caption_fraction=0.25`. A recipe whose
+    objectives start late is timed in both phases (each its own model) and over a run: the phases weighted by
+    their share of training (the latest `start` of its objectives; a ramp counts as on). The steps of all
+    recipes and phases take turns, so a machine whose load drifts slows them alike."""
+    trainees: list[list[Trainee]] = []
+    for label_name in names:
+        first = Trainee(label_name, 0, scale, precision)
+        trainees.append([first] + ([Trainee(label_name, 1, scale, precision)] if first.model.phased else []))
+    flat = [t for phases in trainees for t in phases]
+    for t in flat:
+        t.step()  # warms up allocators and kernels
+    times: dict[int, list[float]] = {id(t): [] for t in flat}
+    for _ in range(reps):
+        for t in flat:
+            times[id(t)].append(t.step())
+    rows = []
+    for label_name, phases in zip(names, trainees):
+        timed = [t.cost(times[id(t)]) for t in phases]
+        if len(timed) > 1:
+            ms = sum(row.ms * row.share for row in timed)
+            gflop = sum(row.gflop * row.share for row in timed)
+            timed.append(Cost(f"{label_name}, run average", timed[0].batch, 0, ms, timed[0].batch / ms * 1000, 1.0, gflop))
+        rows += timed
     return rows
 
 
@@ -206,6 +311,8 @@ def main() -> None:
     ap.add_argument("--recipes", default="",
                     help="instead: shipped recipes (e.g. clip,unified) as they train, step cost and samples per CPU-second")
     ap.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="with --recipes: autocast or not")
+    ap.add_argument("--scale", choices=sorted(SCALES), default="shipped",
+                    help="with --recipes: the recipes' own towers, or wider, deeper ones where arithmetic dominates")
     args = ap.parse_args()
     global clock
     clock = CLOCKS[args.clock]
@@ -217,13 +324,16 @@ def main() -> None:
     except (OSError, StopIteration):
         pass
     if args.recipes:
-        print(f"shipped recipes as they train, {args.precision}, {cpu}, {torch.get_num_threads()} torch threads, "
-              f"torch {torch.__version__}, {args.clock} clock, median of {args.reps} steps\n")
-        print("| recipe | batch | tower forwards | ms per step | samples per CPU-second | cost per sample vs first |")
-        print("|---|---:|---:|---:|---:|---:|", flush=True)
-        rows = recipe_costs(args.recipes.split(","), args.reps, args.precision)
-        for name, batch, forwards, ms, rate in rows:
-            print(f"| {name} | {batch} | {forwards} | {ms:.0f} | {rate:.0f} | {rows[0][4] / rate:.2f}x |", flush=True)
+        print(f"shipped recipes as they train, towers at {args.scale} scale, {args.precision}, {cpu}, "
+              f"{torch.get_num_threads()} torch threads, torch {torch.__version__}, {args.clock} clock, "
+              f"median of {args.reps} steps\n")
+        print("| recipe | batch | tower forwards | ms per step | samples per CPU-second | cost per sample vs first "
+              "| GFLOP per sample | FLOPs vs first |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|", flush=True)
+        rows = recipe_costs(args.recipes.split(","), args.reps, args.precision, args.scale)
+        for r in rows:
+            print(f"| {r.label} | {r.batch} | {r.forwards or ''} | {r.ms:.0f} | {r.rate:.0f} | {rows[0].rate / r.rate:.2f}x "
+                  f"| {r.gflop:.3f} | {r.gflop / rows[0].gflop:.2f}x |", flush=True)
         return
     if args.knn_steps:
         print(f"{args.model}, {args.knn_steps} steps of batch {args.batch_size} on shapes (4000 images), "

@@ -22,6 +22,7 @@ from zir.data.plan import Batch, ViewPlan
 from zir.data.transforms import local_size_for
 from zir.errors import ConfigError, ShapeError, ZirError
 from zir.objectives import Forward, Objective, TeacherSpec, create_objective
+from zir.objectives.base import first_rows
 from zir.objectives.phase import Phase, pop_phase
 
 # strongest augmentation first: a shared view is augmented for the objective that needs the most
@@ -138,10 +139,10 @@ class ZirModel(nn.Module):
 
     @staticmethod
     def _plan_calls(forwards: list[Forward]) -> list[tuple[Forward, ...]]:
-        """Group forwards into tower calls: same tower, mask, fill and view size class (global/image, local, text)."""
+        """Group forwards into tower calls: same tower, mask, fill, rows and view size class (global/image, local, text)."""
         calls: dict[tuple, list[Forward]] = {}
         for f in forwards:
-            calls.setdefault((f.tower, f.mask, f.fill, f.view.size_class), []).append(f)
+            calls.setdefault((f.tower, f.mask, f.fill, f.rows, f.view.size_class), []).append(f)
         return [tuple(fs) for fs in calls.values()]
 
     def view_plan(self) -> ViewPlan:
@@ -251,16 +252,19 @@ class ZirModel(nn.Module):
         return cache
 
     def _inputs(self, batch: Batch, f: Forward) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The input of a forward and its keep (B, K) or fill mask (B, N), or None when unmasked."""
+        """The input of a forward and its keep (B, K) or fill mask (B, N), or None when unmasked; only the
+        forward's leading rows when it reads part of the batch."""
         name = f.view.name
         # text: token ids (B, L); images (B, 3, H, W) and spectrograms (B, 1, n_mels, frames)
         x = batch.tokens.get(name) if f.view.modality == "text" else batch.views.get(name)
         if x is None:
             raise ConfigError(f"batch has no view {name!r}; build the loader from model.view_plan()")
+        rows = first_rows(f.rows, x.shape[0])
+        x = x[:rows]
         if not f.masked:
             return x, None
         mask = batch.mask(name, f.mask)
-        return x, (mask.mask if f.fill else mask.keep).to(x.device)
+        return x, (mask.mask if f.fill else mask.keep)[:rows].to(x.device)
 
     def _run(self, f: Forward, x: torch.Tensor, m: torch.Tensor | None) -> torch.Tensor:
         """One tower call for forward `f` (teachers without gradients)."""

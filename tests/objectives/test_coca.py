@@ -78,3 +78,42 @@ def test_coca_needs_a_causal_text_tower():
         build_model({"towers": {"image": {"model": "vit_nano_patch4_32"}, "text": {"model": "text_nano", "causal": False}},
                      "objectives": {"coca": {}}})
     assert issubclass(CoCa, torch.nn.Module)
+
+
+def coca_model(tok, **settings):
+    """A fresh CoCa model on the nano towers (the module's fixture model is trained by a test above)."""
+    torch.manual_seed(0)
+    return build_model({
+        "towers": {"image": {"model": "vit_nano_patch4_32", "img_size": 16},
+                   "text": {"model": "text_nano", "vocab_size": tok.vocab_size, "context_length": 16}},
+        "objectives": {"coca": settings},
+    })
+
+
+def test_caption_fraction_decodes_the_first_quarter_and_its_loss_is_the_full_loss_on_those_rows(setup):
+    _, tok, batch = setup  # 16 rows
+    model = coca_model(tok, caption_fraction=0.25)
+    coca = model.objectives["coca"]
+    rows = []
+    coca.decoder.register_forward_hook(lambda module, args, out: rows.append(args[0].shape[0]))
+    features = model.encode(batch)
+    quarter = coca(batch, features)
+    assert rows == [4]
+    coca.caption_fraction = 1.0  # the same weights, every row decoded
+    f_img, f_txt = coca.forwards()
+    logits = coca.decoder(features[f_txt][:, coca.text_tower.num_prefix_tokens:], features[f_img])
+    ids = batch.tokens["text_0"]
+    assert quarter.metrics["caption_loss"] == pytest.approx(coca.caption_loss(logits[:4], ids[:4]).item(), rel=1e-5)
+    assert quarter.metrics["caption_loss"] != pytest.approx(coca.caption_loss(logits, ids).item(), rel=1e-3)
+    # the contrastive term still reads all 16 pairs: the same value with every row decoded
+    assert quarter.metrics["contrastive_loss"] == pytest.approx(coca(batch, features).metrics["contrastive_loss"], rel=1e-6)
+
+
+def test_caption_fraction_rounds_up_and_rejects_shares_outside_0_1(setup):
+    _, tok, _ = setup
+    coca = coca_model(tok, caption_fraction=0.3).objectives["coca"]
+    assert [coca.caption_rows(b) for b in (1, 10, 16, 256)] == [1, 3, 5, 77]
+    assert coca_model(tok, caption_fraction=0.25).objectives["coca"].caption_rows(256) == 64
+    for bad in (0, 1.5, -0.1, True, "half"):
+        with pytest.raises(ConfigError, match="caption_fraction"):
+            coca_model(tok, caption_fraction=bad)

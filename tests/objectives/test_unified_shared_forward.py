@@ -17,7 +17,7 @@ from zir.data import load_tokenizer, open_source
 from zir.data.loader import Loader
 from zir.data.tokenizer import text_context
 from zir.errors import ConfigError
-from zir.model import build_model
+from zir.model import ZirModel, build_model
 from zir.objectives import Forward
 from zir.objectives.phase import Phase
 from zir.recipes import TOKENIZERS_DIR
@@ -207,3 +207,48 @@ def test_keep_from_reads_the_view_whole_then_through_the_shared_mask():
     assert "objectives.clip.masking" in model.state_dict() and bool(model.state_dict()["objectives.clip.masking"])
     with pytest.raises(ConfigError, match="keep_from=0.5 needs keep < 1"):
         unified(clip={"keep_from": 0.5})
+
+
+def rows_per_call(model) -> dict[str, list[int]]:
+    """The batch rows of each tower's forward_tokens calls during the next model(batch)."""
+    rows: dict[str, list[int]] = {}
+    modules = {**dict(model.towers.items()), **{n: t.module for n, t in model.teachers.items()}}
+    for name, tower in modules.items():
+        original = tower.forward_tokens
+
+        def counted(x, *args, _name=name, _original=original, **kwargs):
+            rows.setdefault(_name, []).append(x.shape[0])
+            return _original(x, *args, **kwargs)
+
+        tower.forward_tokens = counted
+    return rows
+
+
+def test_distill_fraction_runs_the_teacher_on_a_quarter_and_its_loss_is_the_full_loss_on_those_rows():
+    model, batch = unified(mae={"start": 0.0}, masked_dino={"start": 0.0, "distill_fraction": 0.25})  # 16 rows
+    model.eval()  # the teacher's centre stays put, so both losses below see the same one
+    obj = model.objectives["masked_dino"]
+    assert Forward("image_teacher", "image", rows=0.25) in obj.forwards()
+    rows = rows_per_call(model)
+    out = model(batch)
+    # the teacher encodes 4 rows; the student's masked encoding (MAE reads it too) and the whole view all 16
+    assert rows == {"image": [16, 16], "text": [16], "image_teacher": [4]}
+    whole, _ = unified(mae={"start": 0.0}, masked_dino={"start": 0.0})  # the same weights, every row distilled
+    whole.eval()
+    features = whole.encode(batch)
+    first_four = {f: v[:4] for f, v in features.items()}
+    full = whole.objectives["masked_dino"]
+    assert out.metrics["masked_dino_loss"] == pytest.approx(full(batch, first_four).value.item(), rel=1e-5)
+    assert out.metrics["masked_dino_loss"] != pytest.approx(full(batch, features).value.item(), rel=1e-3)
+    for bad in (0, 1.5, True):
+        with pytest.raises(ConfigError, match="distill_fraction"):
+            unified(masked_dino={"distill_fraction": bad})
+
+
+def test_forwards_on_part_of_the_batch_are_their_own_tower_calls():
+    assert Forward("image", "image", rows=0.5) != Forward("image", "image")
+    assert ZirModel._plan_calls([Forward("image", "global_0"), Forward("image", "global_1", rows=0.5),
+                                 Forward("image", "global_2")]) == [
+        (Forward("image", "global_0"), Forward("image", "global_2")), (Forward("image", "global_1", rows=0.5),)]
+    with pytest.raises(ConfigError, match="rows=0"):
+        Forward("image", "image", rows=0)

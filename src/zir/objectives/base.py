@@ -8,6 +8,7 @@ An objective never runs a tower itself. It declares the `Forward`s it needs, the
 from __future__ import annotations
 
 import inspect
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -35,22 +36,39 @@ class Forward:
     Objectives that name the same mask of the same view share one masked forward. `fill` names the objective
     whose masked patches become the tower's mask token (iBOT, SimMIM: `forward_tokens(x, mask=m)`) instead of
     being dropped (MAE: `forward_tokens(x, keep)`); empty: dropped. `view` may be given as its name.
+    `rows` < 1 encodes only the first `first_rows(rows, B)` rows of the batch (a term computed on part of it,
+    such as a teacher's targets for `masked_dino`'s `distill_fraction`); its features have that many rows.
     """
 
     tower: str
     view: View
     mask: str = ""
     fill: str = ""
+    rows: float = 1.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "view", View.parse(self.view))
         if not isinstance(self.mask, str):
             raise ConfigError(f"forward on {self.view}: mask={self.mask!r}: expected a mask name or ''")
+        object.__setattr__(self, "rows", batch_fraction(self.rows, f"forward on {self.view}: rows"))
 
     @property
     def masked(self) -> bool:
         """Whether the forward reads a mask of its view."""
         return bool(self.mask)
+
+
+def batch_fraction(value, where: str) -> float:
+    """A share of the batch, 0 < value <= 1, as a float; anything else is a ConfigError naming `where`."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value <= 1.0:
+        raise ConfigError(f"{where}={value!r}: expected a share of the batch, 0 < share <= 1")
+    return float(value)
+
+
+def first_rows(fraction: float, batch_size: int) -> int:
+    """How many leading rows of a batch a term on `fraction` of it reads: ceil(fraction x B), at least 1. The
+    loader shuffles, so the leading rows are a fresh random subset each step, and slicing them copies nothing."""
+    return max(1, math.ceil(fraction * batch_size - 1e-9))
 
 
 def views_needed(views) -> dict:

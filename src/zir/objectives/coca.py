@@ -7,6 +7,12 @@ The loss is `contrastive_weight` x CLIP's loss + `caption_weight` x the next-tok
 (non-padding) tokens (`zir.losses.coca`); published weights 1 and 2. The caption loss reads image tokens, so
 FLIP masking (`keep`) shortens the decoder's memory too.
 
+`caption_fraction` < 1 runs the decoder on the first ceil(fraction x B) rows of the batch only (the loader
+shuffles, so a fresh random subset each step), as SigLIP 2 decodes part of its batch: CoCa captions every
+sample (fraction 1, the default). The contrastive term still reads the whole batch; the text tower still
+encodes every caption, which that term needs. At CPU scale the one-layer decoder and its vocabulary head
+cost about 0.4x a CLIP step, so a quarter of the batch saves about 0.3x of one (docs/benchmarks.md).
+
 Token ids follow zir's tokenizers (pad 0, start 1, end 2); give other ids with `sot_id`/`eot_id`, or pass
 the tokenizer to `generate_captions`, which reads them from it.
 """
@@ -20,7 +26,7 @@ from torch import nn
 from zir.errors import ConfigError, ShapeError
 from zir.losses.coca import caption_loss
 from zir.nn import Attention, Mlp, attend
-from zir.objectives.base import DEFAULT_MASK, Loss, register_objective
+from zir.objectives.base import DEFAULT_MASK, Loss, batch_fraction, first_rows, register_objective
 from zir.objectives.clip import CLIP, tower_width
 
 
@@ -110,8 +116,10 @@ class CoCa(CLIP):
         gather_distributed: bool = True,
         mask_name: str = DEFAULT_MASK,
         keep_from: float = 0.0,
+        caption_fraction: float = 1.0,
     ) -> None:
-        """CoCa over a causal text tower; the decoder is as wide as the text tower's token features."""
+        """CoCa over a causal text tower; the decoder is as wide as the text tower's token features and
+        captions the first `caption_fraction` of each batch."""
         super().__init__(towers, tower, text_tower, image_view, text_view, embed_dim, keep, temperature,
                          gather_distributed=gather_distributed, mask_name=mask_name,
                          keep_from=keep_from)
@@ -120,12 +128,17 @@ class CoCa(CLIP):
             raise ConfigError(f"objective coca: text tower {text_tower!r} must be a causal TextTransformer "
                               "(CoCa's unimodal decoder), not a bidirectional encoder")
         self.contrastive_weight, self.caption_weight = float(contrastive_weight), float(caption_weight)
+        self.caption_fraction = batch_fraction(caption_fraction, "caption_fraction")
         self.sot_id, self.eot_id, self.pad_id = int(sot_id), int(eot_id), int(text.pad_id)
         self.decoder = MultimodalDecoder(text.width, tower_width(self.tower), text.vocab_size, decoder_depth, decoder_heads)
 
     def caption_loss(self, logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
         """Mean next-token cross-entropy of (B, L, V) logits against ids shifted by one, padding ignored."""
         return caption_loss(logits, ids, self.pad_id)
+
+    def caption_rows(self, batch_size: int) -> int:
+        """How many rows of a batch of `batch_size` the decoder captions: ceil(caption_fraction x B), at least 1."""
+        return first_rows(self.caption_fraction, batch_size)
 
     def forward(self, batch, features) -> Loss:
         """Weighted contrastive + captioning loss; metrics: both parts, accuracy, next-token accuracy."""
@@ -134,6 +147,8 @@ class CoCa(CLIP):
         # with contrastive_weight 0 (a recipe whose CLIP objective carries the contrastive term) skip it entirely
         contrastive = super().forward(batch, features) if self.contrastive_weight else None
         ids = batch.tokens[self.text_view]
+        rows = self.caption_rows(len(ids))  # contiguous rows: views of the cached features, no copy
+        ids, image_tokens, text_tokens = ids[:rows], image_tokens[:rows], text_tokens[:rows]
         logits = self.decoder(text_tokens[:, self.text_tower.num_prefix_tokens:], image_tokens)
         caption = self.caption_loss(logits, ids)
         with torch.no_grad():

@@ -6,6 +6,11 @@ et al. 2022, without their second augmentation; the masked-prediction term of Si
 level). Why it is here: it reads the one masked encoding that MAE, FLIP-style CLIP and CoCa read in the unified
 recipe, so self-distillation adds only a teacher forward without gradients and a small head, not DINO's two
 global and several local student forwards.
+
+`distill_fraction` < 1 computes the term on the first ceil(fraction x B) rows of each (shuffled) batch: the
+teacher encodes only those, the student's shared masked encoding is read for them (MAE still reads every
+row). The teacher's forward is the largest part of the term where the towers' arithmetic dominates (about
+0.3x a CLIP step with a ViT-Ti-wide tower, docs/benchmarks.md), so a quarter of the batch saves most of it.
 """
 
 from __future__ import annotations
@@ -15,7 +20,8 @@ from torch import nn
 
 from zir.errors import ConfigError
 from zir.losses.dino import entropy, soft_cross_entropy, student_log_probs, teacher_probs, update_center
-from zir.objectives.base import DEFAULT_MASK, Forward, Loss, MaskSpec, mask_plan, register_objective, views_needed
+from zir.objectives.base import (DEFAULT_MASK, Forward, Loss, MaskSpec, batch_fraction, mask_plan, register_objective,
+                                 views_needed)
 from zir.objectives.dino import CenteredDistillation, DINOHead, embedding_std
 
 
@@ -42,14 +48,17 @@ class MaskedDistillation(CenteredDistillation):
         momentum: float = 0.99,
         final_momentum: float = 1.0,
         mask_name: str = DEFAULT_MASK,
+        distill_fraction: float = 1.0,
     ) -> None:
-        """Distil the teacher's view of `view` into the student's masked view (keep < 1: the mask is the signal)."""
+        """Distil the teacher's view of `view` into the student's masked view (keep < 1: the mask is the signal),
+        on the first `distill_fraction` of each batch."""
         super().__init__(towers, tower, (1, out_dim), student_temp, teacher_temp, warmup_teacher_temp, warmup_frac,
                          center_momentum, momentum, final_momentum)
         if not 0.0 < keep < 1.0:
             raise ConfigError(f"masked_dino keep={keep}: expected 0 < keep < 1 (the student must see fewer patches)")
         views_needed([view])  # a known view name, checked at build
         self.view, self.keep = view, float(keep)
+        self.distill_fraction = batch_fraction(distill_fraction, "distill_fraction")
         self.mask_spec = MaskSpec(mask_name, 1.0 - self.keep, "random")
         self.distil_head(DINOHead(self.tower.embed_dim, out_dim, hidden_dim, bottleneck_dim, head_layers))
 
@@ -59,13 +68,16 @@ class MaskedDistillation(CenteredDistillation):
         return {**plan, "pipeline": "light"} if self.view == "image" else plan
 
     def forwards(self) -> list[Forward]:
-        """The student on the masked view (visible patches only), the teacher on the whole view."""
-        return [Forward(self.tower_name, self.view, self.mask_spec.name), Forward(self.teacher_name, self.view)]
+        """The student on the masked view (visible patches only, every row: the encoding MAE shares), the teacher
+        on the whole view (the rows the term reads)."""
+        return [Forward(self.tower_name, self.view, self.mask_spec.name),
+                Forward(self.teacher_name, self.view, rows=self.distill_fraction)]
 
     def forward(self, batch, features) -> Loss:
         """Cross-entropy of the student's softmax against the teacher's centred, sharpened one."""
         student, teacher = self.forwards()
-        s_emb = self.tower.pool(features[student])
+        rows = len(features[teacher])
+        s_emb = self.tower.pool(features[student][:rows])
         with torch.no_grad():
             t_logits = self.teacher_head(self.teacher.module.pool(features[teacher]))
             p_t = teacher_probs(t_logits, self.center, self.teacher_temp_now)
