@@ -20,9 +20,11 @@ Published defaults (ViT-H/14 at 224 px, ImageNet, 300 epochs, batch 2048): 4 tar
 each with aspect 0.75-1.5, a context block of scale 0.85-1.0 (aspect 1), predictor 12 blocks of width 384,
 EMA momentum 0.996 -> 1.0, smooth L1 against layer-normalised targets, crops of 0.3-1 and no other
 augmentation, AdamW (lr 1e-3, weight decay 0.04 -> 0.4). Scaled for 32-pixel images (an 8x8 patch grid) and
-CPU-scale towers: 4 target blocks hiding 40% of the patches in all (10% each, fewer patches overlap on a small
-grid), a context hiding 45% (the block and the targets' gaps), predictor 2 blocks of half the tower's width
-(at least 64) with 4 heads, EMA 0.996 -> 1.0, the `light` crops (0.5-1 and flips).
+CPU-scale towers: 4 target blocks hiding 40% of the patches in all (10% each: on 64 patches, four blocks of
+15-20% would leave little context), the context 45% hidden (the targets, and what lies outside its block),
+predictor 2 blocks of half the tower's width (at least 64) with 4 heads, EMA 0.996 -> 1.0, the `light` crops
+(0.5-1 and flips). The data pipeline needs the same count of patches hidden in every image, so both masks
+hide a fixed fraction, where the paper's vary with the blocks drawn.
 """
 
 from __future__ import annotations
