@@ -95,7 +95,7 @@ def test_caption_fraction_decodes_the_first_quarter_and_its_loss_is_the_full_los
     model = coca_model(tok, caption_fraction=0.25)
     coca = model.objectives["coca"]
     rows = []
-    coca.decoder.register_forward_hook(lambda module, args, out: rows.append(args[0].shape[0]))
+    coca.decoder.blocks[0].register_forward_hook(lambda module, args, out: rows.append(args[0].shape[0]))
     features = model.encode(batch)
     quarter = coca(batch, features)
     assert rows == [4]
@@ -105,6 +105,11 @@ def test_caption_fraction_decodes_the_first_quarter_and_its_loss_is_the_full_los
     ids = batch.tokens["text_0"]
     assert quarter.metrics["caption_loss"] == pytest.approx(coca.caption_loss(logits[:4], ids[:4]).item(), rel=1e-5)
     assert quarter.metrics["caption_loss"] != pytest.approx(coca.caption_loss(logits, ids).item(), rel=1e-3)
+    # every row: the loss (head run only where a real token follows) is caption_loss over all the logits
+    whole = coca(batch, features).metrics
+    assert whole["caption_loss"] == pytest.approx(coca.caption_loss(logits, ids).item(), rel=1e-5)
+    real = ids[:, 1:] != tok.pad_id
+    assert whole["token_acc"] == pytest.approx(float((logits[:, :-1].argmax(-1) == ids[:, 1:])[real].float().mean()))
     # the contrastive term still reads all 16 pairs: the same value with every row decoded
     assert quarter.metrics["contrastive_loss"] == pytest.approx(coca(batch, features).metrics["contrastive_loss"], rel=1e-6)
 

@@ -82,14 +82,22 @@ class MultimodalDecoder(nn.Module):
                 nn.init.trunc_normal_(m.weight, std=0.02)
                 nn.init.zeros_(m.bias)
 
-    def forward(self, text: torch.Tensor, image_tokens: torch.Tensor) -> torch.Tensor:
-        """(B, L, D) unimodal text features, (B, M, E) image tokens -> (B, L, vocab) next-token logits."""
+    def features(self, text: torch.Tensor, image_tokens: torch.Tensor) -> torch.Tensor:
+        """(B, L, D) unimodal text features, (B, M, E) image tokens -> (B, L, D) features before the head."""
         length = text.shape[1]
         causal = torch.ones(length, length, dtype=torch.bool, device=text.device).tril()
         memory = self.memory_norm(image_tokens)
         for block in self.blocks:
             text = block(text, memory, causal)
-        return self.head(self.norm(text))
+        return text
+
+    def logits(self, features: torch.Tensor) -> torch.Tensor:
+        """(..., D) decoder features -> (..., vocab) next-token logits (per position: any subset of them)."""
+        return self.head(self.norm(features))
+
+    def forward(self, text: torch.Tensor, image_tokens: torch.Tensor) -> torch.Tensor:
+        """(B, L, D) unimodal text features, (B, M, E) image tokens -> (B, L, vocab) next-token logits."""
+        return self.logits(self.features(text, image_tokens))
 
 
 class CoCa(CLIP):
@@ -149,11 +157,16 @@ class CoCa(CLIP):
         ids = batch.tokens[self.text_view]
         rows = self.caption_rows(len(ids))  # contiguous rows: views of the cached features, no copy
         ids, image_tokens, text_tokens = ids[:rows], image_tokens[:rows], text_tokens[:rows]
-        logits = self.decoder(text_tokens[:, self.text_tower.num_prefix_tokens:], image_tokens)
-        caption = self.caption_loss(logits, ids)
+        hidden = self.decoder.features(text_tokens[:, self.text_tower.num_prefix_tokens:], image_tokens)
+        # the head and the cross-entropy only where a real token follows: the last position and those before
+        # padding predict nothing the loss counts (about half of them on short captions); the loss is the
+        # same as `caption_loss` over all logits
+        targets = ids[:, 1:]
+        real = targets != self.pad_id
+        logits = self.decoder.logits(hidden[:, :-1][real])  # (N, vocab), N real next tokens
+        caption = F.cross_entropy(logits.float(), targets[real]) if len(logits) else hidden.sum() * 0.0
         with torch.no_grad():
-            real = ids[:, 1:] != self.pad_id
-            token_acc = ((logits[:, :-1].argmax(-1) == ids[:, 1:]) & real).sum() / real.sum().clamp_min(1)
+            token_acc = (logits.argmax(-1) == targets[real]).float().mean() if len(logits) else torch.zeros(())
         metrics = {"caption_loss": float(caption.detach()), "token_acc": float(token_acc)}
         if contrastive is None:
             return Loss(self.caption_weight * caption, metrics)
