@@ -230,18 +230,18 @@ def build_parser() -> argparse.ArgumentParser:
     data = sub.add_parser("data", help="look at datasets").add_subparsers(dest="data_command", required=True,
                                                                          metavar="ACTION")
     inspect = data.add_parser("inspect", help="counts, class balance, caption stats, bad files, and a PNG grid")
-    inspect.add_argument("source", help="a built-in name (shapes, digits, cifar10, flickr8k), folder, table or shards")
+    inspect.add_argument("source", help="a built-in name (shapes, digits, cifar10, flickr8k, fsdd), folder, table or shards")
     inspect.add_argument("--png", default=None, help="where to write the sample grid (default: none)")
     inspect.add_argument("--pipeline", default=None, help="also show two views of this augmentation (e.g. simclr, dino)")
     inspect.add_argument("--limit", type=int, default=5000, help="samples to read at most (default 5000)")
-    inspect.add_argument("--data-root", default=None, help="folder holding cifar10/ and flickr8k/ (default $ZIR_DATA)")
+    inspect.add_argument("--data-root", default=None, help="folder holding cifar10/, flickr8k/ and fsdd/ (default $ZIR_DATA)")
     inspect.set_defaults(func=_cmd_data_inspect)
     tok = data.add_parser("tokenizer", help="train a byte-level BPE tokenizer on a source's captions")
     tok.add_argument("source", help="a captioned source (shapes, flickr8k, a caption table or shards)")
     tok.add_argument("--out", required=True, help="where to write tokenizer.json")
     tok.add_argument("--vocab-size", type=int, default=4096, help="tokens, including 256 bytes and 3 special ones")
     tok.add_argument("--context-length", type=int, default=32, help="tokens per caption after padding or cutting")
-    tok.add_argument("--data-root", default=None, help="folder holding cifar10/ and flickr8k/ (default $ZIR_DATA)")
+    tok.add_argument("--data-root", default=None, help="folder holding cifar10/, flickr8k/ and fsdd/ (default $ZIR_DATA)")
     tok.set_defaults(func=_cmd_data_tokenizer)
 
     tr = sub.add_parser("train", help="train a recipe into a run folder, or resume one",

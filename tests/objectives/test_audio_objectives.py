@@ -53,8 +53,8 @@ def test_rectangular_patches_round_trip():
     assert patchify(x, (4, 8)).shape == (2, 12, 32) and torch.equal(unpatchify(patchify(x, (4, 8)), (4, 8), (4, 3), 1), x)
 
 
-@pytest.mark.parametrize("objective", ["clip", "siglip"])
-def test_audio_text_contrastive_with_flip_style_token_dropping(objective, sounds):
+@pytest.mark.parametrize("objective", ["clip", "siglip", "coca"])
+def test_audio_text_contrastive_and_captioning_with_flip_style_token_dropping(objective, sounds):
     tokenizer = load_tokenizer(TOKENIZERS_DIR / "fsdd.json")
     spec = {"towers": {**AUDIO, "text": TEXT}, "objectives": {objective: {"tower": "audio", "keep": 0.5}}}
     model, batch, out = trained_step(spec, sounds, tokenizer)

@@ -55,3 +55,12 @@ def test_the_documented_commands_train_and_evaluate_on_fsdd(tmp_path, capsys):
         assert results[task]["dataset"] == "fsdd" and results[task]["split"] == "test" and results[task]["tower"] == "audio"
         assert 0 <= results[task]["top1"] <= 100
     assert results["zeroshot"]["classes"] == 10 and results["linear"]["n_test"] == 60
+
+
+def test_the_knn_monitor_follows_the_audio_tower(tmp_path):
+    folder = tone_folder(tmp_path / "wavs", {"zero": 300.0, "one": 900.0, "two": 1800.0}, per_class=6)
+    monitor = ["train.monitor_every=1", "train.monitor_samples=8", "train.monitor_k=2"]
+    cfg = load_config(RECIPES_DIR / "audio_mae.yaml", TINY + monitor + [f"data.source={folder}"])
+    train(cfg, tmp_path / "run", progress=False)
+    rows = metrics_rows(tmp_path / "run")
+    assert all(0 <= float(r["knn_top1"]) <= 100 for r in rows)

@@ -69,7 +69,7 @@ def add_parsers(sub) -> None:
     ev.add_argument("--teacher", action="store_true",
                     help="evaluate the EMA teacher (dino, ibot) instead of the student; results keyed TASK_teacher")
     ev.add_argument("--data", default=None, help="evaluate on this source instead of the run's (e.g. shapes, cifar10)")
-    ev.add_argument("--data-root", default=None, help="folder holding cifar10/ and flickr8k/ (default $ZIR_DATA)")
+    ev.add_argument("--data-root", default=None, help="folder holding cifar10/, flickr8k/ and fsdd/ (default $ZIR_DATA)")
     ev.add_argument("--limit", type=int, default=None, help="samples per split at most (default all)")
     ev.add_argument("--baseline", action="store_true", help="also evaluate the same architecture at random init")
     ev.add_argument("--no-report", action="store_true", help="do not write report.html")

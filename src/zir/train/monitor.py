@@ -1,5 +1,6 @@
 """The k-NN monitor (as solo-learn and lightly keep one): every `train.monitor_every` steps, the weighted k-NN
-top-1 of the image tower's pooled features on a small labelled hold-out, logged as `knn_top1`.
+top-1 of the image tower's (in a model without one, the audio tower's) pooled features on a small labelled
+hold-out, logged as `knn_top1`.
 
 Cheap by construction: `train.monitor_samples` images, half from the data's fit split (the bank) and half from
 its held-out split (the queries), are decoded once when the run starts, without augmentation, and kept in
@@ -20,7 +21,7 @@ import torch
 from torch import nn
 
 from zir.config import Config
-from zir.data import make_loader
+from zir.data import ViewPlan, make_loader
 from zir.data.held_out import run_held_out
 from zir.errors import ConfigError, ZirError
 from zir.scoring.knn import evaluate_knn
@@ -50,7 +51,7 @@ class KnnMonitor:
     def __init__(self, tower: nn.Module, bank: tuple[torch.Tensor, torch.Tensor],
                  queries: tuple[torch.Tensor, torch.Tensor], every: int, k: int, temperature: float,
                  device: torch.device) -> None:
-        """`bank` and `queries` are (images (N, 3, S, S), labels (N,)) on the CPU, normalised as the run's data."""
+        """`bank` and `queries` are (inputs (N, C, H, W), labels (N,)) on the CPU, normalised as the run's data."""
         self.tower, self.bank, self.queries = tower, bank, queries
         self.every, self.k, self.temperature, self.device = every, k, temperature, device
 
@@ -73,24 +74,36 @@ class KnnMonitor:
         return {KNN_COLUMN: result["top1"]}
 
 
-def image_tower(model: nn.Module, every: int) -> nn.Module:
-    """The tower `zir eval` scores: the one named `image`, else the first of image modality."""
+def monitored_tower(model: nn.Module, every: int) -> nn.Module:
+    """The tower `zir eval` scores: the one named `image`, else the first of image modality, else the audio tower
+    (`audio`, else the first of audio modality)."""
     towers = model.towers
-    if "image" in towers:
-        return towers["image"]
-    for tower in towers.values():
-        if tower.modality == "image":
-            return tower
-    raise ConfigError(f"train.monitor_every={every}: the model has no image tower to monitor (towers: {', '.join(towers)})")
+    for modality in ("image", "audio"):
+        if modality in towers and towers[modality].modality == modality:
+            return towers[modality]
+        for tower in towers.values():
+            if tower.modality == modality:
+                return tower
+    raise ConfigError(f"train.monitor_every={every}: the model has no image or audio tower to monitor "
+                      f"(towers: {', '.join(towers)})")
 
 
-def _decoded(source, limit: int, size: int, mean, std, where: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """The first `limit` images of `source` (N, 3, size, size), as `zir eval` decodes them, and their labels."""
-    plan = {"global": 1, "pipeline": "none", "size": size, "mean": tuple(mean), "std": tuple(std)}
-    images, labels, seen = [], [], 0
-    for batch in make_loader(source, plan, BATCH, shuffle=False, drop_last=False):
+def decoding_plan(tower: nn.Module, plan: ViewPlan) -> tuple[dict, str]:
+    """The unaugmented view `zir eval` extracts features from, normalised as the run's `plan`, and its name."""
+    if tower.modality == "audio":
+        return {"global": 0, "audio": 1, "audio_pipeline": "none", "spectrogram": plan.spectrogram,
+                "audio_patch_size": plan.audio_patch_size, "audio_mean": plan.audio_mean,
+                "audio_std": plan.audio_std}, "audio_0"
+    return {"global": 1, "pipeline": "none", "size": int(tower.img_size[0]), "mean": tuple(plan.mean),
+            "std": tuple(plan.std)}, "global_0"
+
+
+def _decoded(source, limit: int, plan: tuple[dict, str], where: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first `limit` inputs of `source` (N, C, H, W), as `zir eval` decodes them, and their labels."""
+    (spec, view), images, labels, seen = plan, [], [], 0
+    for batch in make_loader(source, spec, BATCH, shuffle=False, drop_last=False):
         take = min(len(batch), limit - seen)
-        images.append(batch.views["global_0"][:take])
+        images.append(batch.views[view][:take])
         labels.append(batch.labels[:take])
         seen += take
         if seen >= limit:
@@ -101,17 +114,17 @@ def _decoded(source, limit: int, size: int, mean, std, where: str) -> tuple[torc
     return torch.cat(images), labels
 
 
-def knn_monitor(model: nn.Module, cfg: Config, mean, std, device: torch.device, *, main: bool,
+def knn_monitor(model: nn.Module, cfg: Config, plan: ViewPlan, device: torch.device, *, main: bool,
                 sharded: bool) -> KnnMonitor | None:
     """The run's monitor (None when `train.monitor_every` is 0, and on ranks other than 0, after the checks),
-    or a one-line ConfigError for settings it cannot follow; `mean` and `std` normalise as the run's data."""
+    or a one-line ConfigError for settings it cannot follow; inputs are normalised as the run's `plan` does."""
     t, d = cfg.train, cfg.data
     if not t.monitor_every:
         return None
     if sharded:
         raise ConfigError("train.monitor_every with train.strategy='fsdp' is not available yet (rank 0 alone cannot "
                           "run a sharded tower); use ddp, or set train.monitor_every=0")
-    tower = image_tower(model, t.monitor_every)
+    tower = monitored_tower(model, t.monitor_every)
     field = f"train.monitor_data={t.monitor_data!r}" if t.monitor_data else f"train.monitor_every={t.monitor_every}"
     try:
         parts = run_held_out(t.monitor_data, {"source": d.source, "options": d.options, "data_root": d.data_root},
@@ -125,9 +138,9 @@ def knn_monitor(model: nn.Module, cfg: Config, mean, std, device: torch.device, 
         raise ConfigError(f"{field}: {parts.name} has no class labels, which a k-NN monitor needs{hint}")
     if not main:
         return None
-    size, limit = int(tower.img_size[0]), t.monitor_samples // 2
-    bank = _decoded(parts.fit, limit, size, mean, std, f"{field} ({parts.name}:{parts.fit_split})")
-    queries = _decoded(parts.test, limit, size, mean, std, f"{field} ({parts.name}:{parts.test_split})")
+    decoding, limit = decoding_plan(tower, plan), t.monitor_samples // 2
+    bank = _decoded(parts.fit, limit, decoding, f"{field} ({parts.name}:{parts.fit_split})")
+    queries = _decoded(parts.test, limit, decoding, f"{field} ({parts.name}:{parts.test_split})")
     if t.monitor_k > len(bank[1]):
         raise ConfigError(f"train.monitor_k={t.monitor_k}: larger than the {len(bank[1])} samples of the k-NN bank "
                           f"({parts.name}:{parts.fit_split})")

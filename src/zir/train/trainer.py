@@ -110,7 +110,7 @@ class Trainer:
         self.loader = Loader(source, self.plan, self.micro_batch, workers=cfg.data.workers, shuffle=True,
                              drop_last=True, tokenizer=tokenizer, rank=d.rank, world_size=d.world_size)
         with kept_rng(self.device):  # decoding the monitor's images must not move the training's random draws
-            self.monitor = knn_monitor(self.model, cfg, self.plan.mean, self.plan.std, self.device, main=d.main,
+            self.monitor = knn_monitor(self.model, cfg, self.plan, self.device, main=d.main,
                                        sharded=self.fsdp)
         if t.steps is not None:
             self.total_steps = t.steps
