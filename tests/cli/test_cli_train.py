@@ -105,4 +105,4 @@ def test_print_config_shows_the_resolved_recipe_and_trains_nothing(tmp_path, cap
     assert main(["train", "dino", "optim.lr=2e-4", "model.objectives.dino.out_dim=512", "--print-config"]) == 0
     cfg = yaml.safe_load(capsys.readouterr().out)
     assert cfg["optim"]["lr"] == 2e-4 and cfg["model"]["objectives"]["dino"]["out_dim"] == 512
-    assert cfg["train"]["precision"] == "fp32"  # defaults filled in
+    assert cfg["train"]["precision"] == "auto" and "seed" in cfg["train"]  # the recipe's value, defaults filled in

@@ -68,7 +68,7 @@ RECORDED = {  # name: (towers, objectives, loss, sum of |gradients|), from main 
     "ibot_conv": ({"image": CONV}, {"ibot": HEAD}, 6.212963104248047, 30570.09455929329),
     "clip": ({"image": VIT, "text": TEXT_NANO}, {"clip": {}}, 1.2130215167999268, 8054.830630337021),
     "siglip": ({"image": VIT, "text": TEXT_NANO}, {"siglip": {}}, 9.572892189025879, 22153.361109916463),
-    "coca": ({"image": VIT, "text": TEXT_NANO}, {"coca": {}}, 13.417027473449707, 8491.724797887995),
+    "coca": ({"image": VIT, "text": TEXT_NANO}, {"coca": {}}, 13.417027473449707, 8491.724797901965),  # grads: the vocabulary head on real next tokens only (summed in another order)
     "supervised": ({"image": VIT}, {"supervised": {"num_classes": 5}}, 1.6094902753829956, 48.531389852252076),
 }
 
