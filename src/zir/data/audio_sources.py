@@ -14,19 +14,14 @@ from pathlib import Path
 import numpy as np
 
 from zir.data.limits import seconds_cap
+from zir.data.paths import class_folders
 from zir.data.sources import IMAGE_EXTENSIONS, MapSource, Sample
 from zir.data.wav import AUDIO_EXTENSIONS, DEFAULT_MAX_SECONDS, decode_wav
-from zir.errors import ConfigError
 
 AUDIO_CAPTION_TEMPLATES = ("the sound of {a} {c}.", "a recording of {a} {c}.", "{a} {c}.", "the sound of the {c}.")
 AUDIO_PROMPTS = ("the sound of a {}.", "a recording of a {}.", "a {}.")
 SPOKEN_WORD_TEMPLATES = ("{c}", "the digit {c}", "someone saying {c}", "the spoken word {c}", "a voice saying {c}")
 SPOKEN_WORD_PROMPTS = ("{}", "the digit {}", "someone saying {}", "the spoken word {}", "a voice saying {}")
-
-
-def audio_files_under(folder: Path) -> list[Path]:
-    """The WAV files below `folder`, sorted."""
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file())
 
 
 class AudioFolderSource(MapSource):
@@ -41,30 +36,11 @@ class AudioFolderSource(MapSource):
     def __init__(self, root: str | os.PathLike, labeled: bool | None = None, *,
                  max_seconds: float | None = DEFAULT_MAX_SECONDS):
         self.root = Path(root)
-        if not self.root.is_dir():
-            raise ConfigError(f"audio folder {self.root}: no such folder")
+        self.files, self._labels, classes = class_folders(self.root, AUDIO_EXTENSIONS, labeled, "audio")
+        if classes is not None:
+            self.classes = classes
         self.name = f"audio:{self.root}"
         self.max_seconds = seconds_cap(max_seconds)
-        subdirs = sorted(p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
-        top_files = [p for p in self.root.iterdir() if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS]
-        if labeled is None:
-            labeled = bool(subdirs) and not top_files
-        self.files: list[Path] = []
-        self._labels: list[int] = []
-        if labeled:
-            classes = []
-            for d in subdirs:
-                files = audio_files_under(d)
-                if files:
-                    classes.append(d.name)
-                    self.files += files
-                    self._labels += [len(classes) - 1] * len(files)
-            self.classes = tuple(classes)
-        else:
-            self.files = audio_files_under(self.root)
-            self._labels = [-1] * len(self.files)
-        if not self.files:
-            raise ConfigError(f"audio folder {self.root}: no audio files found (looked for {', '.join(AUDIO_EXTENSIONS)})")
 
     def __len__(self) -> int:
         """Number of audio files found."""

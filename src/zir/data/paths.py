@@ -52,6 +52,41 @@ def data_root(override: str | os.PathLike | None = None, *, required: bool = Tru
     return None
 
 
+def files_with_suffix(folder: Path, suffixes: tuple[str, ...]) -> list[Path]:
+    """The files below `folder` (at any depth) whose suffix is one of `suffixes`, sorted."""
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in suffixes and p.is_file())
+
+
+def class_folders(root: Path, suffixes: tuple[str, ...], labeled: bool | None, what: str):
+    """`(files, labels, classes)` of a folder: labelled by class sub-folder (`root/CLASS/...`), or unlabelled
+    (labels -1, classes None). `labeled=None` decides: sub-folders and no such files at the top mean classes.
+    One scan for every media folder source (images, audio), so they agree on what a class folder is."""
+    if not root.is_dir():
+        raise ConfigError(f"{what} folder {root}: no such folder")
+    subdirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    top = [p for p in root.iterdir() if p.is_file() and p.suffix.lower() in suffixes]
+    if labeled is None:
+        labeled = bool(subdirs) and not top
+    files: list[Path] = []
+    labels: list[int] = []
+    classes = None
+    if labeled:
+        classes = []
+        for d in subdirs:
+            found = files_with_suffix(d, suffixes)
+            if found:
+                classes.append(d.name)
+                files += found
+                labels += [len(classes) - 1] * len(found)
+        classes = tuple(classes)
+    else:
+        files = files_with_suffix(root, suffixes)
+        labels = [-1] * len(files)
+    if not files:
+        raise ConfigError(f"{what} folder {root}: no {what} files found (looked for {', '.join(suffixes)})")
+    return files, labels, classes
+
+
 def hash_seed(*parts) -> int:
     """A stable 63-bit integer from any printable parts (Python's hash() is salted per process)."""
     digest = hashlib.blake2b(repr(parts).encode(), digest_size=8).digest()

@@ -23,6 +23,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from zir.data.limits import DEFAULT_MAX_PIXELS, outside_folder, pixel_cap_reason, whole_number
+from zir.data.paths import class_folders
 from zir.errors import ConfigError, UnknownNameError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
@@ -279,10 +280,6 @@ class MapSource(Source):
         return None
 
 
-def _images_under(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
-
-
 class ImageFolderSource(MapSource):
     """A folder of images, labelled by class sub-folder (`root/CLASS/*.jpg`) or unlabelled (any layout).
 
@@ -299,32 +296,12 @@ class ImageFolderSource(MapSource):
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
     ):
         self.root = Path(root)
-        if not self.root.is_dir():
-            raise ConfigError(f"image folder {self.root}: no such folder")
+        self.files, self._labels, classes = class_folders(self.root, IMAGE_EXTENSIONS, labeled, "image")
+        if classes is not None:
+            self.classes = classes
         self.name = f"folder:{self.root}"
         self.image_size = whole_number("size", size, allow_none=True)
         self.max_pixels = whole_number("max_pixels", max_pixels, allow_none=True)
-        subdirs = sorted(p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
-        top_images = [p for p in self.root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
-        if labeled is None:
-            labeled = bool(subdirs) and not top_images
-        self.files: list[Path] = []
-        self._labels: list[int] = []
-        if labeled:
-            classes = []
-            for d in subdirs:
-                files = _images_under(d)
-                if files:
-                    classes.append(d.name)
-                    self.files += files
-                    self._labels += [len(classes) - 1] * len(files)
-            self.classes = tuple(classes)
-        else:
-            self.files = _images_under(self.root)
-            self._labels = [-1] * len(self.files)
-        if not self.files:
-            kinds = ", ".join(IMAGE_EXTENSIONS)
-            raise ConfigError(f"image folder {self.root}: no image files found (looked for {kinds})")
 
     def __len__(self) -> int:
         """Number of image files found."""
