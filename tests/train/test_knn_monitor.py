@@ -25,7 +25,8 @@ SAMPLES = 120  # 60 bank images of shapes:train against 60 queries of shapes:tes
 # SimCLR on a 2-block ViT with drop path (the training draws from the global RNG every step), 16 a batch, 4 steps
 TINY = ["model.towers.image={model: vit_nano_patch4_32, drop_path_rate: 0.2}", "model.objectives.simclr.hidden_dim=64",
         "model.objectives.simclr.out_dim=32", "data.batch_size=16", "data.options={n: 64, size: 32}", "optim.lr=0.01",
-        "optim.warmup=0", "train.steps=4", "train.threads=1", f"train.monitor_samples={SAMPLES}"]
+        "optim.warmup=0", "train.steps=4", "train.threads=1", "train.precision=fp32",
+        f"train.monitor_samples={SAMPLES}"]
 
 
 def tiny(*overrides: str):
