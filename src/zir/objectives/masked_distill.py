@@ -22,7 +22,8 @@ from zir.errors import ConfigError
 from zir.losses.dino import entropy, soft_cross_entropy, student_log_probs, teacher_probs, update_center
 from zir.objectives.base import (DEFAULT_MASK, Forward, Loss, MaskSpec, batch_fraction, mask_plan, register_objective,
                                  views_needed)
-from zir.objectives.dino import CenteredDistillation, DINOHead, embedding_std
+from zir.objectives.dino import CenteredDistillation, embedding_std
+from zir.objectives.heads import DINOHead
 
 
 class MaskedDistillation(CenteredDistillation):
