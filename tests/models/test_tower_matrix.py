@@ -37,12 +37,18 @@ OBJECTIVES = {
     "siglip": {},
     "coca": {"decoder_depth": 1},
     "supervised": {"num_classes": 5},
+    "vicreg": {"hidden_dim": 32, "out_dim": 16},
+    "barlow_twins": {"hidden_dim": 32, "out_dim": 16},
+    "simsiam": {"hidden_dim": 32, "out_dim": 16, "pred_dim": 8},
+    "masked_dino": HEAD,
+    "koleo": {},
+    "slip": {"hidden_dim": 32, "out_dim": 16},
 }
-CROSS_MODAL = {"clip", "siglip", "coca"}
+CROSS_MODAL = {"clip", "siglip", "coca", "slip"}
 CONV = {"mobilevitv2": "MobileViTv2", "efficientvit": "EfficientViT"}
 REFUSED = {  # (family, objective) -> what the one-line error must say
     **{(f, o): rf"^model\.objectives\.{o}: {o}: the {cls} tower 'image' cannot drop patches \(can_drop_tokens is False\)"
-       for f, cls in {"swin": "SwinTransformer", **CONV}.items() for o in ("mae", "ijepa")},
+       for f, cls in {"swin": "SwinTransformer", **CONV}.items() for o in ("mae", "ijepa", "masked_dino")},
     **{(f, o): rf"^model\.objectives\.{o}: {o}: the {cls} tower 'image' cannot fill masked patches with a mask token \(has_mask_token is False\)"
        for f, cls in CONV.items() for o in ("simmim", "ibot")},
     ("swin", "ibot"): r"^model\.objectives\.ibot: ibot: the SwinTransformer tower 'image' outputs one token per 4x4 pixels, not one per patch "
