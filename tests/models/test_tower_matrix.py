@@ -22,6 +22,10 @@ FAMILIES = {
     "swin": {"model": "swin_micro_patch2_window4_32", "embed_dim": 16, "depths": [1, 1], "num_heads": [1, 2]},
     "mobilevitv2": {"model": "mobilevitv2_050", "img_size": 32, "transformer_depths": [1, 1, 1]},
     "efficientvit": {"model": "efficientvit_m0", "img_size": 32, "depth": [1, 1, 1]},
+    "vit_registers": {"model": "vit_micro_patch4_reg4_32", "depth": 1},
+    "vit_sepattn": {"model": "vit_micro_sepattn_patch4_32", "depth": 1},
+    "vit_cgattn": {"model": "vit_micro_cgattn_patch4_32", "depth": 1},
+    "vit_lessattn": {"model": "vit_micro_lessattn_patch4_32"},
 }
 HEAD = {"out_dim": 32, "hidden_dim": 32, "bottleneck_dim": 16}
 OBJECTIVES = {
