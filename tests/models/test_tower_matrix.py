@@ -22,6 +22,10 @@ FAMILIES = {
     "swin": {"model": "swin_micro_patch2_window4_32", "embed_dim": 16, "depths": [1, 1], "num_heads": [1, 2]},
     "mobilevitv2": {"model": "mobilevitv2_050", "img_size": 32, "transformer_depths": [1, 1, 1]},
     "efficientvit": {"model": "efficientvit_m0", "img_size": 32, "depth": [1, 1, 1]},
+    "vit_registers": {"model": "vit_micro_patch4_reg4_32", "depth": 1},
+    "vit_sepattn": {"model": "vit_micro_sepattn_patch4_32", "depth": 1},
+    "vit_cgattn": {"model": "vit_micro_cgattn_patch4_32", "depth": 1},
+    "vit_lessattn": {"model": "vit_micro_lessattn_patch4_32"},
 }
 HEAD = {"out_dim": 32, "hidden_dim": 32, "bottleneck_dim": 16}
 OBJECTIVES = {
@@ -37,12 +41,18 @@ OBJECTIVES = {
     "siglip": {},
     "coca": {"decoder_depth": 1},
     "supervised": {"num_classes": 5},
+    "vicreg": {"hidden_dim": 32, "out_dim": 16},
+    "barlow_twins": {"hidden_dim": 32, "out_dim": 16},
+    "simsiam": {"hidden_dim": 32, "out_dim": 16, "pred_dim": 8},
+    "masked_dino": HEAD,
+    "koleo": {},
+    "slip": {"hidden_dim": 32, "out_dim": 16},
 }
-CROSS_MODAL = {"clip", "siglip", "coca"}
+CROSS_MODAL = {"clip", "siglip", "coca", "slip"}
 CONV = {"mobilevitv2": "MobileViTv2", "efficientvit": "EfficientViT"}
 REFUSED = {  # (family, objective) -> what the one-line error must say
     **{(f, o): rf"^model\.objectives\.{o}: {o}: the {cls} tower 'image' cannot drop patches \(can_drop_tokens is False\)"
-       for f, cls in {"swin": "SwinTransformer", **CONV}.items() for o in ("mae", "ijepa")},
+       for f, cls in {"swin": "SwinTransformer", **CONV}.items() for o in ("mae", "ijepa", "masked_dino")},
     **{(f, o): rf"^model\.objectives\.{o}: {o}: the {cls} tower 'image' cannot fill masked patches with a mask token \(has_mask_token is False\)"
        for f, cls in CONV.items() for o in ("simmim", "ibot")},
     ("swin", "ibot"): r"^model\.objectives\.ibot: ibot: the SwinTransformer tower 'image' outputs one token per 4x4 pixels, not one per patch "

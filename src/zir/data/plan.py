@@ -197,7 +197,7 @@ def _flat_masks(flat: dict, kwargs: dict) -> dict[str, tuple[MaskSpec, ...]]:
     on = flat.get("mask_on", ("global",))
     on = (on,) if isinstance(on, str) else tuple(on)
     probe = ViewPlan(**{k: v for k, v in kwargs.items() if k in ("global_views", "local_views", "image", "text", "size", "patch_size")})
-    names = [v for v in probe.view_names() if v in on or v.split("_")[0] in on]
+    names = [v for v in probe.view_names() if v in on or View.parse(v).kind in on]
     spec = MaskSpec(DEFAULT_MASK, float(ratio), flat.get("mask_kind", "random"), flat.get("mask_patch_size"))
     return {v: (spec,) for v in names}
 
@@ -253,12 +253,12 @@ class Batch:
     @property
     def global_views(self) -> list[torch.Tensor]:
         """The global views in order, each (B, 3, S, S)."""
-        return [v for k, v in self.views.items() if k.startswith("global_")]
+        return [v for k, v in self.views.items() if View.parse(k).kind == "global"]
 
     @property
     def local_views(self) -> list[torch.Tensor]:
         """The local views in order, each (B, 3, s, s)."""
-        return [v for k, v in self.views.items() if k.startswith("local_")]
+        return [v for k, v in self.views.items() if View.parse(k).kind == "local"]
 
     @property
     def text(self) -> torch.Tensor | None:

@@ -9,7 +9,8 @@ from zir.objectives.base import OBJECTIVES, Forward, Loss, Objective, create_obj
 from zir.objectives.teacher import EMATeacher, TeacherSpec
 from zir.objectives.self_distillation import SelfDistillation
 from zir.objectives.barlow_twins import BarlowTwins
-from zir.objectives.dino import DINO, DINOHead
+from zir.objectives.dino import DINO
+from zir.objectives.heads import DINOHead
 from zir.objectives.byol import BYOL
 from zir.objectives.moco_v3 import MoCoV3
 from zir.objectives.ibot import IBOT

@@ -24,8 +24,16 @@ from torch import nn
 from zir.errors import ConfigError
 from zir.losses import ClipLoss
 from zir.objectives.base import (
-    DEFAULT_MASK, Forward, Loss, MaskSpec, Objective, mask_plan, register_objective, view_counts,
+    DEFAULT_MASK, Forward, Loss, MaskSpec, Objective, View, mask_plan, register_objective, view_counts,
 )
+
+
+def _is_text_view(name) -> bool:
+    """Whether `name` is a caption view (text_0, text_1, ...): read by `View.parse`, the one reader of view names."""
+    try:
+        return View.parse(name).kind == "text"
+    except ConfigError:
+        return False
 
 
 def tower_width(tower: nn.Module) -> int:
@@ -64,7 +72,7 @@ class ImageText(Objective):
         if keep < 1.0 and not self.tower.can_drop_tokens:
             raise ConfigError(f"objective {self.name}: keep={keep}: the {type(self.tower).__name__} image tower needs "
                               "every patch (windows or convolutions), so FLIP masking saves nothing; use keep: 1.0")
-        if not text_view.startswith("text_"):
+        if not _is_text_view(text_view):
             raise ConfigError(f"objective {self.name}: text_view={text_view!r}: expected text_0, text_1, ...")
         image_view = image_view or ("audio_0" if self.tower.modality == "audio" else "image")
         self.text_tower_name, self.image_view, self.text_view, self.keep = text_tower, image_view, text_view, float(keep)

@@ -5,7 +5,7 @@ head) sees the global crops only. The teacher's outputs are centred (a running m
 subtracted) and sharpened (a low temperature), and the student's softmax is trained to match them on every
 pair of different crops. Centring prevents one dimension from dominating, sharpening prevents the uniform
 output; together they avoid collapse. The loss and its parts are in `zir.losses.dino`; this file holds
-the heads, the teacher and the schedules.
+the teacher's centre and schedules (the head, `DINOHead`, is in `zir.objectives.heads`).
 
 Published defaults (ViT-S/16, 100 epochs): head MLP 384 -> 2048 -> 2048 -> bottleneck 256, L2-normalised,
 weight-normalised last layer to 65536 outputs with its norm fixed; student temperature 0.1; teacher
@@ -27,55 +27,8 @@ from torch import nn
 from zir.errors import ConfigError
 from zir.losses.dino import dino_loss, entropy, soft_cross_entropy, student_log_probs, teacher_probs, update_center
 from zir.objectives.base import DEFAULT_MASK, Forward, Loss, register_objective
+from zir.objectives.heads import DINOHead
 from zir.objectives.self_distillation import SelfDistillation
-
-
-class WeightNormLinear(nn.Module):
-    """A bias-free linear layer with weight = g * v / ||v|| per output row; `fix_norm` freezes g at 1 (DINO)."""
-
-    def __init__(self, in_dim: int, out_dim: int, fix_norm: bool = True) -> None:
-        """(B, in_dim) -> (B, out_dim) with weight normalisation."""
-        super().__init__()
-        self.v = nn.Parameter(torch.empty(out_dim, in_dim))
-        nn.init.trunc_normal_(self.v, std=0.02)
-        self.g = nn.Parameter(torch.ones(out_dim, 1), requires_grad=not fix_norm)
-        self.frozen = False  # DINO freezes the last layer in the first steps: no gradient reaches it
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Apply the normalised weight."""
-        v, g = (self.v.detach(), self.g.detach()) if self.frozen else (self.v, self.g)
-        return F.linear(x, g * F.normalize(v, dim=1))
-
-
-class DINOHead(nn.Module):
-    """DINO's projection head: MLP (GELU) to a bottleneck, L2 normalisation, weight-normalised last layer.
-
-    Shapes: (..., D) -> (..., out_dim); used on CLS embeddings (B, D) and on patch tokens (B, N, D) (iBOT).
-    """
-
-    def __init__(self, in_dim: int, out_dim: int = 4096, hidden_dim: int = 512, bottleneck_dim: int = 128,
-                 layers: int = 3, norm_last_layer: bool = True) -> None:
-        """A `layers`-deep MLP in_dim -> hidden_dim ... -> bottleneck_dim, then the last layer to out_dim."""
-        super().__init__()
-        if layers < 1:
-            raise ConfigError(f"dino head layers={layers}: expected >= 1")
-        mods: list[nn.Module] = []
-        dim = in_dim
-        for _ in range(layers - 1):
-            mods += [nn.Linear(dim, hidden_dim), nn.GELU()]
-            dim = hidden_dim
-        mods.append(nn.Linear(dim, bottleneck_dim))
-        self.mlp = nn.Sequential(*mods)
-        for m in self.mlp:
-            if isinstance(m, nn.Linear):
-                nn.init.trunc_normal_(m.weight, std=0.02)
-                nn.init.zeros_(m.bias)
-        self.last_layer = WeightNormLinear(bottleneck_dim, out_dim, fix_norm=norm_last_layer)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Embeddings -> logits over the `out_dim` prototypes."""
-        x = F.normalize(self.mlp(x), dim=-1, eps=1e-6)
-        return self.last_layer(x)
 
 
 def teacher_temp_at(step: int, total_steps: int, warmup_temp: float, temp: float, warmup_frac: float) -> float:

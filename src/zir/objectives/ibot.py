@@ -26,7 +26,8 @@ from zir.losses.ibot import ibot_patch_loss
 from zir.models.tower import require
 from zir.models.vit import gather_tokens
 from zir.objectives.base import DEFAULT_MASK, Forward, Loss, MaskSpec, register_objective
-from zir.objectives.dino import CenteredDistillation, DINOHead
+from zir.objectives.dino import CenteredDistillation
+from zir.objectives.heads import DINOHead
 
 
 class IBOT(CenteredDistillation):

@@ -20,9 +20,11 @@ from torch import nn
 
 from zir.errors import ConfigError
 from zir.losses.dino import entropy, soft_cross_entropy, student_log_probs, teacher_probs, update_center
+from zir.models.tower import require
 from zir.objectives.base import (DEFAULT_MASK, Forward, Loss, MaskSpec, batch_fraction, mask_plan, register_objective,
                                  views_needed)
-from zir.objectives.dino import CenteredDistillation, DINOHead, embedding_std
+from zir.objectives.dino import CenteredDistillation, embedding_std
+from zir.objectives.heads import DINOHead
 
 
 class MaskedDistillation(CenteredDistillation):
@@ -56,6 +58,7 @@ class MaskedDistillation(CenteredDistillation):
                          center_momentum, momentum, final_momentum)
         if not 0.0 < keep < 1.0:
             raise ConfigError(f"masked_dino keep={keep}: expected 0 < keep < 1 (the student must see fewer patches)")
+        require("masked_dino", tower, self.tower, "can_drop_tokens", "the student encodes the kept patches alone")
         views_needed([view])  # a known view name, checked at build
         self.view, self.keep = view, float(keep)
         self.distill_fraction = batch_fraction(distill_fraction, "distill_fraction")

@@ -15,28 +15,14 @@ predictor bottleneck 128 (the published quarter).
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 from zir.errors import ConfigError
 from zir.losses.simsiam import simsiam_loss
 from zir.objectives.base import Loss, register_objective
 from zir.objectives.dino import embedding_std
+from zir.objectives.heads import SimSiamPredictor
 from zir.objectives.two_view import TwoViews
-
-
-class Predictor(nn.Module):
-    """SimSiam's predictor: Linear-BN-ReLU to a bottleneck, then Linear back, (B, dim) -> (B, dim)."""
-
-    def __init__(self, dim: int, bottleneck: int) -> None:
-        """A two-layer MLP through `bottleneck` units."""
-        super().__init__()
-        self.net = nn.Sequential(nn.Linear(dim, bottleneck, bias=False), nn.BatchNorm1d(bottleneck), nn.ReLU(inplace=True),
-                                 nn.Linear(bottleneck, dim))
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        """Projections -> predictions of the other view's projection."""
-        return self.net(z)
 
 
 class SimSiam(TwoViews):
@@ -59,7 +45,7 @@ class SimSiam(TwoViews):
         if isinstance(pred_dim, bool) or not isinstance(pred_dim, int) or pred_dim < 1:
             raise ConfigError(f"simsiam pred_dim={pred_dim!r}: expected an integer >= 1")
         self.projector = self.projector_head(hidden_dim, out_dim, layers, last_norm=True)
-        self.predictor = Predictor(out_dim, pred_dim)
+        self.predictor = SimSiamPredictor(out_dim, pred_dim)
 
     def forward(self, batch, features) -> Loss:
         """SimSiam's symmetric negative cosine; `emb_std` of the first view's projections as the collapse monitor."""

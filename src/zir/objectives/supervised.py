@@ -17,28 +17,7 @@ from torch import nn
 
 from zir.errors import ConfigError
 from zir.objectives.base import Forward, Loss, Objective, register_objective, views_needed
-
-HEAD_NORMS = ("none", "layer", "batch")
-
-
-class ClassifierHead(nn.Module):
-    """An optional norm then a linear layer: pooled features (B, D) -> class logits (B, classes)."""
-
-    def __init__(self, in_dim: int, num_classes: int, norm: str = "none", init_std: float = 2e-5) -> None:
-        """`norm`: none, layer (LayerNorm) or batch (BatchNorm1d without affine, as MAE's linear probe)."""
-        super().__init__()
-        if norm not in HEAD_NORMS:
-            raise ConfigError(f"supervised head_norm={norm!r}: expected one of {', '.join(HEAD_NORMS)}")
-        self.norm = {"none": nn.Identity(), "layer": nn.LayerNorm(in_dim),
-                     "batch": nn.BatchNorm1d(in_dim, affine=False, eps=1e-6)}[norm]
-        self.fc = nn.Linear(in_dim, num_classes)
-        nn.init.trunc_normal_(self.fc.weight, std=init_std)
-        nn.init.zeros_(self.fc.bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, D) pooled features -> (B, classes) logits."""
-        return self.fc(self.norm(x))
-
+from zir.objectives.heads import ClassifierHead
 
 class Supervised(Objective):
     """Cross-entropy of a classifier head on the tower's pooled features against `batch.labels`."""
