@@ -24,6 +24,9 @@ from zir.checkpoint import MODEL_FILE, STATE_FILE, latest_checkpoint, list_check
 from zir.errors import ConfigError, WeightsError
 
 
+KINDS = ("any", "checkpoint", "export")  # which weights a path may stand for (`run_weights()`)
+
+
 class RunError(WeightsError):
     """A path that is not a loadable zir run, checkpoint or export, or whose weights do not fit its config."""
 
@@ -88,11 +91,12 @@ def run_weights(path: str | os.PathLike, ema: bool = False, kind: str = "any") -
     """The weights `path` stands for: a run folder's newest readable checkpoint (else its export), one
     checkpoint folder, an export folder or an export file. `kind="export"` reads exports only (`zir.load`),
     `kind="checkpoint"` a run folder's newest checkpoint only (`zir export`)."""
+    if kind not in KINDS:
+        raise ValueError(f"kind={kind!r}: expected one of {', '.join(KINDS)}")
     path = Path(path)
     if not path.exists():
         raise RunError(f"{path} is not a run folder nor a zir export (it does not exist)")
-    checkpoints = kind != "export"
-    if path.is_dir() and checkpoints:
+    if path.is_dir() and kind != "export":
         if kind == "checkpoint" or list_checkpoints(path / "checkpoints"):
             where, (state, trainer, ema_state) = latest_checkpoint(path / "checkpoints")
             return _with_ema(state, trainer, ema_state, where, ema, run_dir=path)
@@ -101,10 +105,10 @@ def run_weights(path: str | os.PathLike, ema: bool = False, kind: str = "any") -
             return _with_ema(state, trainer, ema_state, path, ema, run_dir=path.parent.parent)
     export = path if path.is_file() else next(
         (p for p in (path / MODEL_FILE, path / "export" / MODEL_FILE) if p.is_file()), None)
+    if export is None and kind == "export":
+        raise RunError(f"{path} holds no model.safetensors; run `zir export {path}` first")
     if export is None:
-        hint = "train it first" if checkpoints else f"run `zir export {path}` first"
-        raise RunError(f"{path} has no checkpoint nor export to load ({hint})" if checkpoints
-                       else f"{path} holds no model.safetensors; {hint}")
+        raise RunError(f"{path} has no checkpoint nor export to load (train it first)")
     return _read_export(export, run_dir=path if path.is_dir() else path.parent)
 
 
