@@ -131,3 +131,17 @@ def test_the_check_catches_a_stale_path_function_class_and_constant(source):
 @pytest.mark.parametrize("page", ["README.md", "docs/objectives.md", "docs/models.md", "docs/data.md", "docs/training.md"])
 def test_the_readme_and_guides_link_the_page(page):
     assert re.search(r"\]\((docs/)?architecture\.md[#)]", (REPO / page).read_text()), page
+
+
+def test_the_import_direction_checks_on_the_page_print_nothing():
+    """The page's grep lines (imports point down, run loading below train and eval) hold for the code."""
+    import subprocess
+
+    text = DOC.read_text()
+    block = re.search(r"Each of these prints nothing:\s*```bash\n(.*?)```", text, flags=re.S)
+    assert block, "the page lost its import-direction checks"
+    lines = [ln for ln in block.group(1).splitlines() if ln.startswith("grep ")]
+    assert any("src/zir/run_loading.py" in ln for ln in lines)
+    for line in lines:
+        out = subprocess.run(["bash", "-c", line], cwd=REPO, capture_output=True, text=True)
+        assert out.returncode == 1 and out.stdout == "", f"{line}\n{out.stdout}{out.stderr}"

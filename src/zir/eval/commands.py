@@ -41,13 +41,13 @@ def _explain_texts(run, tower, images, texts: list[str], out: Path) -> None:
     """Write and print which patches moved each text's score (needs an image-text objective and tokenizer)."""
     import torch
 
-    from zir.eval.run_eval import EvalError, image_text_objective, image_tower, run_tokenizer
+    from zir.eval.run_eval import EvalError, image_text_objective, image_tower
     from zir.eval.saliency import explain_text
 
     obj = image_text_objective(run.model, image_tower(run.model)[0])
     if obj is None:
         raise EvalError(f"--text needs a run with an image-text objective (clip, siglip, slip, coca); {run.run_dir} has none")
-    tokenizer = run_tokenizer(run.run_dir, run.config, run.model)
+    tokenizer = run.tokenizer
     if tokenizer is None:
         raise EvalError(f"--text needs the run's tokenizer; {run.run_dir} has no tokenizer.json and no data.tokenizer")
     with torch.no_grad():

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from zir.eval.run_eval import EvalError, image_size, image_tower, load_run, results_rows, run_tokenizer
+from zir.eval.run_eval import EvalError, image_size, image_tower, load_run, results_rows
 from zir.eval.splits import eval_data, plan_stats
 from zir.objectives.coca import CoCa
 from zir.objectives.mae import MAE
@@ -215,7 +215,7 @@ def _coca(run, images, captions, mean, std) -> str:
     coca = next((o for o in run.model.objectives.values() if isinstance(o, CoCa)), None)
     if coca is None:
         return _why("The run has no CoCa objective, so it does not caption images.")
-    tokenizer = run_tokenizer(run.run_dir, run.config, run.model)
+    tokenizer = run.tokenizer
     if tokenizer is None:
         return _why("The run has a CoCa objective but saved no tokenizer to turn token ids into words.")
     from zir.objectives.coca import generate_captions

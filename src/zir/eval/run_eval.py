@@ -88,7 +88,7 @@ def evaluate_run(
     if limit is not None and int(limit) < 2:
         raise EvalError(f"limit={limit}: expected at least 2 samples per split")
     run = load_run(run_dir, ema=ema)
-    tokenizer = run_tokenizer(run.run_dir, run.config, run.model)
+    tokenizer = run.tokenizer
     source = eval_data(data, run.config, data_root, limit, data_options)
     if teacher:
         teacher_tower(run.model, scored_tower(run.model)[0])  # a one-line error before any feature is extracted

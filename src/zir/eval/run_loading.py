@@ -1,4 +1,5 @@
-"""Loading a run for evaluation: config, newest checkpoint (or export) -> model, its towers, its tokenizer.
+"""Loading a run for evaluation: `load_run()` of `src/zir/run_loading.py` (config, newest checkpoint or export
+-> model, tokenizer, data settings) with eval's checks, and the towers and heads eval reads from the model.
 
 Nothing named in a run folder is imported: the model is built by `zir.models.factories.build_recipe_model`.
 """
@@ -6,100 +7,35 @@ Nothing named in a run folder is imported: the model is built by `zir.models.fac
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import yaml
 from torch import nn
 
 import zir.objectives  # noqa: F401  (registers every objective, so any run's recipe builds)
-from zir.errors import ConfigError, ZirError
+from zir.errors import ZirError
+from zir.run_loading import LoadedRun, RunError, read_run_config, run_tokenizer  # noqa: F401  (eval's names)
+from zir import run_loading
+
 
 class EvalError(ZirError, ValueError):
     """A folder that is not an evaluable run, or a task list zir does not know."""
 
 
-@dataclass
-class LoadedRun:
-    """A run's model at its newest weights with where they came from."""
-
-    run_dir: Path
-    config: dict
-    model: nn.Module
-    step: int
-    source: str  # the checkpoint folder or export file the weights came from
-    ema: bool = False
-    extra: dict = field(default_factory=dict)
-
-
-# -- the run ----------------------------------------------------------------------------------------
-
-def _read_config(run_dir: Path) -> dict:
-    """The run's config.yaml as a dict."""
-    path = run_dir / "config.yaml"
-    if not path.is_file():
-        raise EvalError(f"{run_dir} is not a run folder (no config.yaml)")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError:
-        raise EvalError(f"{path} is not UTF-8 text, so not valid YAML") from None
-    except yaml.YAMLError as err:
-        raise EvalError(f"{path} is not valid YAML: {str(err).splitlines()[0]}") from None
-    if not isinstance(raw, dict) or not isinstance(raw.get("model"), dict):
-        raise EvalError(f"{path} has no model section")
-    return raw
-
-
-def _check_model(model: nn.Module, run_dir: Path) -> nn.Module:
-    if not hasattr(model, "towers"):
-        raise EvalError(f"{run_dir}: the model is not a ZirModel with towers; evaluate its tower with zir.eval directly")
-    return model
-
-
 def load_run(run_dir: str | os.PathLike, ema: bool = False) -> LoadedRun:
-    """The run's ZirModel at its newest checkpoint (or its export when it has no checkpoints), in eval mode."""
-    from zir.models.factories import build_recipe_model
-    from zir.train.checkpoint import latest_checkpoint, list_checkpoints
-
+    """The run's ZirModel at its newest checkpoint (or its export when it has no checkpoints), in eval mode:
+    `zir.run_loading.load_run()` for a run folder (config.yaml required), its errors as EvalError lines."""
     run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise EvalError(f"{run_dir} is not a run folder (it does not exist)")
-    cfg = _read_config(run_dir)
-    if list_checkpoints(run_dir / "checkpoints"):
-        path, (model_state, state, ema_state) = latest_checkpoint(run_dir / "checkpoints")
-        if ema:
-            if ema_state is None:
-                raise EvalError(f"{run_dir} keeps no weight EMA (train.ema was off)")
-            model_state = {**model_state, **ema_state}
-        model = _check_model(build_recipe_model(cfg["model"], origin=str(run_dir / "config.yaml")), run_dir)
-        _load_weights(model, model_state, path)
-        return LoadedRun(run_dir, cfg, model.eval(), int(state["step"]), str(path), ema)
-    for export in (run_dir / "model.safetensors", run_dir / "export" / "model.safetensors"):
-        if export.is_file():
-            from safetensors import safe_open
-
-            from zir.train.runs import load
-
-            model = _check_model(load(export), run_dir)
-            with safe_open(str(export), framework="pt") as fh:
-                meta = fh.metadata() or {}
-            step = meta.get("step", "0") or "0"
-            if not step.isdigit():
-                raise EvalError(f"{export}: its step metadata {step!r} is not a whole number")
-            step = int(step)
-            return LoadedRun(run_dir, cfg, model.eval(), step, str(export), meta.get("ema") == "True")
-    raise EvalError(f"{run_dir} has no checkpoint nor export to evaluate (train it first)")
-
-
-def _load_weights(model: nn.Module, state: dict, path: Path) -> None:
-    """Load a checkpoint's weights; a run whose config.yaml no longer fits them is one EvalError line."""
-    from zir.train.runs import first_mismatch
-
     try:
-        model.load_state_dict(state)
-    except RuntimeError as err:
-        raise EvalError(f"{path} does not fit the run's config.yaml: {first_mismatch(err)}") from None
+        if not run_dir.is_dir():
+            raise EvalError(f"{run_dir} is not a run folder (it does not exist)")
+        read_run_config(run_dir)  # eval needs the run's config (data settings), not only an export's model
+        run = run_loading.load_run(run_dir, ema=ema)
+    except RunError as err:
+        raise EvalError(str(err)) from None
+    if not hasattr(run.model, "towers"):
+        raise EvalError(f"{run_dir}: the model is not a ZirModel with towers; evaluate its tower with zir.eval directly")
+    return run
 
 
 def random_init_model(config: dict) -> nn.Module:
@@ -170,29 +106,3 @@ def image_text_objective(model: nn.Module, tower_name: str = "image"):
             if isinstance(module, ImageText) and module.tower_name == tower_name:
                 return module
     return None
-
-
-def run_tokenizer(run_dir: str | os.PathLike, config: dict, model: nn.Module):
-    """The run's text tokenizer: RUN/tokenizer.json, else data.tokenizer (a path, also relative to the run, or a
-    shipped name such as shapes), else the model's own; None if none."""
-    from zir.data import load_tokenizer
-    from zir.data.tokenizer import text_context
-    from zir.recipes import tokenizer_path
-
-    run_dir = Path(run_dir)
-    candidates = [run_dir / "tokenizer.json", run_dir / "export" / "tokenizer.json"]
-    named = (config.get("data") or {}).get("tokenizer")
-    if named:
-        try:
-            candidates.append(tokenizer_path(named, base=run_dir))
-        except ConfigError:
-            pass  # gone since the run trained: the model's own tokenizer, if any, below
-    for path in candidates:
-        if path.is_file() or (path.is_dir() and (path / "tokenizer.json").is_file()):
-            return load_tokenizer(path, context_length=text_context(model))
-    tok = getattr(model, "tokenizer", None)
-    if tok is not None:
-        return tok
-    from zir.data.tokenizer import tower_tokenizer
-
-    return tower_tokenizer(model)

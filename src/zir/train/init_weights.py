@@ -83,23 +83,16 @@ def weights_file(path: Path) -> Path:
 
 
 def _read_state(path: Path) -> tuple[dict[str, torch.Tensor], str]:
-    """The model state dict behind `path` and where it came from; falls back to older checkpoints of a run."""
-    from safetensors.torch import load_file
+    """The model state dict behind `path` and where it came from, read by `run_weights()` (a run folder: its
+    newest checkpoint that reads, a newer half-broken one skipped as on resume)."""
+    from zir.run_loading import run_weights
 
-    from zir.train import checkpoint as ckpt
-
-    target = weights_file(path)
-    if path.is_dir() and ckpt.list_checkpoints(path / "checkpoints") and not (path / ckpt.MODEL_FILE).is_file():
-        try:  # a run folder: the newest checkpoint that reads (a newer half-broken one is skipped, as on resume)
-            where, (state, _, _) = ckpt.latest_checkpoint(path / "checkpoints")
-            return state, str(where)
-        except ZirError as err:
-            raise ConfigError(f"{FIELD}={path}: {err}") from None
+    weights_file(path)  # this field's own one-line errors for a path that names no weights
     try:
-        return load_file(str(target)), str(target)
-    except Exception as err:  # noqa: BLE001 - safetensors and OS errors alike mean the file is unusable
-        first = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise ConfigError(f"{FIELD}={path}: {target} is not a readable safetensors file ({first})") from None
+        weights = run_weights(path)
+    except ZirError as err:
+        raise ConfigError(f"{FIELD}={path}: {err}") from None
+    return weights.state, str(weights.source)
 
 
 def _source_prefixes(state: dict[str, torch.Tensor]) -> dict[str, str]:

@@ -16,6 +16,7 @@ from zir.errors import ConfigError, WeightsError
 from zir.train import checkpoint as ckpt
 from zir.train.finite import first_nonfinite
 from zir.train.run_lock import pid_alive
+from zir.run_loading import first_mismatch  # noqa: F401  (its old home; zir.train.runs.first_mismatch)
 
 
 def run_status(run_dir: str | os.PathLike) -> dict[str, Any]:
@@ -70,24 +71,17 @@ def export_run(run_dir: str | os.PathLike, out: str | os.PathLike | None = None,
     and the run's config.yaml beside it; returns the safetensors path."""
     from safetensors.torch import save_file
 
-    from zir.config import read_yaml
+    from zir.run_loading import read_run_config, run_weights
 
     run_dir = Path(run_dir)
-    if not (run_dir / "config.yaml").is_file():
-        raise ConfigError(f"{run_dir} is not a run folder (no config.yaml)")
-    raw = read_yaml(run_dir / "config.yaml")
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{run_dir / 'config.yaml'}: expected a mapping with model, data, optim and train sections")
+    raw = read_run_config(run_dir)
     out = Path(out) if out else run_dir / "export" / "model.safetensors"
     if out.suffix != ".safetensors":
         out = out / "model.safetensors"
     if out.parent.exists() and not out.parent.is_dir():
         raise ConfigError(f"--out {out.parent}: a file is there, not a folder; name a folder or a .safetensors file")
-    path, (model_state, state, ema_state) = ckpt.latest_checkpoint(run_dir / "checkpoints")
-    if ema:
-        if ema_state is None:
-            raise ConfigError(f"{run_dir} keeps no weight EMA (train.ema was off)")
-        model_state = {**model_state, **ema_state}
+    weights = run_weights(run_dir, ema=ema, kind="checkpoint")  # the newest readable checkpoint, EMA folded in
+    path, model_state, state = weights.source, weights.state, {"step": weights.step}
     bad = first_nonfinite(**{"": model_state})
     if bad:  # written before checkpoints were checked, or by hand
         raise WeightsError(f"checkpoint {path} holds non-finite weights ({bad.strip()}); nothing exported")
@@ -111,44 +105,6 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Modu
 
     The file's model config is data: a `factory` in it must name a factory registered in this process.
     """
-    from safetensors import safe_open
-    from safetensors.torch import load_file
+    from zir.run_loading import load_run
 
-    from zir.models.factories import build_recipe_model
-
-    path = Path(path)
-    if path.is_dir():
-        for candidate in (path / "model.safetensors", path / "export" / "model.safetensors"):
-            if candidate.is_file():
-                path = candidate
-                break
-        else:
-            raise WeightsError(f"{path} holds no model.safetensors; run `zir export {path}` first")
-    if not path.is_file():
-        raise WeightsError(f"{path} does not exist")
-    try:
-        with safe_open(str(path), framework="pt") as fh:
-            meta = fh.metadata() or {}
-    except Exception as err:  # noqa: BLE001
-        raise WeightsError(f"{path} is not a readable safetensors file: {err}") from None
-    if "zir_model" not in meta:
-        raise WeightsError(f"{path} carries no zir model config; for a tower's weights use zir.create_model(name, weights=...)")
-    try:
-        section = json.loads(meta["zir_model"])
-    except ValueError:
-        raise WeightsError(f"{path}: its zir_model metadata is not valid JSON") from None
-    model = build_recipe_model(section, origin=f"{path} (zir_model metadata)")  # registered names only: never imports
-    state = load_file(str(path))
-    try:
-        missing, unexpected = model.load_state_dict(state, strict=False)
-    except RuntimeError as err:  # misshaped tensors; missing and unexpected keys are reported below
-        raise WeightsError(f"{path} does not fit its model config: {first_mismatch(err)}") from None
-    if missing or unexpected:
-        raise WeightsError(f"{path} does not fit its model config: missing {missing[:3]}, unexpected {unexpected[:3]}")
-    return model.to(device).eval()
-
-
-def first_mismatch(err: RuntimeError) -> str:
-    """The first problem line of load_state_dict's many-line error."""
-    lines = [ln.strip() for ln in str(err).splitlines()[1:] if ln.strip()]
-    return lines[0] if lines else str(err).splitlines()[0]
+    return load_run(path, device=device, kind="export").model
