@@ -18,7 +18,7 @@ from torch.utils.checkpoint import checkpoint
 
 from zir.errors import ConfigError, ShapeError
 from zir.models.tower import TextTowerMembers
-from zir.nn import Block, check_attention_impl
+from zir.nn import Block, activation, check_attention_impl
 
 
 def causal_mask(length: int, device: torch.device | None = None) -> torch.Tensor:
@@ -56,8 +56,10 @@ class TextTransformer(TextTowerMembers, nn.Module):
         drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
         num_classes: int = 0,
+        act: str = "gelu",
     ) -> None:
-        """Build the tower; `embed_dim=None` pools without a projection (output width = `width`)."""
+        """Build the tower; `embed_dim=None` pools without a projection (output width = `width`); `act`: the MLP
+        activation, 'gelu' or 'quick_gelu' (OpenAI CLIP's)."""
         super().__init__()
         if num_classes:
             raise ConfigError(f"text towers have no classifier head; num_classes must be 0, got {num_classes}")
@@ -73,7 +75,8 @@ class TextTransformer(TextTowerMembers, nn.Module):
         self.pos_drop = nn.Dropout(drop_rate)
         rates = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]
         self.blocks = nn.ModuleList(
-            Block(width, num_heads, mlp_ratio, drop=drop_rate, drop_path=rates[i]) for i in range(depth)
+            Block(width, num_heads, mlp_ratio, drop=drop_rate, drop_path=rates[i], act_layer=activation(act))
+            for i in range(depth)
         )
         self.norm = nn.LayerNorm(width)
         self.proj = nn.Linear(width, embed_dim, bias=False) if embed_dim else nn.Identity()

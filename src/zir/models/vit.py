@@ -17,7 +17,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from zir.errors import ConfigError
-from zir.nn import Block, PatchEmbed, check_attention_impl, resample_pos_embed, sincos_2d
+from zir.nn import Block, PatchEmbed, activation, check_attention_impl, resample_pos_embed, sincos_2d
 from zir.nn.conv_stem import ConvStem
 from zir.nn.less_attention import (
     ScoreSharingBlock, check_score_transform, less_attention_schedule, run_score_sharing, token_positions,
@@ -70,6 +70,8 @@ class VisionTransformer(nn.Module):
         less_attention_transform: str = "heads",
         stem: str = "patch",
         mask_token: bool = False,
+        act: str = "gelu",
+        pre_norm: bool = False,
     ) -> None:
         """Build the tower.
 
@@ -84,6 +86,8 @@ class VisionTransformer(nn.Module):
         `mask_token`: own a learned mask token (zeros at build, as DINOv2 and iBOT), which
         `forward_tokens(x, mask=m)` puts in place of masked patches; `build_model` turns it on for a tower
         that iBOT or SimMIM reads. Off by default: an unused parameter would stall DDP.
+        `act`: the MLP activation, 'gelu' or 'quick_gelu' (OpenAI CLIP's). `pre_norm`: a LayerNorm on the
+        input tokens before the blocks (CLIP's `ln_pre`); with `fc_norm=True` this is CLIP's image tower.
         """
         super().__init__()
         if global_pool not in GLOBAL_POOLS:
@@ -130,6 +134,7 @@ class VisionTransformer(nn.Module):
             nn.Parameter(torch.zeros(1, self.num_prefix_tokens, embed_dim)) if has_prefix_pos else None
         )
         self.pos_drop = nn.Dropout(drop_rate)
+        self.norm_pre = norm_layer(embed_dim) if pre_norm else nn.Identity()
 
         rates = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]  # linear stochastic-depth rule
         block_args = (embed_dim, num_heads, mlp_ratio, qkv_bias, qk_norm, init_values, drop_rate, attn_drop_rate)
@@ -144,7 +149,9 @@ class VisionTransformer(nn.Module):
                 for i in range(depth)
             )
         else:
-            self.blocks = nn.ModuleList(Block(*block_args, rates[i], norm_layer=norm_layer) for i in range(depth))
+            act_layer = activation(act)
+            self.blocks = nn.ModuleList(Block(*block_args, rates[i], act_layer=act_layer, norm_layer=norm_layer)
+                                        for i in range(depth))
         self.norm = nn.Identity() if fc_norm else norm_layer(embed_dim)
         self.fc_norm = norm_layer(embed_dim) if fc_norm else nn.Identity()
         self.head_drop = nn.Dropout(drop_rate)
@@ -230,7 +237,7 @@ class VisionTransformer(nn.Module):
             patches = gather_tokens(patches, keep)
         prefix = self.prefix_tokens(patches.shape[0])
         tokens = patches if prefix is None else torch.cat([prefix.to(patches.dtype), patches], dim=1)
-        return self.pos_drop(tokens)
+        return self.norm_pre(self.pos_drop(tokens))
 
     def forward_tokens(
         self, x: torch.Tensor, keep: torch.Tensor | None = None, mask: torch.Tensor | None = None
@@ -334,7 +341,7 @@ class VisionTransformer(nn.Module):
         """Depth of a parameter for layer-wise learning-rate decay: 0 embeddings, i+1 block i, depth+1 rest."""
         if param_name.startswith("blocks."):
             return int(param_name.split(".")[1]) + 1
-        if param_name.startswith(("patch_embed.", "pos_embed", "prefix_pos_embed", "cls_token", "dist_token",
+        if param_name.startswith(("patch_embed.", "pos_embed", "prefix_pos_embed", "cls_token", "dist_token", "norm_pre.",
                                   "register_tokens", "mask_token")):
             return 0
         return len(self.blocks) + 1

@@ -107,16 +107,22 @@ def export_run(run_dir: str | os.PathLike, out: str | os.PathLike | None = None,
 
 
 def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Module:
-    """A model from `zir export` output (the safetensors file, its folder, or a run folder), in eval mode.
+    """A model from `zir export` output (the safetensors file, its folder, or a run folder), in eval mode;
+    or a released checkpoint (a transformers folder, an open_clip / OpenAI CLIP file) as a
+    `zir.interop.PretrainedModel` with `encode_image` and `encode_text` (docs/interop.md).
 
     The file's model config is data: a `factory` in it must name a factory registered in this process.
     """
     from safetensors import safe_open
     from safetensors.torch import load_file
 
+    from zir.interop import load_pretrained
     from zir.models.factories import build_recipe_model
 
     path = Path(path)
+    pretrained = load_pretrained(path)
+    if pretrained is not None:
+        return pretrained.to(device)
     if path.is_dir():
         for candidate in (path / "model.safetensors", path / "export" / "model.safetensors"):
             if candidate.is_file():

@@ -1,0 +1,106 @@
+"""Recognise a released checkpoint (a file or a folder) by its files and keys, and build it as zir towers.
+
+- a folder with `config.json` whose `model_type` transformers uses (clip, vit, vit_mae, dinov2,
+  dinov2_with_registers) and `model.safetensors` (or `pytorch_model.bin`): `hf_layout`;
+- a file, or a folder holding `open_clip_model.safetensors` / `open_clip_pytorch_model.bin` / one `*.pt`,
+  whose keys are open_clip's / OpenAI's CLIP layout: `open_clip_layout`.
+
+A `tokenizer.json` beside the weights becomes the model's tokenizer for `encode_text` on strings. Files are
+read as data only: safetensors, or PyTorch pickles with `weights_only=True`; nothing named in them runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from zir.errors import WeightsError
+from zir.interop.pretrained import PretrainedModel
+
+HF_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
+OPEN_CLIP_WEIGHTS = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise WeightsError(f"{path}: not a readable JSON file ({err})") from None
+    if not isinstance(data, dict):
+        raise WeightsError(f"{path}: expected a JSON object")
+    return data
+
+
+def _hf_folder(path: Path) -> tuple[dict, Path] | None:
+    """(config, weights file) of a transformers folder, or None when `path` is not one."""
+    if not path.is_dir() or not (path / "config.json").is_file():
+        return None
+    config = _read_json(path / "config.json")
+    if "model_type" not in config:
+        return None
+    weights = next((path / n for n in HF_WEIGHTS if (path / n).is_file()), None)
+    if weights is None:
+        raise WeightsError(f"{path}: config.json but no {' or '.join(HF_WEIGHTS)} (sharded checkpoints are not read)")
+    return config, weights
+
+
+def _open_clip_file(path: Path) -> Path | None:
+    if path.is_file():
+        return path
+    found = [path / n for n in OPEN_CLIP_WEIGHTS if (path / n).is_file()] or sorted(path.glob("*.pt"))
+    return found[0] if len(found) == 1 else None
+
+
+def _tokenizer(folder: Path, context_length: int):
+    from zir.data.tokenizer import load_tokenizer
+
+    path = folder / "tokenizer.json"
+    return load_tokenizer(path, context_length=context_length) if path.is_file() else None
+
+
+def is_foreign(path: str | os.PathLike) -> bool:
+    """Whether `path` is a checkpoint `load_pretrained` reads (a transformers folder or an open_clip file)."""
+    path = Path(path)
+    if path.is_dir():
+        return (path / "config.json").is_file() or _open_clip_file(path) is not None
+    return path.is_file() and path.suffix in (".pt", ".pth", ".bin") or path.name in OPEN_CLIP_WEIGHTS
+
+
+def load_pretrained(path: str | os.PathLike) -> PretrainedModel | None:
+    """The checkpoint at `path` as a `PretrainedModel` in eval mode, or None when it is not a foreign format."""
+    from zir.interop.hf_layout import from_hf
+    from zir.interop.open_clip_layout import from_open_clip, is_open_clip
+    from zir.models.weights import read_state_dict
+
+    path = Path(path)
+    hf = _hf_folder(path)
+    if hf is not None:
+        config, weights = hf
+        spec, state = from_hf(config, read_state_dict(weights), str(path / "config.json"))
+        source, folder = f"{path} (transformers {config['model_type']})", path
+    else:
+        file = _open_clip_file(path) if path.exists() else None
+        if file is None or file.suffix == ".safetensors" and "zir_model" in _metadata(file):
+            return None
+        raw = read_state_dict(file)
+        if not is_open_clip(raw):
+            return None
+        folder = file.parent
+        cfg_file = folder / "open_clip_config.json"
+        model_cfg = _read_json(cfg_file).get("model_cfg") if cfg_file.is_file() else None
+        spec, state = from_open_clip(raw, model_cfg if isinstance(model_cfg, dict) else None, str(file))
+        source = f"{file} (open_clip)"
+    context = spec["text"]["context_length"] if "text" in spec else 0
+    model = PretrainedModel(spec, _tokenizer(folder, context) if context else None, source)
+    model.load_converted(state, source)
+    return model.eval()
+
+
+def _metadata(path: Path) -> dict:
+    from zir.models.weights import read_metadata
+
+    try:
+        return read_metadata(path)
+    except Exception:  # noqa: BLE001 - not safetensors: the caller reads it as a checkpoint
+        return {}
