@@ -191,6 +191,13 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
     import zir
 
+    if args.format == "hf":
+        from zir.interop.export import export_hf
+
+        folder, kind = export_hf(args.run, args.out, ema=args.ema, license=args.license)
+        print(f"wrote {folder} as {kind} (config.json, model.safetensors, README.md); load it with zir.load({str(folder)!r})")
+        return 0
+
     path = export_run(args.run, args.out, ema=args.ema)
     loader = "zir.load" if hasattr(zir, "load") else "zir.train.runs.load"
     print(f"wrote {path} and {path.with_name('config.yaml')}; load it with {loader}({str(path)!r})")
@@ -263,8 +270,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     export = sub.add_parser("export", help="one safetensors file plus config from a run, loadable with zir.load")
     export.add_argument("run", help="run folder")
-    export.add_argument("--out", default=None, help="file or folder to write (default RUN/export/model.safetensors)")
+    export.add_argument("--out", default=None, help="file or folder to write (default RUN/export/model.safetensors; --format hf: RUN/export_hf)")
     export.add_argument("--ema", action="store_true", help="export the weight EMA (runs with train.ema)")
+    export.add_argument("--format", choices=("zir", "hf"), default="zir",
+                        help="zir: one safetensors file (default); hf: a transformers folder with a model card "
+                             "(docs/interop.md)")
+    export.add_argument("--license", default="other", help="the licence field of the hf model card (default: other)")
     export.set_defaults(func=_cmd_export)
 
     from zir.eval.commands import add_parsers as add_eval_parsers

@@ -37,7 +37,7 @@ def _hf_folder(path: Path) -> tuple[dict, Path] | None:
     if not path.is_dir() or not (path / "config.json").is_file():
         return None
     config = _read_json(path / "config.json")
-    if "model_type" not in config:
+    if config.get("model_type", "zir") == "zir":  # `zir export --format hf` of towers transformers lacks: zir's layout
         return None
     weights = next((path / n for n in HF_WEIGHTS if (path / n).is_file()), None)
     if weights is None:
