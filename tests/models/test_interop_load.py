@@ -106,3 +106,17 @@ def test_a_config_without_weights_names_the_files_it_looked_for(tmp_path):
     shutil.copy(INTEROP / "vit" / "config.json", tmp_path / "config.json")
     with pytest.raises(WeightsError, match="no model.safetensors or pytorch_model.bin"):
         zir.load(tmp_path)
+
+
+def test_an_openai_style_pt_file_loads_and_needs_the_head_count_beside_it(tmp_path):
+    """OpenAI's state dicts also carry input_resolution, context_length and vocab_size; heads come from the config."""
+    state = load_file(str(INTEROP / "open_clip" / "open_clip_model.safetensors"))
+    state.update(input_resolution=torch.tensor(16), context_length=torch.tensor(16), vocab_size=torch.tensor(565))
+    torch.save(state, tmp_path / "ViT-tiny.pt")
+    with pytest.raises(WeightsError, match="open_clip_config.json"):
+        zir.load(tmp_path / "ViT-tiny.pt")
+    shutil.copy(INTEROP / "open_clip" / "open_clip_config.json", tmp_path)
+    ref = reference("open_clip")
+    with torch.no_grad():
+        out = zir.load(tmp_path / "ViT-tiny.pt").encode_image(ref["images"])
+    assert torch.allclose(out, ref["image_embeds"], atol=1e-5, rtol=0)

@@ -46,10 +46,33 @@ def _hf_folder(path: Path) -> tuple[dict, Path] | None:
 
 
 def _open_clip_file(path: Path) -> Path | None:
-    if path.is_file():
-        return path
-    found = [path / n for n in OPEN_CLIP_WEIGHTS if (path / n).is_file()] or sorted(path.glob("*.pt"))
-    return found[0] if len(found) == 1 else None
+    """The weights file of an open_clip checkpoint at `path` (a file, or a folder with one), else None."""
+    if path.is_dir():
+        if (path / "model.safetensors").is_file():  # a zir checkpoint or export folder
+            return None
+        found = [path / n for n in OPEN_CLIP_WEIGHTS if (path / n).is_file()] or sorted(path.glob("*.pt"))
+        path = found[0] if len(found) == 1 else None
+    return path if path is not None and path.is_file() and _keys_are_open_clip(path) else None
+
+
+def _keys_are_open_clip(path: Path) -> bool:
+    from zir.interop.open_clip_layout import is_open_clip
+    from zir.models.weights import read_state_dict
+
+    if path.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                return is_open_clip(dict.fromkeys(handle.keys()))
+        except Exception:  # noqa: BLE001 - not a safetensors file: not ours to read
+            return False
+    if path.suffix not in (".pt", ".pth", ".bin"):
+        return False
+    try:
+        return is_open_clip(read_state_dict(path))
+    except Exception:  # noqa: BLE001 - unreadable or no tensors: not an open_clip file
+        return False
 
 
 def _tokenizer(folder: Path, context_length: int):
@@ -62,15 +85,19 @@ def _tokenizer(folder: Path, context_length: int):
 def is_foreign(path: str | os.PathLike) -> bool:
     """Whether `path` is a checkpoint `load_pretrained` reads (a transformers folder or an open_clip file)."""
     path = Path(path)
-    if path.is_dir():
-        return (path / "config.json").is_file() or _open_clip_file(path) is not None
-    return path.is_file() and path.suffix in (".pt", ".pth", ".bin") or path.name in OPEN_CLIP_WEIGHTS
+    if path.is_dir() and (path / "config.json").is_file():
+        try:
+            model_type = json.loads((path / "config.json").read_text(encoding="utf-8")).get("model_type")
+        except (OSError, ValueError, AttributeError):
+            return False
+        return model_type not in (None, "zir")
+    return _open_clip_file(path) is not None
 
 
 def load_pretrained(path: str | os.PathLike) -> PretrainedModel | None:
     """The checkpoint at `path` as a `PretrainedModel` in eval mode, or None when it is not a foreign format."""
     from zir.interop.hf_layout import from_hf
-    from zir.interop.open_clip_layout import from_open_clip, is_open_clip
+    from zir.interop.open_clip_layout import from_open_clip
     from zir.models.weights import read_state_dict
 
     path = Path(path)
@@ -81,11 +108,9 @@ def load_pretrained(path: str | os.PathLike) -> PretrainedModel | None:
         source, folder = f"{path} (transformers {config['model_type']})", path
     else:
         file = _open_clip_file(path) if path.exists() else None
-        if file is None or file.suffix == ".safetensors" and "zir_model" in _metadata(file):
+        if file is None:
             return None
         raw = read_state_dict(file)
-        if not is_open_clip(raw):
-            return None
         folder = file.parent
         cfg_file = folder / "open_clip_config.json"
         model_cfg = _read_json(cfg_file).get("model_cfg") if cfg_file.is_file() else None
@@ -96,11 +121,3 @@ def load_pretrained(path: str | os.PathLike) -> PretrainedModel | None:
     model.load_converted(state, source)
     return model.eval()
 
-
-def _metadata(path: Path) -> dict:
-    from zir.models.weights import read_metadata
-
-    try:
-        return read_metadata(path)
-    except Exception:  # noqa: BLE001 - not safetensors: the caller reads it as a checkpoint
-        return {}

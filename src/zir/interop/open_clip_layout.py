@@ -54,6 +54,11 @@ def from_open_clip(state: dict[str, torch.Tensor], model_cfg: dict | None, where
     if side * side != pos.shape[0] - 1:
         raise WeightsError(f"{where}: visual.positional_embedding has {pos.shape[0]} rows, not 1 + a square grid")
     heads = width // int(vcfg.get("head_width", 64))
+    text_width = state["token_embedding.weight"].shape[1]
+    text_heads = int(tcfg.get("heads", text_width // 64))
+    if heads < 1 or text_heads < 1 or width % heads or text_width % text_heads:
+        raise WeightsError(f"{where}: the widths ({width}, {text_width}) do not split into heads of 64 channels; put "
+                           "open_clip's open_clip_config.json (model_cfg with vision_cfg.head_width, text_cfg.heads) beside it")
     proj = state["visual.proj"]
     hidden = state["visual.transformer.resblocks.0.mlp.c_fc.weight"].shape[0]
     spec_image = dict(embed_dim=width, depth=depth, num_heads=heads, mlp_ratio=hidden / width, img_size=side * patch,
@@ -68,7 +73,7 @@ def from_open_clip(state: dict[str, torch.Tensor], model_cfg: dict | None, where
     vocab, text_width = state["token_embedding.weight"].shape
     text_hidden = state["transformer.resblocks.0.mlp.c_fc.weight"].shape[0]
     spec_text = dict(vocab_size=vocab, context_length=state["positional_embedding"].shape[0], width=text_width,
-                     depth=text_depth, num_heads=int(tcfg.get("heads", text_width // 64)), mlp_ratio=text_hidden / text_width,
+                     depth=text_depth, num_heads=text_heads, mlp_ratio=text_hidden / text_width,
                      embed_dim=state["text_projection"].shape[1], eot_id=vocab - 1, pad_id=vocab - 1, act=act)
     text.update({"token_embedding.weight": state["token_embedding.weight"], "pos_embed": state["positional_embedding"][None],
                  "proj.weight": state["text_projection"].T, "norm.weight": state["ln_final.weight"],
