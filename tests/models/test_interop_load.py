@@ -22,13 +22,14 @@ from zir.interop import PretrainedModel
 INTEROP = FIXTURES / "interop"
 VISION = ["vit", "vit_mae", "dinov2", "dinov2_registers"]
 PAIRS = ["clip", "open_clip"]
+SIGLIP = ["siglip"]
 
 
 def reference(name: str) -> dict[str, torch.Tensor]:
     return load_file(str(INTEROP / name / "reference.safetensors"))
 
 
-@pytest.mark.parametrize("name", VISION + PAIRS)
+@pytest.mark.parametrize("name", VISION + PAIRS + SIGLIP)
 def test_encode_image_equals_the_original_library(name):
     torch.set_num_threads(1)
     model, ref = zir.load(INTEROP / name), reference(name)
@@ -40,7 +41,7 @@ def test_encode_image_equals_the_original_library(name):
     assert ref["image_embeds"].abs().mean() > 0.1  # a real signal, not zeros on both sides
 
 
-@pytest.mark.parametrize("name", VISION)
+@pytest.mark.parametrize("name", VISION + SIGLIP)
 def test_every_token_equals_transformers_last_hidden_state(name):
     """CLS, registers (DINOv2) and patches in transformers' order, after the final norm."""
     model, ref = zir.load(INTEROP / name), reference(name)
@@ -59,6 +60,17 @@ def test_encode_text_from_ids_and_from_strings(name):
     assert torch.allclose(from_strings, ref["text_embeds"], atol=1e-5, rtol=0)
 
 
+def test_siglip_text_from_ids_pools_at_the_last_position_and_keeps_the_logit_bias():
+    """SigLIP's text tower is bidirectional and pools at the last position, padding or not (row 0 is padded)."""
+    model, ref = zir.load(INTEROP / "siglip"), reference("siglip")
+    with torch.no_grad():
+        out = model.encode_text(ref["input_ids"])
+    assert torch.allclose(out, ref["text_embeds"], atol=1e-5, rtol=0)
+    hf = load_file(str(INTEROP / "siglip" / "model.safetensors"))
+    assert float(model.logit_bias.detach()) == pytest.approx(float(hf["logit_bias"]))
+    assert model.image_proj is None and model.towers["image"].global_pool == "map"
+
+
 def test_tokenizer_ids_equal_transformers_on_tricky_strings():
     """Accents, emoji, CJK, whitespace runs, an empty string and a caption longer than the context."""
     saved = json.loads((INTEROP / "clip" / "tokens.json").read_text(encoding="utf-8"))
@@ -69,7 +81,7 @@ def test_tokenizer_ids_equal_transformers_on_tricky_strings():
 
 
 def test_loading_never_imports_transformers_or_open_clip():
-    for name in VISION + PAIRS:
+    for name in VISION + PAIRS + SIGLIP:
         zir.load(INTEROP / name)
     assert "transformers" not in sys.modules and "open_clip" not in sys.modules
 

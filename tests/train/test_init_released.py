@@ -12,7 +12,7 @@ from zir.config import load_config
 from zir.train.recipe_model import build_model
 from zir.recipes import RECIPES_DIR
 from zir.train import train
-from zir.train.init_released import adopt_released_towers
+from zir.interop.model_init import adopt_released_towers
 from zir.train.init_weights import init_from
 
 TINY = ["train.steps=3", "data.batch_size=8", "data.options.n=64", "train.threads=1", "train.ckpt_every=3",
@@ -52,3 +52,21 @@ def test_zir_train_fine_tunes_a_transformers_clip_on_shapes_captions(tmp_path):
     start = load_file(str(folder / "model.safetensors"))
     moved = trained["towers.image.fc_norm.weight"] - start["vision_model.post_layernorm.weight"]
     assert 0 < moved.abs().max() < 0.1  # fine-tuned from the released weights, not from scratch
+
+
+def test_the_siglip_recipe_starts_from_a_transformers_siglip():
+    """Attention-pooled image tower, last-position text tower, the identity as image projection, scale and bias."""
+    folder = FIXTURES / "interop" / "siglip"
+    cfg = load_config(RECIPES_DIR / "siglip.yaml", TINY + [f"model.init={folder}"])
+    adopt_released_towers(cfg)
+    model = build_model(cfg.model).eval()
+    init_from(model, cfg.model["init"])
+    ref, siglip = load_file(str(folder / "reference.safetensors")), model.objectives["siglip"]
+    image, text = model.towers["image"], model.towers["text"]
+    with torch.no_grad():
+        assert torch.allclose(siglip.image_proj(image.pool(image.forward_tokens(ref["images"]))), ref["image_embeds"],
+                              atol=1e-5, rtol=0)
+        assert torch.allclose(siglip.text_proj(text.pool(text.forward_tokens(ref["input_ids"]))), ref["text_embeds"],
+                              atol=1e-5, rtol=0)
+    hf = load_file(str(folder / "model.safetensors"))
+    assert float(siglip.loss.logit_bias.detach()) == pytest.approx(float(hf["logit_bias"]))

@@ -99,7 +99,7 @@ def clip_to_hf(image: nn.Module, text: nn.Module, image_proj: nn.Module, text_pr
     for kind in ("weight", "bias"):
         state[f"vision_model.pre_layrnorm.{kind}"] = getattr(image.norm_pre, kind)
         state[f"vision_model.post_layernorm.{kind}"] = getattr(post, kind)
-        state[f"text_model.final_layer_norm.{kind}"] = getattr(text.norm, kind)
+        state[f"text_model.final_layer_norm.{kind}"] = text.norm.state_dict()[kind]
     state.update(_vision_blocks(text, "text_model.encoder.layers.", clip=True))
     state["text_model.embeddings.token_embedding.weight"] = text.token_embedding.weight
     state["text_model.embeddings.position_embedding.weight"] = text.pos_embed[0]

@@ -4,7 +4,8 @@ The config's `model_type` names the architecture; its sizes become the options o
 towers, and the weights are renamed (and q/k/v fused) into zir's layout. Only the config's numbers and
 strings are read: nothing named in the folder is imported or run. Supported: `clip` (CLIPModel: ViT image
 tower with `pre_layrnorm` and a post-pool LayerNorm, causal text tower pooled at the first end-of-text id,
-both projected), `vit` (ViTModel), `vit_mae` (ViTMAEModel, its encoder), `dinov2` and
+both projected), `siglip` (SiglipModel: a ViT without class token pooled by attention, a bidirectional
+text tower pooled at its last position with a biased head), `vit` (ViTModel), `vit_mae` (ViTMAEModel, its encoder), `dinov2` and
 `dinov2_with_registers` (LayerScale, registers, mask token). `to_hf` writes the reverse for a CLIP pair.
 """
 
@@ -17,8 +18,8 @@ import torch
 from zir.errors import WeightsError
 
 VISION_TYPES = ("vit", "vit_mae", "dinov2", "dinov2_with_registers")
-MODEL_TYPES = ("clip",) + VISION_TYPES
-ACTS = {"gelu": "gelu", "quick_gelu": "quick_gelu"}
+MODEL_TYPES = ("clip", "siglip") + VISION_TYPES
+ACTS = {"gelu": "gelu", "quick_gelu": "quick_gelu", "gelu_pytorch_tanh": "gelu_tanh"}
 # the ViT-family (ViTModel, ViTMAEModel, Dinov2Model) per-layer names -> zir's Block names
 _VIT_LAYER = {"layernorm_before": "norm1", "layernorm_after": "norm2", "norm1": "norm1", "norm2": "norm2",
               "attention.output.dense": "attn.proj", "intermediate.dense": "mlp.fc1", "output.dense": "mlp.fc2",
@@ -39,7 +40,7 @@ def _get(cfg: dict, key: str, default: Any = None, where: str = "config.json") -
 def _act(cfg: dict, where: str) -> str:
     name = cfg.get("hidden_act", "gelu")
     if name not in ACTS:
-        raise WeightsError(f"{where}: hidden_act={name!r} is not supported; expected gelu or quick_gelu")
+        raise WeightsError(f"{where}: hidden_act={name!r} is not supported; expected one of {', '.join(ACTS)}")
     return ACTS[name]
 
 
@@ -61,6 +62,10 @@ def vision_options(cfg: dict, model_type: str, where: str = "config.json") -> di
         options.update(mlp_ratio=int(_get(cfg, "intermediate_size", where=where)) / hidden)
     if model_type == "clip":
         options.update(pre_norm=True, fc_norm=True, layer_norm_eps=float(cfg.get("layer_norm_eps", 1e-5)))
+    if model_type == "siglip":  # no class token; the image embedding is the attention-pooling head's
+        if not cfg.get("vision_use_head", True):
+            raise WeightsError(f"{where}: vision_use_head=false (no pooling head) is not supported")
+        options.update(class_token=False, global_pool="map", layer_norm_eps=float(cfg.get("layer_norm_eps", 1e-6)))
     return options
 
 
@@ -75,6 +80,19 @@ def text_options(cfg: dict, projection_dim: int, where: str = "config.json text_
                 depth=int(_get(cfg, "num_hidden_layers", where=where)), num_heads=int(_get(cfg, "num_attention_heads", where=where)),
                 mlp_ratio=int(_get(cfg, "intermediate_size", where=where)) / hidden, embed_dim=projection_dim,
                 eot_id=eot, pad_id=eot, act=_act(cfg, where))
+
+
+def siglip_text_options(cfg: dict, where: str = "config.json text_config") -> dict:
+    """zir text-tower options from SigLIP's text config: bidirectional, pooled at the last position, biased head."""
+    hidden = int(_get(cfg, "hidden_size", where=where))
+    return dict(vocab_size=int(_get(cfg, "vocab_size", where=where)),
+                context_length=int(_get(cfg, "max_position_embeddings", where=where)), width=hidden,
+                depth=int(_get(cfg, "num_hidden_layers", where=where)),
+                num_heads=int(_get(cfg, "num_attention_heads", where=where)),
+                mlp_ratio=int(_get(cfg, "intermediate_size", where=where)) / hidden,
+                embed_dim=int(cfg.get("projection_size") or hidden), causal=False, pool_last=True, proj_bias=True,
+                pad_id=int(cfg.get("pad_token_id") or 0), act=_act(cfg, where),
+                layer_norm_eps=float(cfg.get("layer_norm_eps", 1e-6)))
 
 
 def _blocks(state: dict, src: str, layer_names: dict, qkv: tuple, depth: int) -> dict:
@@ -102,6 +120,21 @@ def _depth(state: dict, src: str) -> int:
 
 def vision_state(state: dict, model_type: str, reg_tokens: int = 0) -> dict:
     """An HF vision encoder's weights (prefix stripped) in zir's ViT layout."""
+    if model_type == "siglip":
+        depth = _depth(state, "encoder.layers.")
+        out = _blocks(state, "encoder.layers.", _CLIP_LAYER, _CLIP_QKV, depth)
+        out["pos_embed"] = state["embeddings.position_embedding.weight"][None]
+        out["attn_pool.probe"] = state["head.probe"]
+        out["attn_pool.attn.in_proj_weight"] = state["head.attention.in_proj_weight"]
+        out["attn_pool.attn.in_proj_bias"] = state["head.attention.in_proj_bias"]
+        for kind in ("weight", "bias"):
+            out[f"patch_embed.proj.{kind}"] = state[f"embeddings.patch_embedding.{kind}"]
+            out[f"norm.{kind}"] = state[f"post_layernorm.{kind}"]
+            out[f"attn_pool.attn.out_proj.{kind}"] = state[f"head.attention.out_proj.{kind}"]
+            out[f"attn_pool.norm.{kind}"] = state[f"head.layernorm.{kind}"]
+            for fc in ("fc1", "fc2"):
+                out[f"attn_pool.mlp.{fc}.{kind}"] = state[f"head.mlp.{fc}.{kind}"]
+        return out
     if model_type == "clip":
         depth = _depth(state, "encoder.layers.")
         out = _blocks(state, "encoder.layers.", _CLIP_LAYER, _CLIP_QKV, depth)
@@ -160,6 +193,16 @@ def from_hf(config: dict, state: dict[str, torch.Tensor], where: str) -> tuple[d
         out["towers.text.proj.weight"] = state["text_projection.weight"]
         out["image_proj.weight"] = state["visual_projection.weight"]
         out["logit_scale"] = state["logit_scale"].reshape(())
+        return spec, out
+    if model_type == "siglip":
+        vcfg, tcfg = config.get("vision_config") or {}, config.get("text_config") or {}
+        spec = {"image": vision_options(vcfg, "siglip", f"{where} vision_config"),
+                "text": siglip_text_options(tcfg, f"{where} text_config"), "logit_bias": True}
+        out = {f"towers.image.{k}": v for k, v in vision_state(_strip(state, "vision_model."), "siglip").items()}
+        text = _strip(state, "text_model.")
+        out.update({f"towers.text.{k}": v for k, v in text_state(text).items()})
+        out["towers.text.proj.weight"], out["towers.text.proj.bias"] = text["head.weight"], text["head.bias"]
+        out["logit_scale"], out["logit_bias"] = state["logit_scale"].reshape(()), state["logit_bias"].reshape(())
         return spec, out
     options = vision_options(config, model_type, where)
     for prefix in ("vit.", "dinov2.", "dinov2_with_registers.", "model."):  # a task model's backbone

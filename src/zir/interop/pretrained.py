@@ -2,7 +2,7 @@
 
 `PretrainedModel` holds the towers under `towers.<name>` (the key layout of a `ZirModel`, so `model.init`
 copies them like a run's), CLIP's image projection `image_proj` (the text tower projects itself) and its
-`logit_scale`. `spec` is its description as data: each tower's zoo name and options (a recipe's
+`logit_scale` (SigLIP: also `logit_bias`; its image tower pools by attention and has no projection). `spec` is its description as data: each tower's zoo name and options (a recipe's
 `model.towers` section) and the projection width; `zir export --format hf` and `zir.load` round-trip it.
 """
 
@@ -41,6 +41,7 @@ class PretrainedModel(nn.Module):
         width = self.towers["image"].embed_dim
         self.image_proj = nn.Linear(width, int(proj), bias=False) if proj else None
         self.logit_scale = nn.Parameter(torch.zeros(())) if "text" in spec else None
+        self.logit_bias = nn.Parameter(torch.zeros(())) if spec.get("logit_bias") else None  # SigLIP's
 
     def load_converted(self, state: dict[str, torch.Tensor], where: str) -> None:
         """Load weights already in this model's layout; one line naming what does not fit."""

@@ -18,13 +18,14 @@ from torch.utils.checkpoint import checkpoint
 
 from zir.errors import ConfigError
 from zir.nn import Block, PatchEmbed, activation, check_attention_impl, resample_pos_embed, sincos_2d
+from zir.nn.attention_pool import AttentionPool
 from zir.nn.conv_stem import ConvStem
 from zir.nn.less_attention import (
     ScoreSharingBlock, check_score_transform, less_attention_schedule, run_score_sharing, token_positions,
 )
 from zir.models.tower import check_keep, check_mask
 
-GLOBAL_POOLS = ("token", "avg")
+GLOBAL_POOLS = ("token", "avg", "map")
 POS_EMBEDS = ("learn", "sincos")
 STEMS = {"patch": PatchEmbed, "conv": ConvStem}
 
@@ -86,7 +87,8 @@ class VisionTransformer(nn.Module):
         `mask_token`: own a learned mask token (zeros at build, as DINOv2 and iBOT), which
         `forward_tokens(x, mask=m)` puts in place of masked patches; `build_model` turns it on for a tower
         that iBOT or SimMIM reads. Off by default: an unused parameter would stall DDP.
-        `act`: the MLP activation, 'gelu' or 'quick_gelu' (OpenAI CLIP's). `pre_norm`: a LayerNorm on the
+        `act`: the MLP activation, 'gelu', 'quick_gelu' (OpenAI CLIP's) or 'gelu_tanh' (SigLIP's);
+        `global_pool='map'`: SigLIP's multi-head attention pooling (`zir.nn.attention_pool`). `pre_norm`: a LayerNorm on the
         input tokens before the blocks (CLIP's `ln_pre`); with `fc_norm=True` this is CLIP's image tower.
         """
         super().__init__()
@@ -154,6 +156,9 @@ class VisionTransformer(nn.Module):
                                         for i in range(depth))
         self.norm = nn.Identity() if fc_norm else norm_layer(embed_dim)
         self.fc_norm = norm_layer(embed_dim) if fc_norm else nn.Identity()
+        # SigLIP's multi-head attention pooling over every token (built only for global_pool='map')
+        self.attn_pool = AttentionPool(embed_dim, num_heads, mlp_ratio, activation(act), norm_layer) \
+            if global_pool == "map" else None
         self.head_drop = nn.Dropout(drop_rate)
         self.head = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
         self.head_dist = (nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()) if distilled else None
@@ -278,9 +283,11 @@ class VisionTransformer(nn.Module):
         return self.forward_tokens(x)
 
     def pool(self, tokens: torch.Tensor) -> torch.Tensor:
-        """(B, T, D) token features -> (B, D): the CLS token, or the mean of the patch tokens."""
+        """(B, T, D) token features -> (B, D): the CLS token, the mean of the patch tokens, or attention pooling."""
         if self.global_pool == "token":
             pooled = tokens[:, 0]
+        elif self.global_pool == "map":
+            pooled = self.attn_pool(tokens)
         else:
             pooled = tokens[:, self.num_prefix_tokens:].mean(dim=1)
         return self.fc_norm(pooled)
@@ -314,6 +321,8 @@ class VisionTransformer(nn.Module):
                 raise ConfigError(f"global_pool must be one of {', '.join(GLOBAL_POOLS)}; got {global_pool!r}")
             if global_pool == "token" and self.cls_token is None:
                 raise ConfigError("global_pool='token' needs a class token, and this tower has none")
+            if global_pool == "map" and self.attn_pool is None:
+                raise ConfigError("global_pool='map' needs the attention-pooling head; build the tower with it")
             self.global_pool = global_pool
         self.num_classes = num_classes
         device = next(self.parameters()).device

@@ -1,7 +1,8 @@
 """The MLP activations released checkpoints were trained with, chosen by name in a tower's config.
 
 OpenAI's CLIP (and open_clip's `-quickgelu` models) used QuickGELU, x * sigmoid(1.702 x), a cheap
-approximation of GELU; their weights only reproduce their outputs with it. Everything else uses exact GELU.
+approximation of GELU; their weights only reproduce their outputs with it. SigLIP uses GELU's tanh
+approximation ('gelu_tanh'); everything else exact GELU.
 """
 
 from __future__ import annotations
@@ -19,11 +20,18 @@ class QuickGELU(nn.Module):
         return x * torch.sigmoid(1.702 * x)
 
 
-ACTIVATIONS: dict[str, type[nn.Module]] = {"gelu": nn.GELU, "quick_gelu": QuickGELU}
+class TanhGELU(nn.GELU):
+    """GELU's tanh approximation (SigLIP's `gelu_pytorch_tanh`)."""
+
+    def __init__(self) -> None:
+        super().__init__(approximate="tanh")
+
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {"gelu": nn.GELU, "quick_gelu": QuickGELU, "gelu_tanh": TanhGELU}
 
 
 def activation(name: str) -> type[nn.Module]:
-    """The activation class for a config name ('gelu' or 'quick_gelu')."""
+    """The activation class for a config name ('gelu', 'quick_gelu' or 'gelu_tanh')."""
     if name not in ACTIVATIONS:
         raise ConfigError(f"act={name!r}: expected one of {', '.join(ACTIVATIONS)}")
     return ACTIVATIONS[name]

@@ -9,7 +9,7 @@ The recipe field takes a path, or a mapping with the path and which towers to co
 
 The path is a run folder (its newest readable checkpoint), one checkpoint folder (`RUN/checkpoints/step_N`),
 a zir safetensors file or folder (`zir export` output), or a released checkpoint that `zir.load` reads (a
-transformers folder, an open_clip file: `zir.train.init_released`). Only tower weights are copied: heads and
+transformers folder, an open_clip file: `zir.interop.model_init`). Only tower weights are copied: heads and
 objectives of the new recipe start fresh, and an EMA teacher of an initialised tower starts as its copy.
 A resumed run never re-initialises (its checkpoint already holds the trained weights).
 """
@@ -117,7 +117,7 @@ def _source_prefixes(state: dict[str, torch.Tensor]) -> dict[str, str]:
 
 def init_from(model: nn.Module, value) -> dict[str, str]:
     """Copy tower weights into `model` (a ZirModel) as `model.init` says; returns {tower: source} copied."""
-    from zir.train.init_released import released, released_init
+    from zir.interop.model_init import released, released_init
 
     spec = parse_init(value)
     if spec is None:
@@ -158,7 +158,7 @@ def init_from(model: nn.Module, value) -> dict[str, str]:
 
 def check_init(model_section: dict) -> None:
     """Fail early, before a run folder is made, when `model.init` is malformed or names no weights."""
-    from zir.train.init_released import released
+    from zir.interop.model_init import released
 
     spec = parse_init((model_section or {}).get("init")) if isinstance(model_section, dict) else None
     if spec is not None and released(spec.path) is None:

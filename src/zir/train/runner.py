@@ -48,7 +48,7 @@ def train(cfg: Config | str | os.PathLike, out: str | os.PathLike, overrides: li
     elif overrides:
         cfg = from_dict(apply_overrides(cfg.to_dict(), list(overrides)))
     run_dir = Path(out)
-    from zir.train.init_released import adopt_released_towers
+    from zir.interop.model_init import adopt_released_towers
     from zir.train.init_weights import check_init
 
     adopt_released_towers(cfg)  # a released CLIP's towers and tokenizer replace the recipe's

@@ -4,7 +4,8 @@ A released CLIP's towers are not the recipe's (other widths, depths, vocabulary)
 built each tower the checkpoint provides replaces the recipe's (keeping the recipe's `drop_path_rate`,
 `drop_rate` and `attn_drop_rate`), and its tokenizer.json becomes `data.tokenizer`. The run's config.yaml
 records the result, so a resumed run rebuilds the same towers. After building, `init_from` copies the towers,
-and into a `clip`-style objective reading both, CLIP's image projection and logit scale.
+and into an image-text objective reading both (CLIP, SigLIP, ...), CLIP's image projection (the identity for
+SigLIP, which has none) and the logit scale (and SigLIP's bias).
 """
 
 from __future__ import annotations
@@ -80,17 +81,28 @@ def released_init(model: nn.Module, path: Path, mapping: dict[str, str] | None) 
         except RuntimeError as err:
             raise ConfigError(f"model.init: tower {dest!r} does not fit {src!r} of {path}: "
                               f"{' '.join(str(err).split())[:300]}") from None
+    from zir.objectives.clip import ImageText
+
     for obj in getattr(model, "objectives", {}).values():
-        pair = (getattr(obj, "tower_name", None), getattr(obj, "text_tower_name", None))
-        if source.image_proj is None or mapping.get(pair[0]) != "image" or mapping.get(pair[1]) != "text":
+        if not isinstance(obj, ImageText) or mapping.get(obj.tower_name) != "image" \
+                or mapping.get(obj.text_tower_name) != "text":
             continue
-        with torch.no_grad():
-            if obj.image_proj.weight.shape == source.image_proj.weight.shape:
-                obj.image_proj.weight.copy_(source.image_proj.weight)
-            scale = getattr(getattr(obj, "loss", None), "logit_scale", None)
-            if scale is not None:
-                scale.fill_(float(source.logit_scale))
+        _copy_joint_space(obj, source)
     for teacher, spec in getattr(model, "teacher_specs", {}).items():
         if spec.tower in mapping:
             model.teachers[teacher].module.load_state_dict(model.towers[spec.tower].state_dict())
     return dict(mapping)
+
+
+@torch.no_grad()
+def _copy_joint_space(obj, source) -> None:
+    """CLIP's image projection (SigLIP has none: the identity), temperature and SigLIP's bias, where they fit."""
+    weight = obj.image_proj.weight
+    if source.image_proj is not None and weight.shape == source.image_proj.weight.shape:
+        weight.copy_(source.image_proj.weight)
+    elif source.image_proj is None and weight.shape[0] == weight.shape[1]:
+        weight.copy_(torch.eye(weight.shape[0]))
+    for name in ("logit_scale", "logit_bias"):
+        ours, theirs = getattr(obj.loss, name, None), getattr(source, name, None)
+        if isinstance(ours, torch.Tensor) and theirs is not None:
+            ours.fill_(float(theirs))
