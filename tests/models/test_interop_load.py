@@ -1,4 +1,5 @@
-"""zir.load on released checkpoints: transformers folders and open_clip state dicts equal their library's outputs.
+"""zir.load on released checkpoints: transformers folders, open_clip state dicts and DINOv2's own checkpoints equal
+their library's outputs.
 
 The fixtures (tests/fixtures/interop/*/) were written by transformers itself (make_fixtures.py, run once in a
 throwaway environment); transformers is not needed here.
@@ -20,7 +21,7 @@ from zir.errors import WeightsError
 from zir.interop import PretrainedModel
 
 INTEROP = FIXTURES / "interop"
-VISION = ["vit", "vit_mae", "dinov2", "dinov2_registers"]
+VISION = ["vit", "vit_mae", "dinov2", "dinov2_registers", "dinov2_original"]
 PAIRS = ["clip", "open_clip"]
 SIGLIP = ["siglip"]
 
@@ -132,3 +133,14 @@ def test_an_openai_style_pt_file_loads_and_needs_the_head_count_beside_it(tmp_pa
     with torch.no_grad():
         out = zir.load(tmp_path / "ViT-tiny.pt").encode_image(ref["images"])
     assert torch.allclose(out, ref["image_embeds"], atol=1e-5, rtol=0)
+
+
+def test_dinov2s_own_file_loads_by_itself_and_zirs_tower_files_are_not_mistaken_for_it(tmp_path):
+    ref = reference("dinov2_original")
+    with torch.no_grad():
+        out = zir.load(INTEROP / "dinov2_original" / "dinov2_tiny_reg2_pretrain.pth").encode_image(ref["images"])
+    assert torch.allclose(out, ref["image_embeds"], atol=1e-5, rtol=0)
+    tower = zir.create_model("vit_nano_patch4_32", num_classes=0, init_values=0.1, mask_token=True)
+    zir.save_weights(tower, tmp_path / "tower.safetensors")
+    with pytest.raises(WeightsError, match="no zir model config"):
+        zir.load(tmp_path / "tower.safetensors")

@@ -3,7 +3,8 @@
 - a folder with `config.json` whose `model_type` transformers uses (clip, vit, vit_mae, dinov2,
   dinov2_with_registers) and `model.safetensors` (or `pytorch_model.bin`): `hf_layout`;
 - a file, or a folder holding `open_clip_model.safetensors` / `open_clip_pytorch_model.bin` / one `*.pt`,
-  whose keys are open_clip's / OpenAI's CLIP layout: `open_clip_layout`.
+  whose keys are open_clip's / OpenAI's CLIP layout: `open_clip_layout`;
+- a file (or a folder with one `*.pth` / `*.pt`) in DINOv2's own layout: `dinov2_layout`.
 
 A `tokenizer.json` beside the weights becomes the model's tokenizer for `encode_text` on strings. Files are
 read as data only: safetensors, or PyTorch pickles with `weights_only=True`; nothing named in them runs.
@@ -45,34 +46,43 @@ def _hf_folder(path: Path) -> tuple[dict, Path] | None:
     return config, weights
 
 
-def _open_clip_file(path: Path) -> Path | None:
-    """The weights file of an open_clip checkpoint at `path` (a file, or a folder with one), else None."""
+def _state_file(path: Path) -> tuple[Path, str] | None:
+    """(weights file, 'open_clip' or 'dinov2') of a checkpoint at `path` (a file, or a folder with one), else None."""
     if path.is_dir():
         if (path / "model.safetensors").is_file():  # a zir checkpoint or export folder
             return None
-        found = [path / n for n in OPEN_CLIP_WEIGHTS if (path / n).is_file()] or sorted(path.glob("*.pt"))
+        found = [path / n for n in OPEN_CLIP_WEIGHTS if (path / n).is_file()] or \
+            sorted(path.glob("*.pt")) + sorted(path.glob("*.pth"))
         path = found[0] if len(found) == 1 else None
-    return path if path is not None and path.is_file() and _keys_are_open_clip(path) else None
+    if path is None or not path.is_file():
+        return None
+    kind = _layout_of(path)
+    return (path, kind) if kind else None
 
 
-def _keys_are_open_clip(path: Path) -> bool:
+def _layout_of(path: Path) -> str:
+    """'open_clip', 'dinov2' or '' from a file's keys (safetensors headers only; pickles with weights_only)."""
+    from zir.interop.dinov2_layout import is_dinov2
     from zir.interop.open_clip_layout import is_open_clip
     from zir.models.weights import read_state_dict
 
+    keys: dict = {}
     if path.suffix == ".safetensors":
         from safetensors import safe_open
 
         try:
             with safe_open(str(path), framework="pt") as handle:
-                return is_open_clip(dict.fromkeys(handle.keys()))
+                if (handle.metadata() or {}).get("format") == "zir":  # zir's own weights (save_weights, export)
+                    return ""
+                keys = dict.fromkeys(handle.keys())
         except Exception:  # noqa: BLE001 - not a safetensors file: not ours to read
-            return False
-    if path.suffix not in (".pt", ".pth", ".bin"):
-        return False
-    try:
-        return is_open_clip(read_state_dict(path))
-    except Exception:  # noqa: BLE001 - unreadable or no tensors: not an open_clip file
-        return False
+            return ""
+    elif path.suffix in (".pt", ".pth", ".bin"):
+        try:
+            keys = read_state_dict(path)
+        except Exception:  # noqa: BLE001 - unreadable or no tensors: not a released checkpoint
+            return ""
+    return "open_clip" if is_open_clip(keys) else "dinov2" if is_dinov2(keys) else ""
 
 
 def _tokenizer(folder: Path, context_length: int):
@@ -91,12 +101,13 @@ def is_foreign(path: str | os.PathLike) -> bool:
         except (OSError, ValueError, AttributeError):
             return False
         return model_type not in (None, "zir")
-    return _open_clip_file(path) is not None
+    return _state_file(path) is not None
 
 
 def load_pretrained(path: str | os.PathLike) -> PretrainedModel | None:
     """The checkpoint at `path` as a `PretrainedModel` in eval mode, or None when it is not a foreign format."""
     from zir.interop.hf_layout import from_hf
+    from zir.interop.dinov2_layout import from_dinov2
     from zir.interop.open_clip_layout import from_open_clip
     from zir.models.weights import read_state_dict
 
@@ -107,15 +118,18 @@ def load_pretrained(path: str | os.PathLike) -> PretrainedModel | None:
         spec, state = from_hf(config, read_state_dict(weights), str(path / "config.json"))
         source, folder = f"{path} (transformers {config['model_type']})", path
     else:
-        file = _open_clip_file(path) if path.exists() else None
-        if file is None:
+        found = _state_file(path) if path.exists() else None
+        if found is None:
             return None
-        raw = read_state_dict(file)
-        folder = file.parent
-        cfg_file = folder / "open_clip_config.json"
-        model_cfg = _read_json(cfg_file).get("model_cfg") if cfg_file.is_file() else None
-        spec, state = from_open_clip(raw, model_cfg if isinstance(model_cfg, dict) else None, str(file))
-        source = f"{file} (open_clip)"
+        file, kind = found
+        raw, folder = read_state_dict(file), file.parent
+        if kind == "dinov2":
+            spec, state = from_dinov2(raw, str(file))
+        else:
+            cfg_file = folder / "open_clip_config.json"
+            model_cfg = _read_json(cfg_file).get("model_cfg") if cfg_file.is_file() else None
+            spec, state = from_open_clip(raw, model_cfg if isinstance(model_cfg, dict) else None, str(file))
+        source = f"{file} ({kind})"
     context = spec["text"]["context_length"] if "text" in spec else 0
     model = PretrainedModel(spec, _tokenizer(folder, context) if context else None, source)
     model.load_converted(state, source)
