@@ -44,7 +44,7 @@ def swap_token_ids(tokenizer: dict, a: int, b: int) -> dict:
     return out
 
 
-def _run_model(run_dir: Path, ema: bool):
+def run_model(run_dir: Path, ema: bool):
     from zir.config import read_yaml
     from zir.models.factories import build_recipe_model
     from zir.train import checkpoint as ckpt
@@ -78,7 +78,7 @@ def export_hf(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, 
               license: str = LICENCE_DEFAULT) -> tuple[Path, str]:
     """Write RUN's newest checkpoint as a transformers-layout folder; returns (folder, model_type or 'zir: why')."""
     run_dir = Path(run_dir)
-    raw, model, step = _run_model(run_dir, ema)
+    raw, model, step = run_model(run_dir, ema)
     out = Path(out) if out else run_dir / "export_hf"
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out}: a file is there, not a folder")
