@@ -114,7 +114,34 @@ def export_hf(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, 
     return out, kind if kind != "zir" else f"zir ({why})"
 
 
-def _clip(model, clip, tokenizer_file: Path) -> tuple[dict, dict, dict]:
+def export_open_clip(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, ema: bool = False,
+                     license: str = LICENCE_DEFAULT) -> Path:
+    """Write RUN's CLIP pair as open_clip's state dict (open_clip_model.safetensors), its open_clip_config.json,
+    the run's tokenizer.json (end token moved to the last id: open_clip pools at the highest) and a card."""
+    from zir.interop.open_clip_layout import from_hf_clip, open_clip_config
+
+    run_dir = Path(run_dir)
+    raw, model, step = run_model(run_dir, ema)
+    clip = _clip_objective(model)
+    if clip is None or clip.tower_name != "image" or clip.text_tower_name != "text":
+        raise ConfigError("--format open_clip: the run is not a CLIP pair (towers image and text, a clip objective)")
+    norms = {m.eps for tower in (model.towers["image"], model.towers["text"]) for m in tower.modules()
+             if isinstance(m, torch.nn.LayerNorm)}
+    if norms != {1e-5}:
+        raise ConfigError(f"--format open_clip: open_clip's LayerNorms use eps 1e-5; this run's use {sorted(norms)} "
+                          "(build the image tower with layer_norm_eps: 1.0e-5)")
+    config, state, tokenizer = _clip(model, clip, run_dir / "tokenizer.json", eot_last=True)
+    out = Path(out) if out else run_dir / "export_open_clip"
+    out.mkdir(parents=True, exist_ok=True)
+    save_hf_weights(from_hf_clip(state), out / "open_clip_model.safetensors")
+    write_json(open_clip_config(config), out / "open_clip_config.json")
+    write_json(tokenizer, out / "tokenizer.json")
+    (out / "README.md").write_text(model_card(raw, step, "open_clip", license, _json_or_empty(run_dir / "results.json")),
+                                   encoding="utf-8")
+    return out
+
+
+def _clip(model, clip, tokenizer_file: Path, eot_last: bool = False) -> tuple[dict, dict, dict]:
     from zir.data.tokenizer import load_tokenizer
 
     if not tokenizer_file.is_file():
@@ -124,9 +151,11 @@ def _clip(model, clip, tokenizer_file: Path) -> tuple[dict, dict, dict]:
     loaded = load_tokenizer(tokenizer_file)
     eot, sot = loaded.eot_id, loaded.sot_id
     last = text.vocab_size - 1
-    swap = eot == LEGACY_EOS and text.eot_id is None
+    swap = (eot == LEGACY_EOS or eot_last and eot != last) and text.eot_id is None
     if text.eot_id is not None and text.eot_id != eot:
         raise ConfigError(f"--format hf: the text tower pools at id {text.eot_id}, the tokenizer ends text with {eot}")
+    if eot_last and text.eot_id is not None and eot != last:
+        raise ConfigError(f"--format open_clip: open_clip pools at the highest id; the end token is {eot}, not {last}")
     config, state = clip_to_hf(model.towers["image"], text, clip.image_proj, clip.text_proj, clip.loss.logit_scale,
                                last if swap else eot, sot)
     if swap:

@@ -26,7 +26,8 @@ def model_card(raw: dict, step: int, kind: str, license: str, results: dict, why
     data = raw.get("data") or {}
     objectives = model.get("objectives") or {}
     towers = model.get("towers") or {}
-    header = {"license": license, "library_name": "transformers" if kind in HF_CLASSES else "zir",
+    library = "transformers" if kind in HF_CLASSES else "open_clip" if kind == "open_clip" else "zir"
+    header = {"license": license, "library_name": library,
               "tags": ["zir", *sorted(map(str, objectives))]}
     name = raw.get("name", "run")
     parts = ["---", yaml.safe_dump(header, sort_keys=False).strip(), "---", "", f"# {name}", "",
@@ -40,7 +41,7 @@ def model_card(raw: dict, step: int, kind: str, license: str, results: dict, why
              "## Results", "", _results_table(results), "## Licence", "",
              f"`{license}` (set with `zir export RUN --format hf --license NAME`; the data's terms apply too).", "",
              "## How to load", "", "```python", "import zir", "", "model = zir.load(\"THIS_FOLDER\")"]
-    if kind == "clip":
+    if kind in ("clip", "open_clip"):
         parts += ["image_features = model.encode_image(images)   # (B, 3, H, W), normalised as in training",
                   "text_features = model.encode_text([\"a photo of a cat\"])"]
     elif kind in HF_CLASSES:

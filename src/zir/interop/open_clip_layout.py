@@ -84,3 +84,50 @@ def from_open_clip(state: dict[str, torch.Tensor], model_cfg: dict | None, where
     out["logit_scale"] = state["logit_scale"].reshape(())
     return {"image": spec_image, "text": spec_text, "projection_dim": proj.shape[1]}, out
 
+
+
+def from_hf_clip(hf: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """transformers CLIPModel weights -> open_clip's layout (the reverse renaming of `from_open_clip`'s input)."""
+    out: dict[str, torch.Tensor] = {}
+    names = {"layer_norm1": "ln_1", "layer_norm2": "ln_2", "self_attn.out_proj": "attn.out_proj", "mlp.fc1": "mlp.c_fc",
+             "mlp.fc2": "mlp.c_proj"}
+    for src, dst in (("vision_model.encoder.layers.", "visual.transformer.resblocks."),
+                     ("text_model.encoder.layers.", "transformer.resblocks.")):
+        layers = sorted({int(k[len(src):].split(".")[0]) for k in hf if k.startswith(src)})
+        for i in layers:
+            a, b = f"{src}{i}.", f"{dst}{i}."
+            out[b + "attn.in_proj_weight"] = torch.cat([hf[a + f"self_attn.{n}_proj.weight"] for n in "qkv"])
+            out[b + "attn.in_proj_bias"] = torch.cat([hf[a + f"self_attn.{n}_proj.bias"] for n in "qkv"])
+            for name, new in names.items():
+                for kind in ("weight", "bias"):
+                    out[b + f"{new}.{kind}"] = hf[a + f"{name}.{kind}"]
+    out["visual.conv1.weight"] = hf["vision_model.embeddings.patch_embedding.weight"]
+    out["visual.class_embedding"] = hf["vision_model.embeddings.class_embedding"]
+    out["visual.positional_embedding"] = hf["vision_model.embeddings.position_embedding.weight"]
+    out["token_embedding.weight"] = hf["text_model.embeddings.token_embedding.weight"]
+    out["positional_embedding"] = hf["text_model.embeddings.position_embedding.weight"]
+    for kind in ("weight", "bias"):
+        out[f"visual.ln_pre.{kind}"] = hf[f"vision_model.pre_layrnorm.{kind}"]
+        out[f"visual.ln_post.{kind}"] = hf[f"vision_model.post_layernorm.{kind}"]
+        out[f"ln_final.{kind}"] = hf[f"text_model.final_layer_norm.{kind}"]
+    out["visual.proj"] = hf["visual_projection.weight"].T
+    out["text_projection"] = hf["text_projection.weight"].T
+    out["logit_scale"] = hf["logit_scale"].reshape(())
+    return {k: v.contiguous() for k, v in out.items()}
+
+
+def open_clip_config(hf_config: dict) -> dict:
+    """open_clip's `open_clip_config.json` (model_cfg) for a transformers CLIP config."""
+    v, t = hf_config["vision_config"], hf_config["text_config"]
+    acts = {v["hidden_act"], t["hidden_act"]}
+    if len(acts) != 1:
+        raise WeightsError("--format open_clip: the image and text towers use different activations; open_clip "
+                           "has one quick_gelu switch for both")
+    return {"model_cfg": {
+        "embed_dim": hf_config["projection_dim"], "quick_gelu": acts == {"quick_gelu"},
+        "vision_cfg": {"image_size": v["image_size"], "layers": v["num_hidden_layers"], "width": v["hidden_size"],
+                       "head_width": v["hidden_size"] // v["num_attention_heads"], "patch_size": v["patch_size"],
+                       "mlp_ratio": v["intermediate_size"] / v["hidden_size"]},
+        "text_cfg": {"context_length": t["max_position_embeddings"], "vocab_size": t["vocab_size"],
+                     "width": t["hidden_size"], "heads": t["num_attention_heads"], "layers": t["num_hidden_layers"],
+                     "mlp_ratio": t["intermediate_size"] / t["hidden_size"]}}}
