@@ -70,3 +70,17 @@ def test_the_siglip_recipe_starts_from_a_transformers_siglip():
                               atol=1e-5, rtol=0)
     hf = load_file(str(folder / "model.safetensors"))
     assert float(siglip.loss.logit_bias.detach()) == pytest.approx(float(hf["logit_bias"]))
+
+
+def test_lit_locks_the_released_image_tower_and_trains_the_text_side(tmp_path):
+    """LiT's main setting: a pretrained image tower locked (model.towers.image.locked=true), the rest trained."""
+    folder = FIXTURES / "interop" / "clip"
+    torch.manual_seed(0)
+    train(load_config(RECIPES_DIR / "clip.yaml", TINY + [f"model.init={folder}", "model.towers.image.locked=true"]),
+          tmp_path / "run", progress=False)
+    trained = load_file(str(sorted((tmp_path / "run" / "checkpoints").iterdir())[-1] / "model.safetensors"))
+    start = load_file(str(folder / "model.safetensors"))
+    assert torch.equal(trained["towers.image.fc_norm.weight"], start["vision_model.post_layernorm.weight"])
+    assert torch.equal(trained["towers.image.cls_token"].reshape(-1), start["vision_model.embeddings.class_embedding"])
+    assert not torch.equal(trained["towers.text.norm.weight"], start["text_model.final_layer_norm.weight"])
+    assert not torch.equal(trained["objectives.clip.image_proj.weight"], start["visual_projection.weight"])

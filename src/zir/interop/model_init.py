@@ -2,7 +2,8 @@
 
 A released CLIP's towers are not the recipe's (other widths, depths, vocabulary), so before the model is
 built each tower the checkpoint provides replaces the recipe's (keeping the recipe's `drop_path_rate`,
-`drop_rate` and `attn_drop_rate`), and its tokenizer.json becomes `data.tokenizer`. The run's config.yaml
+`drop_rate`, `attn_drop_rate` and `locked`: LiT locks a pretrained image tower), and its tokenizer.json
+becomes `data.tokenizer`. The run's config.yaml
 records the result, so a resumed run rebuilds the same towers. After building, `init_from` copies the towers,
 and into an image-text objective reading both (CLIP, SigLIP, ...), CLIP's image projection (the identity for
 SigLIP, which has none) and the logit scale (and SigLIP's bias).
@@ -17,7 +18,7 @@ from torch import nn
 
 from zir.errors import ConfigError
 
-KEPT_FROM_RECIPE = ("drop_path_rate", "drop_rate", "attn_drop_rate")
+KEPT_FROM_RECIPE = ("drop_path_rate", "drop_rate", "attn_drop_rate", "locked")
 
 
 def released(value) -> Path | None:

@@ -73,6 +73,7 @@ class VisionTransformer(nn.Module):
         mask_token: bool = False,
         act: str = "gelu",
         pre_norm: bool = False,
+        locked: bool = False,
     ) -> None:
         """Build the tower.
 
@@ -90,6 +91,7 @@ class VisionTransformer(nn.Module):
         `act`: the MLP activation, 'gelu', 'quick_gelu' (OpenAI CLIP's) or 'gelu_tanh' (SigLIP's);
         `global_pool='map'`: SigLIP's multi-head attention pooling (`zir.nn.attention_pool`). `pre_norm`: a LayerNorm on the
         input tokens before the blocks (CLIP's `ln_pre`); with `fc_norm=True` this is CLIP's image tower.
+        `locked`: frozen (no gradients, eval mode), as LiT locks a pretrained image tower.
         """
         super().__init__()
         if global_pool not in GLOBAL_POOLS:
@@ -163,6 +165,9 @@ class VisionTransformer(nn.Module):
         self.head = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
         self.head_dist = (nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()) if distilled else None
         self.init_weights()
+        self.locked = False
+        if locked:
+            self.lock()
 
     # -- initialisation -------------------------------------------------------------------------------
     def init_weights(self) -> None:
@@ -312,6 +317,17 @@ class VisionTransformer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Images (B, C, H, W) -> logits (B, classes), or embeddings (B, D) without a head."""
         return self.forward_head(self.forward_tokens(x))
+
+    # -- LiT ------------------------------------------------------------------------------------------
+    def lock(self) -> None:
+        """Freeze the tower (LiT with a pretrained image tower): no gradients and eval mode from now on."""
+        self.locked = True
+        self.requires_grad_(False)
+        self.eval()
+
+    def train(self, mode: bool = True) -> "VisionTransformer":
+        """A locked tower stays in eval mode (no dropout or drop path)."""
+        return super().train(mode and not self.locked)
 
     # -- housekeeping ---------------------------------------------------------------------------------
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
