@@ -144,3 +144,29 @@ def test_dinov2s_own_file_loads_by_itself_and_zirs_tower_files_are_not_mistaken_
     zir.save_weights(tower, tmp_path / "tower.safetensors")
     with pytest.raises(WeightsError, match="no zir model config"):
         zir.load(tmp_path / "tower.safetensors")
+
+
+def open_clip_ids(hf_ids: list[list[int]]) -> torch.Tensor:
+    """transformers' CLIP ids padded as open_clip pads: zeros after the end token."""
+    ids = torch.tensor(hf_ids)
+    after_end = (ids == ids.max()).int().cumsum(dim=1) > 1
+    return ids.masked_fill(after_end, 0)
+
+
+def test_clips_merges_file_tokenises_like_transformers_and_pads_like_open_clip():
+    from zir.data import load_tokenizer
+
+    saved = json.loads((INTEROP / "clip" / "tokens.json").read_text(encoding="utf-8"))
+    tok = load_tokenizer(INTEROP / "bpe_simple_vocab_tiny.txt.gz", context_length=16)
+    assert tok.vocab_size == 565 and tok.eot_id == 564 and tok.pad_id == 0
+    assert torch.equal(tok(saved["texts"]), open_clip_ids(saved["ids"]))
+
+
+def test_an_open_clip_folder_with_only_the_merges_file_encodes_strings(tmp_path):
+    for name in ("open_clip_model.safetensors", "open_clip_config.json"):
+        shutil.copy(INTEROP / "open_clip" / name, tmp_path / name)
+    shutil.copy(INTEROP / "bpe_simple_vocab_tiny.txt.gz", tmp_path / "bpe_simple_vocab_16e6.txt.gz")
+    texts = json.loads((INTEROP / "clip" / "tokens.json").read_text(encoding="utf-8"))["texts"]
+    with torch.no_grad():
+        out = zir.load(tmp_path).encode_text(texts)
+    assert torch.allclose(out, reference("open_clip")["text_embeds"], atol=1e-5, rtol=0)

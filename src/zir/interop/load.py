@@ -6,7 +6,8 @@
   whose keys are open_clip's / OpenAI's CLIP layout: `open_clip_layout`;
 - a file (or a folder with one `*.pth` / `*.pt`) in DINOv2's own layout: `dinov2_layout`.
 
-A `tokenizer.json` beside the weights becomes the model's tokenizer for `encode_text` on strings. Files are
+A `tokenizer.json` beside the weights (else CLIP's merges file, `bpe_simple_vocab_16e6.txt.gz`) becomes the
+model's tokenizer for `encode_text` on strings. Files are
 read as data only: safetensors, or PyTorch pickles with `weights_only=True`; nothing named in them runs.
 """
 
@@ -86,10 +87,14 @@ def _layout_of(path: Path) -> str:
 
 
 def _tokenizer(folder: Path, context_length: int):
+    """tokenizer.json beside the weights, else CLIP's merges file (open_clip's bpe_simple_vocab_*.txt.gz), else None."""
+    from zir.data.clip_bpe import is_merges_file
     from zir.data.tokenizer import load_tokenizer
 
     path = folder / "tokenizer.json"
-    return load_tokenizer(path, context_length=context_length) if path.is_file() else None
+    if not path.is_file():
+        path = next((p for p in sorted(folder.glob("*.txt.gz")) if is_merges_file(p)), None)
+    return load_tokenizer(path, context_length=context_length) if path is not None else None
 
 
 def is_foreign(path: str | os.PathLike) -> bool:
