@@ -191,6 +191,25 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
     import zir
 
+    if args.format == "hf":
+        from zir.interop.export import export_hf
+
+        folder, kind = export_hf(args.run, args.out, ema=args.ema, license=args.license)
+        print(f"wrote {folder} as {kind} (config.json, model.safetensors, README.md); load it with zir.load({str(folder)!r})")
+        return 0
+    if args.format == "open_clip":
+        from zir.interop.export import export_open_clip
+
+        folder = export_open_clip(args.run, args.out, ema=args.ema, license=args.license)
+        print(f"wrote {folder} (open_clip_model.safetensors, open_clip_config.json, tokenizer.json, README.md)")
+        return 0
+    if args.format == "onnx":
+        from zir.interop.onnx_export import export_onnx
+
+        paths = export_onnx(args.run, args.out, ema=args.ema)
+        print(f"wrote {', '.join(str(p) for p in paths)} (dynamic batch; run them with onnxruntime)")
+        return 0
+
     path = export_run(args.run, args.out, ema=args.ema)
     loader = "zir.load" if hasattr(zir, "load") else "zir.train.runs.load"
     print(f"wrote {path} and {path.with_name('config.yaml')}; load it with {loader}({str(path)!r})")
@@ -263,8 +282,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     export = sub.add_parser("export", help="one safetensors file plus config from a run, loadable with zir.load")
     export.add_argument("run", help="run folder")
-    export.add_argument("--out", default=None, help="file or folder to write (default RUN/export/model.safetensors)")
+    export.add_argument("--out", default=None, help="file or folder to write (default RUN/export/model.safetensors; --format hf: RUN/export_hf; "
+                             "--format onnx: RUN/export_onnx; --format open_clip: RUN/export_open_clip)")
     export.add_argument("--ema", action="store_true", help="export the weight EMA (runs with train.ema)")
+    export.add_argument("--format", choices=("zir", "hf", "open_clip", "onnx"), default="zir",
+                        help="zir: one safetensors file (default); hf: a transformers folder with a model card; "
+                             "open_clip: open_clip's state dict (a CLIP pair); onnx: each tower as ONNX "
+                             "(docs/interop.md)")
+    export.add_argument("--license", default="other", help="the licence field of the hf model card (default: other)")
     export.set_defaults(func=_cmd_export)
 
     from zir.eval.commands import add_parsers as add_eval_parsers

@@ -125,12 +125,17 @@ def train_bpe(
 
 
 def load_tokenizer(path: str | os.PathLike, context_length: int | None = None) -> TextTokenizer:
-    """Load a tokenizer.json: one saved by zir, or a pretrained model's own (BERT-style [PAD]/[SEP] found).
+    """Load a tokenizer.json: one saved by zir, or a pretrained model's own (BERT-style [PAD]/[SEP] found); or
+    CLIP's BPE merges file (`bpe_simple_vocab_16e6.txt.gz`, `zir.data.clip_bpe`).
 
     `path` may be the file or the folder holding it; `context_length` overrides the saved length.
     """
     tk = _require_tokenizers()
     path = Path(path)
+    from zir.data.clip_bpe import clip_bpe_tokenizer, is_merges_file
+
+    if is_merges_file(path):  # CLIP's bpe_simple_vocab_16e6.txt.gz (OpenAI, open_clip)
+        return clip_bpe_tokenizer(path, context_length or 77)
     if path.is_dir():
         path = path / "tokenizer.json"
     if not path.is_file():

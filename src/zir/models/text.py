@@ -12,13 +12,15 @@ that pad with their end token.
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from zir.errors import ConfigError, ShapeError
 from zir.models.tower import TextTowerMembers
-from zir.nn import Block, check_attention_impl
+from zir.nn import Block, activation, check_attention_impl
 
 
 def causal_mask(length: int, device: torch.device | None = None) -> torch.Tensor:
@@ -56,8 +58,14 @@ class TextTransformer(TextTowerMembers, nn.Module):
         drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
         num_classes: int = 0,
+        act: str = "gelu",
+        layer_norm_eps: float = 1e-5,
+        proj_bias: bool = False,
+        pool_last: bool = False,
     ) -> None:
-        """Build the tower; `embed_dim=None` pools without a projection (output width = `width`)."""
+        """Build the tower; `embed_dim=None` pools without a projection (output width = `width`); `act`: the MLP
+        activation, 'gelu', 'quick_gelu' (OpenAI CLIP's) or 'gelu_tanh' (SigLIP's). SigLIP's text tower:
+        `causal=False`, `proj_bias=True`, `pool_last=True` (the last position, padding or not), eps 1e-6."""
         super().__init__()
         if num_classes:
             raise ConfigError(f"text towers have no classifier head; num_classes must be 0, got {num_classes}")
@@ -66,17 +74,19 @@ class TextTransformer(TextTowerMembers, nn.Module):
         self.vocab_size, self.context_length = vocab_size, context_length
         self.width = self.num_features = width
         self.embed_dim = embed_dim or width
-        self.pad_id, self.eot_id, self.causal = pad_id, eot_id, causal
+        self.pad_id, self.eot_id, self.causal, self.pool_last = pad_id, eot_id, causal, pool_last
         self.grad_checkpointing = False
         self.token_embedding = nn.Embedding(vocab_size, width)
         self.pos_embed = nn.Parameter(torch.zeros(1, context_length, width))
         self.pos_drop = nn.Dropout(drop_rate)
         rates = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]
         self.blocks = nn.ModuleList(
-            Block(width, num_heads, mlp_ratio, drop=drop_rate, drop_path=rates[i]) for i in range(depth)
+            Block(width, num_heads, mlp_ratio, drop=drop_rate, drop_path=rates[i], act_layer=activation(act),
+                  norm_layer=partial(nn.LayerNorm, eps=layer_norm_eps))
+            for i in range(depth)
         )
-        self.norm = nn.LayerNorm(width)
-        self.proj = nn.Linear(width, embed_dim, bias=False) if embed_dim else nn.Identity()
+        self.norm = nn.LayerNorm(width, eps=layer_norm_eps)
+        self.proj = nn.Linear(width, embed_dim, bias=proj_bias) if embed_dim else nn.Identity()
         self.register_buffer("attn_mask", causal_mask(context_length), persistent=False)
         self.init_weights()
 
@@ -91,6 +101,8 @@ class TextTransformer(TextTowerMembers, nn.Module):
         nn.init.normal_(self.pos_embed, std=0.01)
         if isinstance(self.proj, nn.Linear):
             nn.init.normal_(self.proj.weight, std=self.width ** -0.5)
+            if self.proj.bias is not None:
+                nn.init.zeros_(self.proj.bias)
 
     def _check(self, ids: torch.Tensor) -> None:
         if ids.ndim != 2 or ids.dtype not in (torch.long, torch.int, torch.int32):
@@ -120,7 +132,10 @@ class TextTransformer(TextTowerMembers, nn.Module):
         """(B, L) token ids -> (B, 1 + L, width): the end-of-text feature, then every position's feature."""
         self.refuse_patches(keep, mask)
         x = self.forward_positions(ids)
-        at = eot_positions(ids, self.pad_id, self.eot_id)
+        if self.pool_last:
+            at = torch.full((ids.shape[0],), ids.shape[1] - 1, dtype=torch.long, device=ids.device)
+        else:
+            at = eot_positions(ids, self.pad_id, self.eot_id)
         pooled = x[torch.arange(x.shape[0], device=x.device), at]
         return torch.cat([pooled[:, None], x], dim=1)
 

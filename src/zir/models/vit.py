@@ -17,14 +17,15 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from zir.errors import ConfigError
-from zir.nn import Block, PatchEmbed, check_attention_impl, resample_pos_embed, sincos_2d
+from zir.nn import Block, PatchEmbed, activation, check_attention_impl, resample_pos_embed, sincos_2d
+from zir.nn.attention_pool import AttentionPool
 from zir.nn.conv_stem import ConvStem
 from zir.nn.less_attention import (
     ScoreSharingBlock, check_score_transform, less_attention_schedule, run_score_sharing, token_positions,
 )
 from zir.models.tower import check_keep, check_mask
 
-GLOBAL_POOLS = ("token", "avg")
+GLOBAL_POOLS = ("token", "avg", "map")
 POS_EMBEDS = ("learn", "sincos")
 STEMS = {"patch": PatchEmbed, "conv": ConvStem}
 
@@ -70,6 +71,9 @@ class VisionTransformer(nn.Module):
         less_attention_transform: str = "heads",
         stem: str = "patch",
         mask_token: bool = False,
+        act: str = "gelu",
+        pre_norm: bool = False,
+        locked: bool = False,
     ) -> None:
         """Build the tower.
 
@@ -84,6 +88,10 @@ class VisionTransformer(nn.Module):
         `mask_token`: own a learned mask token (zeros at build, as DINOv2 and iBOT), which
         `forward_tokens(x, mask=m)` puts in place of masked patches; `build_model` turns it on for a tower
         that iBOT or SimMIM reads. Off by default: an unused parameter would stall DDP.
+        `act`: the MLP activation, 'gelu', 'quick_gelu' (OpenAI CLIP's) or 'gelu_tanh' (SigLIP's);
+        `global_pool='map'`: SigLIP's multi-head attention pooling (`zir.nn.attention_pool`). `pre_norm`: a LayerNorm on the
+        input tokens before the blocks (CLIP's `ln_pre`); with `fc_norm=True` this is CLIP's image tower.
+        `locked`: frozen (no gradients, eval mode), as LiT locks a pretrained image tower.
         """
         super().__init__()
         if global_pool not in GLOBAL_POOLS:
@@ -130,6 +138,7 @@ class VisionTransformer(nn.Module):
             nn.Parameter(torch.zeros(1, self.num_prefix_tokens, embed_dim)) if has_prefix_pos else None
         )
         self.pos_drop = nn.Dropout(drop_rate)
+        self.norm_pre = norm_layer(embed_dim) if pre_norm else nn.Identity()
 
         rates = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]  # linear stochastic-depth rule
         block_args = (embed_dim, num_heads, mlp_ratio, qkv_bias, qk_norm, init_values, drop_rate, attn_drop_rate)
@@ -144,13 +153,21 @@ class VisionTransformer(nn.Module):
                 for i in range(depth)
             )
         else:
-            self.blocks = nn.ModuleList(Block(*block_args, rates[i], norm_layer=norm_layer) for i in range(depth))
+            act_layer = activation(act)
+            self.blocks = nn.ModuleList(Block(*block_args, rates[i], act_layer=act_layer, norm_layer=norm_layer)
+                                        for i in range(depth))
         self.norm = nn.Identity() if fc_norm else norm_layer(embed_dim)
         self.fc_norm = norm_layer(embed_dim) if fc_norm else nn.Identity()
+        # SigLIP's multi-head attention pooling over every token (built only for global_pool='map')
+        self.attn_pool = AttentionPool(embed_dim, num_heads, mlp_ratio, activation(act), norm_layer) \
+            if global_pool == "map" else None
         self.head_drop = nn.Dropout(drop_rate)
         self.head = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
         self.head_dist = (nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()) if distilled else None
         self.init_weights()
+        self.locked = False
+        if locked:
+            self.lock()
 
     # -- initialisation -------------------------------------------------------------------------------
     def init_weights(self) -> None:
@@ -230,7 +247,7 @@ class VisionTransformer(nn.Module):
             patches = gather_tokens(patches, keep)
         prefix = self.prefix_tokens(patches.shape[0])
         tokens = patches if prefix is None else torch.cat([prefix.to(patches.dtype), patches], dim=1)
-        return self.pos_drop(tokens)
+        return self.norm_pre(self.pos_drop(tokens))
 
     def forward_tokens(
         self, x: torch.Tensor, keep: torch.Tensor | None = None, mask: torch.Tensor | None = None
@@ -271,9 +288,11 @@ class VisionTransformer(nn.Module):
         return self.forward_tokens(x)
 
     def pool(self, tokens: torch.Tensor) -> torch.Tensor:
-        """(B, T, D) token features -> (B, D): the CLS token, or the mean of the patch tokens."""
+        """(B, T, D) token features -> (B, D): the CLS token, the mean of the patch tokens, or attention pooling."""
         if self.global_pool == "token":
             pooled = tokens[:, 0]
+        elif self.global_pool == "map":
+            pooled = self.attn_pool(tokens)
         else:
             pooled = tokens[:, self.num_prefix_tokens:].mean(dim=1)
         return self.fc_norm(pooled)
@@ -299,6 +318,17 @@ class VisionTransformer(nn.Module):
         """Images (B, C, H, W) -> logits (B, classes), or embeddings (B, D) without a head."""
         return self.forward_head(self.forward_tokens(x))
 
+    # -- LiT ------------------------------------------------------------------------------------------
+    def lock(self) -> None:
+        """Freeze the tower (LiT with a pretrained image tower): no gradients and eval mode from now on."""
+        self.locked = True
+        self.requires_grad_(False)
+        self.eval()
+
+    def train(self, mode: bool = True) -> "VisionTransformer":
+        """A locked tower stays in eval mode (no dropout or drop path)."""
+        return super().train(mode and not self.locked)
+
     # -- housekeeping ---------------------------------------------------------------------------------
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
         """Replace the head(s) with fresh ones for `num_classes` (0 removes them), optionally re-pool."""
@@ -307,6 +337,8 @@ class VisionTransformer(nn.Module):
                 raise ConfigError(f"global_pool must be one of {', '.join(GLOBAL_POOLS)}; got {global_pool!r}")
             if global_pool == "token" and self.cls_token is None:
                 raise ConfigError("global_pool='token' needs a class token, and this tower has none")
+            if global_pool == "map" and self.attn_pool is None:
+                raise ConfigError("global_pool='map' needs the attention-pooling head; build the tower with it")
             self.global_pool = global_pool
         self.num_classes = num_classes
         device = next(self.parameters()).device
@@ -334,7 +366,7 @@ class VisionTransformer(nn.Module):
         """Depth of a parameter for layer-wise learning-rate decay: 0 embeddings, i+1 block i, depth+1 rest."""
         if param_name.startswith("blocks."):
             return int(param_name.split(".")[1]) + 1
-        if param_name.startswith(("patch_embed.", "pos_embed", "prefix_pos_embed", "cls_token", "dist_token",
+        if param_name.startswith(("patch_embed.", "pos_embed", "prefix_pos_embed", "cls_token", "dist_token", "norm_pre.",
                                   "register_tokens", "mask_token")):
             return 0
         return len(self.blocks) + 1

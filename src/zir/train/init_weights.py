@@ -8,7 +8,8 @@ The recipe field takes a path, or a mapping with the path and which towers to co
       init: {path: runs/dino, towers: {image: image_teacher}}   # tower <- the DINO/iBOT EMA teacher
 
 The path is a run folder (its newest readable checkpoint), one checkpoint folder (`RUN/checkpoints/step_N`),
-or a zir safetensors file or folder (`zir export` output). Only tower weights are copied: heads and
+a zir safetensors file or folder (`zir export` output), or a released checkpoint that `zir.load` reads (a
+transformers folder, an open_clip file: `zir.interop.model_init`). Only tower weights are copied: heads and
 objectives of the new recipe start fresh, and an EMA teacher of an initialised tower starts as its copy.
 A resumed run never re-initialises (its checkpoint already holds the trained weights).
 """
@@ -109,11 +110,15 @@ def _source_prefixes(state: dict[str, torch.Tensor]) -> dict[str, str]:
 
 def init_from(model: nn.Module, value) -> dict[str, str]:
     """Copy tower weights into `model` (a ZirModel) as `model.init` says; returns {tower: source} copied."""
+    from zir.interop.model_init import released, released_init
+
     spec = parse_init(value)
     if spec is None:
         return {}
     if not isinstance(getattr(model, "towers", None), nn.ModuleDict):
         raise ConfigError(f"{FIELD}: needs a model built from towers and objectives, not a model.factory model")
+    if released(value) is not None:  # a transformers folder or an open_clip file (docs/interop.md)
+        return released_init(model, spec.path, spec.towers)
     state, where = _read_state(spec.path)
     sources = _source_prefixes(state)
     towers = model.towers
@@ -146,6 +151,8 @@ def init_from(model: nn.Module, value) -> dict[str, str]:
 
 def check_init(model_section: dict) -> None:
     """Fail early, before a run folder is made, when `model.init` is malformed or names no weights."""
+    from zir.interop.model_init import released
+
     spec = parse_init((model_section or {}).get("init")) if isinstance(model_section, dict) else None
-    if spec is not None:
+    if spec is not None and released(spec.path) is None:
         weights_file(spec.path)

@@ -48,8 +48,10 @@ def train(cfg: Config | str | os.PathLike, out: str | os.PathLike, overrides: li
     elif overrides:
         cfg = from_dict(apply_overrides(cfg.to_dict(), list(overrides)))
     run_dir = Path(out)
+    from zir.interop.model_init import adopt_released_towers
     from zir.train.init_weights import check_init
 
+    adopt_released_towers(cfg)  # a released CLIP's towers and tokenizer replace the recipe's
     check_init(cfg.model)
     with claimed(run_dir, create=True, main=launched_as_rank0()):  # a live run in it is refused first, naming it
         if ckpt.list_checkpoints(run_dir / "checkpoints") or (run_dir / "metrics.csv").exists():

@@ -101,10 +101,16 @@ def export_run(run_dir: str | os.PathLike, out: str | os.PathLike | None = None,
 
 
 def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Module:
-    """A model from `zir export` output (the safetensors file, its folder, or a run folder), in eval mode.
+    """A model from `zir export` output (the safetensors file, its folder, or a run folder), in eval mode;
+    or a released checkpoint (a transformers folder, an open_clip / OpenAI CLIP file) as a
+    `zir.interop.PretrainedModel` with `encode_image` and `encode_text` (docs/interop.md).
 
     The file's model config is data: a `factory` in it must name a factory registered in this process.
     """
+    from zir.interop import load_pretrained
     from zir.run_loading import load_run
 
+    pretrained = load_pretrained(Path(path))
+    if pretrained is not None:
+        return pretrained.to(device)
     return load_run(path, device=device, kind="export").model
