@@ -6,27 +6,37 @@ the native image side from the position table (37 x 37 patches of 14 px: 518). R
 the `_reg4` models) have no position embedding. Outputs equal DINOv2's at the native side; at another side
 zir resamples the position table its own way (DINOv2 interpolates bicubically with an offset), so set
 `img_size` by loading at the side you use. The SwiGLU MLP of the giant model (`mlp.w12`) is not read.
+DINOv2's training checkpoints chunk the blocks (`block_chunks`: `blocks.C.N.`, N the block's own index, as
+each chunk pads the earlier blocks with identities); the released files are flat (`blocks.N.`): both are read.
 """
 
 from __future__ import annotations
 
 import math
+import re
 
 import torch
 
 from zir.errors import WeightsError
 
-MARKERS = ("cls_token", "pos_embed", "mask_token", "blocks.0.ls1.gamma", "patch_embed.proj.weight")
+MARKERS = ("cls_token", "pos_embed", "mask_token", "patch_embed.proj.weight")
+CHUNKED = re.compile(r"^blocks\.\d+\.(\d+)\.")
 HEAD_WIDTH = 64
 
 
 def is_dinov2(state: dict) -> bool:
-    """Whether a state dict is in DINOv2's own layout."""
-    return all(k in state for k in MARKERS)
+    """Whether a state dict is in DINOv2's own layout (flat or chunked blocks, LayerScale)."""
+    return all(k in state for k in MARKERS) and any(k.endswith(".ls1.gamma") for k in state)
+
+
+def unchunk(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """`blocks.C.N.x` (DINOv2's block chunks) -> `blocks.N.x`; flat state dicts come back as they are."""
+    return {CHUNKED.sub(r"blocks.\1.", k): v for k, v in state.items()}
 
 
 def from_dinov2(state: dict[str, torch.Tensor], where: str) -> tuple[dict, dict]:
     """(spec, state) in `PretrainedModel`'s layout from a DINOv2 state dict."""
+    state = unchunk(state)
     if "blocks.0.mlp.w12.weight" in state:
         raise WeightsError(f"{where}: DINOv2's SwiGLU MLP (the giant model) is not supported")
     conv = state["patch_embed.proj.weight"]
