@@ -1,8 +1,9 @@
 """zir.load on released checkpoints: transformers folders, open_clip state dicts and DINOv2's own checkpoints equal
 their library's outputs.
 
-The fixtures (tests/fixtures/interop/*/) were written by transformers itself (make_fixtures.py, run once in a
-throwaway environment); transformers is not needed here.
+The fixtures (tests/fixtures/interop/*/) were written by the original libraries, run once in a throwaway
+environment: transformers (make_fixtures.py), open_clip and facebookresearch/dinov2 (make_original_fixtures.py);
+none of them is needed here.
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ from zir.errors import WeightsError
 from zir.interop import PretrainedModel
 
 INTEROP = FIXTURES / "interop"
-VISION = ["vit", "vit_mae", "dinov2", "dinov2_registers", "dinov2_original"]
-PAIRS = ["clip", "open_clip"]
+VISION = ["vit", "vit_mae", "dinov2", "dinov2_registers", "dinov2_original", "dinov2_original_noreg"]
+PAIRS = ["clip", "open_clip", "open_clip_gelu"]
 SIGLIP = ["siglip"]
 
 
@@ -44,7 +45,7 @@ def test_encode_image_equals_the_original_library(name):
 
 @pytest.mark.parametrize("name", VISION + SIGLIP)
 def test_every_token_equals_transformers_last_hidden_state(name):
-    """CLS, registers (DINOv2) and patches in transformers' order, after the final norm."""
+    """CLS, registers (DINOv2) and patches in the original library's order, after the final norm."""
     model, ref = zir.load(INTEROP / name), reference(name)
     with torch.no_grad():
         tokens = model.towers["image"].forward_tokens(ref["images"])
@@ -53,8 +54,9 @@ def test_every_token_equals_transformers_last_hidden_state(name):
 
 @pytest.mark.parametrize("name", PAIRS)
 def test_encode_text_from_ids_and_from_strings(name):
+    """The ids are those of the library's own tokenizer (CLIPTokenizer; open_clip's SimpleTokenizer)."""
     model, ref = zir.load(INTEROP / name), reference(name)
-    texts = json.loads((INTEROP / "clip" / "tokens.json").read_text(encoding="utf-8"))["texts"]
+    texts = json.loads((INTEROP / name / "tokens.json").read_text(encoding="utf-8"))["texts"]
     with torch.no_grad():
         from_ids, from_strings = model.encode_text(ref["input_ids"]), model.encode_text(texts)
     assert torch.allclose(from_ids, ref["text_embeds"], atol=1e-5, rtol=0)
@@ -162,11 +164,34 @@ def test_clips_merges_file_tokenises_like_transformers_and_pads_like_open_clip()
     assert torch.equal(tok(saved["texts"]), open_clip_ids(saved["ids"]))
 
 
+@pytest.mark.parametrize("name", ["open_clip", "open_clip_gelu"])
+def test_clips_merges_file_gives_open_clips_own_ids(name):
+    """open_clip's SimpleTokenizer ids on the tricky strings, padding (zeros) included; the folder's tokenizer.json
+    gives the same ids up to the end token and pads with it instead (equal features: causal mask, argmax pool)."""
+    from zir.data import load_tokenizer
+
+    saved = json.loads((INTEROP / name / "tokens.json").read_text(encoding="utf-8"))
+    assert torch.equal(reference(name)["input_ids"], torch.tensor(saved["ids"]))
+    tok = load_tokenizer(INTEROP / "bpe_simple_vocab_tiny.txt.gz", context_length=16)
+    assert tok(saved["texts"]).tolist() == saved["ids"]
+    assert torch.equal(open_clip_ids(zir.load(INTEROP / name).tokenize(saved["texts"]).tolist()), torch.tensor(saved["ids"]))
+
+
+def test_dinov2_training_checkpoints_with_block_chunks_load_like_the_flat_released_files():
+    """DINOv2 trains with block_chunks (keys blocks.C.N.); the released files are flat (blocks.N.)."""
+    from zir.models.weights import read_state_dict
+
+    state = read_state_dict(INTEROP / "dinov2_original_noreg" / "dinov2_tiny_chunked.pth")
+    assert "blocks.1.1.norm1.weight" in state and "blocks.1.norm1.weight" not in state
+    model = zir.load(INTEROP / "dinov2_original_noreg")
+    assert model.towers["image"].num_reg_tokens == 0 and len(model.towers["image"].blocks) == 2
+
+
 def test_an_open_clip_folder_with_only_the_merges_file_encodes_strings(tmp_path):
     for name in ("open_clip_model.safetensors", "open_clip_config.json"):
         shutil.copy(INTEROP / "open_clip" / name, tmp_path / name)
     shutil.copy(INTEROP / "bpe_simple_vocab_tiny.txt.gz", tmp_path / "bpe_simple_vocab_16e6.txt.gz")
-    texts = json.loads((INTEROP / "clip" / "tokens.json").read_text(encoding="utf-8"))["texts"]
+    texts = json.loads((INTEROP / "open_clip" / "tokens.json").read_text(encoding="utf-8"))["texts"]
     with torch.no_grad():
         out = zir.load(tmp_path).encode_text(texts)
     assert torch.allclose(out, reference("open_clip")["text_embeds"], atol=1e-5, rtol=0)
