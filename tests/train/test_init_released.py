@@ -39,8 +39,12 @@ def test_the_clip_recipe_starts_from_the_released_weights(name):
     assert float(clip.loss.logit_scale.detach()) == pytest.approx(float(weights["logit_scale"]))
 
 
-def test_zir_train_fine_tunes_a_transformers_clip_on_shapes_captions(tmp_path):
-    folder = FIXTURES / "interop" / "clip"
+@pytest.mark.parametrize("name, weights, post_norm", [
+    ("clip", "model.safetensors", "vision_model.post_layernorm.weight"),
+    ("open_clip", "open_clip_model.safetensors", "visual.ln_post.weight"),
+])
+def test_zir_train_fine_tunes_a_released_clip_on_shapes_captions(tmp_path, name, weights, post_norm):
+    folder = FIXTURES / "interop" / name
     torch.manual_seed(0)
     train(load_config(RECIPES_DIR / "clip.yaml", TINY + [f"model.init={folder}"]), tmp_path / "run", progress=False)
     rows = metrics_rows(tmp_path / "run")
@@ -49,8 +53,8 @@ def test_zir_train_fine_tunes_a_transformers_clip_on_shapes_captions(tmp_path):
     assert saved["model"]["towers"]["image"]["pre_norm"] is True  # resuming rebuilds the released towers
     assert (tmp_path / "run" / "tokenizer.json").read_bytes() == (folder / "tokenizer.json").read_bytes()
     trained = load_file(str(sorted((tmp_path / "run" / "checkpoints").iterdir())[-1] / "model.safetensors"))
-    start = load_file(str(folder / "model.safetensors"))
-    moved = trained["towers.image.fc_norm.weight"] - start["vision_model.post_layernorm.weight"]
+    start = load_file(str(folder / weights))
+    moved = trained["towers.image.fc_norm.weight"] - start[post_norm]
     assert 0 < moved.abs().max() < 0.1  # fine-tuned from the released weights, not from scratch
 
 
