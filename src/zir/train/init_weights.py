@@ -10,7 +10,9 @@ The recipe field takes a path, or a mapping with the path and which towers to co
 The path is a run folder (its newest readable checkpoint), one checkpoint folder (`RUN/checkpoints/step_N`),
 or a zir safetensors file or folder (`zir export` output). Only tower weights are copied: heads and
 objectives of the new recipe start fresh, and an EMA teacher of an initialised tower starts as its copy.
-A resumed run never re-initialises (its checkpoint already holds the trained weights).
+A resumed run never re-initialises (its checkpoint already holds the trained weights). The LoRA updates of a
+source run (`model.adapt.lora`) are folded into its weights first, and a tower with LoRA of its own keeps its
+fresh updates.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import torch
 from torch import nn
 
 from zir.errors import ConfigError, ZirError
+from zir.nn.lora import is_lora_key, merge_lora_state
 
 FIELD = "model.init"
 
@@ -92,11 +95,11 @@ def _read_state(path: Path) -> tuple[dict[str, torch.Tensor], str]:
     if path.is_dir() and ckpt.list_checkpoints(path / "checkpoints") and not (path / ckpt.MODEL_FILE).is_file():
         try:  # a run folder: the newest checkpoint that reads (a newer half-broken one is skipped, as on resume)
             where, (state, _, _) = ckpt.latest_checkpoint(path / "checkpoints")
-            return state, str(where)
+            return merge_lora_state(state), str(where)  # a LoRA run's towers start others as their merged weights
         except ZirError as err:
             raise ConfigError(f"{FIELD}={path}: {err}") from None
     try:
-        return load_file(str(target)), str(target)
+        return merge_lora_state(load_file(str(target))), str(target)
     except Exception as err:  # noqa: BLE001 - safetensors and OS errors alike mean the file is unusable
         first = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise ConfigError(f"{FIELD}={path}: {target} is not a readable safetensors file ({first})") from None
@@ -139,6 +142,8 @@ def init_from(model: nn.Module, value) -> dict[str, str]:
     for dest, src in mapping.items():
         prefix = sources[src]
         sub = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        # a tower with LoRA (model.adapt) keeps its fresh updates: the checkpoint holds the base weights only
+        sub.update({k: v for k, v in towers[dest].state_dict().items() if is_lora_key(k) and k not in sub})
         try:
             towers[dest].load_state_dict(sub, strict=True)
         except RuntimeError as err:
