@@ -115,3 +115,25 @@ def test_malformed_adapt_fails_in_one_line_naming_the_field(adapt, field):
         model(adapt)
     message = str(err.value)
     assert message.startswith(field) and "\n" not in message, message
+
+
+@pytest.mark.parametrize("tower, x", [
+    ({"model": "swin_micro_patch2_window4_32"}, lambda: torch.randn(2, 3, 32, 32)),
+    ({"model": "ast_nano"}, None),
+    ({"model": "text_nano", "vocab_size": 50, "context_length": 8}, lambda: torch.randint(0, 50, (2, 8))),
+])
+def test_lora_fits_other_towers_unchanged_at_build(tower, x):
+    from zir.models import create_model
+    from zir.models.adapt import adapt_towers
+
+    torch.manual_seed(0)
+    plain = create_model(tower["model"], num_classes=0, **{k: v for k, v in tower.items() if k != "model"}).eval()
+    torch.manual_seed(0)
+    adapted = create_model(tower["model"], num_classes=0, **{k: v for k, v in tower.items() if k != "model"}).eval()
+    adapt_towers({"t": adapted}, {"lora": {"rank": 2, "targets": ["qkv", "proj"]}})
+    assert any(isinstance(m, LoRALinear) for m in adapted.modules())
+    if x is None:  # an audio tower: its own spectrogram shape
+        x = lambda: torch.randn(2, adapted.in_chans, *adapted.img_size)  # noqa: E731
+    inputs = x()
+    with torch.no_grad():
+        assert torch.equal(adapted.forward_tokens(inputs), plain.forward_tokens(inputs))
