@@ -19,7 +19,7 @@ the same modules its checkpoints hold; `zir export` folds the updates into the w
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from torch import nn
 
@@ -49,7 +49,6 @@ class AdaptSpec:
     lora: LoraSpec | None = None
     trainable: str = "all"  # lora | bias | all | last_blocks
     last_blocks: int = 0
-    notes: list[str] = field(default_factory=list)
 
 
 def _number(value, where: str, kind: type, low: float, what: str):
@@ -164,8 +163,7 @@ def adapt_towers(towers: dict[str, nn.Module], value) -> AdaptSpec | None:
     for name in names:
         tower = towers[name]
         if spec.lora is not None:
-            count = add_lora(tower, spec.lora, f"tower {name!r} ({type(tower).__name__})")
-            spec.notes.append(f"{name}: LoRA rank {spec.lora.rank} on {count} linear layers")
+            add_lora(tower, spec.lora, f"tower {name!r} ({type(tower).__name__})")
         named = list(tower.named_parameters())
         top = max((tower.layer_index(n) for n, _ in named), default=0)
         for pname, param in named:
