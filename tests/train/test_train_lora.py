@@ -94,3 +94,18 @@ def test_zir_train_prints_the_trainable_and_total_parameters(tmp_path, pretraine
     line = next(t for t in captured.out.splitlines() if "parameters" in t)
     assert "trainable of" in line and "%" in line
     assert "parameters:" in captured.err and "trainable of" in captured.err
+
+
+def test_the_shipped_lora_recipe_prints_its_counts(tmp_path, capsys):
+    from helpers import REPO
+
+    torch.manual_seed(0)
+    pre = build_model({"towers": {"image": {"model": "vit_micro_patch4_32"}}, "objectives": {"mae": {}}})
+    save_checkpoint(tmp_path / "pre" / "checkpoints", 1, pre.state_dict(), {"step": 1})
+    argv = ["train", str(REPO / "configs" / "finetune_lora.yaml"), f"model.init={tmp_path / 'pre'}", "train.steps=1",
+            "train.ckpt_every=0", "train.threads=1", "train.precision=fp32", "data.batch_size=8", "data.options.n=16",
+            "--out", str(tmp_path / "lora"), "--no-progress"]
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    assert "parameters: 33,413 trainable of 841,477 (3.97%)" in captured.err  # 32 LoRA factors of rank 4 + the head
+    assert "33,413 trainable of 841,477" in captured.out
