@@ -144,6 +144,14 @@ def _free_run_dir(name: str) -> str:
     return str(out)
 
 
+def _param_line(summary: dict) -> str:
+    """'N trainable of M' from a run summary ('-' for a summary written before the counts were kept)."""
+    trainable, total = summary.get("trainable_params"), summary.get("total_params")
+    if not isinstance(trainable, int) or not isinstance(total, int) or not total:
+        return "-"
+    return f"{trainable:,} trainable of {total:,} ({100.0 * trainable / total:.2f}%)"
+
+
 def _print_summary(summary: dict) -> None:
     from zir.report_tables import TextTable
 
@@ -159,6 +167,7 @@ def _print_summary(summary: dict) -> None:
         ["final loss", f"{loss:.4f}" if loss is not None else "-"],
         ["best loss", f"{best['loss']:.4f} at step {best['step']}" if best else "-"],
         ["skipped steps", str(summary["skipped_steps"])],
+        ["parameters", _param_line(summary)],
         ["bad data", summary["data"]],
         ["checkpoint", summary["checkpoint"]],
     ]

@@ -80,6 +80,12 @@ class ShapesSource(MapSource):
         for i in range(min(len(self), limit if limit is not None else len(self))):
             yield from self.data.captions[i]
 
+    def pixel_masks(self, kind: str = "shape", indices=None) -> np.ndarray:
+        """(N, size, size) class per pixel (0 background, 1 + shape or colour index) of the images at `indices`."""
+        from zir.data.shape_masks import pixel_masks
+
+        return pixel_masks(self.data, kind, indices)
+
 
 def stratified_split(labels: np.ndarray, fractions=(0.7, 0.15, 0.15), seed: int = 0) -> list[np.ndarray]:
     """Indices of each part, each class divided in the same proportions, shuffled with `seed`."""

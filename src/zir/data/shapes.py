@@ -171,6 +171,33 @@ def _sample_layout(rng: np.random.Generator, n: int, split: str, objects: tuple[
     )
 
 
+def shapes_sdf(shape: np.ndarray, dx: np.ndarray, dy: np.ndarray, r: np.ndarray) -> np.ndarray:
+    """Signed distance (pixels, negative inside) of M objects of shape index `shape` (M,) at offsets dx (M, 1, W),
+    dy (M, H, 1) from their centres, radius r (M, 1, 1): (M, H, W). The images' edges and the masks' come from it."""
+    sdf = np.empty((len(shape), dy.shape[1], dx.shape[2]), dtype=np.float32)
+    for s, name in enumerate(SHAPES):
+        sel = np.nonzero(shape == s)[0]
+        if sel.size == 0:
+            continue
+        ax, ay, rs = np.abs(dx[sel]), np.abs(dy[sel]), r[sel]
+        if name == "circle":
+            d = np.sqrt(dx[sel] ** 2 + dy[sel] ** 2) - rs
+        elif name == "square":
+            d = np.maximum(ax, ay) - 0.84 * rs
+        elif name == "triangle":
+            # pointing up; centroid at the centre; y grows downwards
+            edge = np.maximum(dy[sel], 0.866 * ax - 0.5 * dy[sel])
+            d = edge - 0.5 * (1.12 * rs)
+            d = d + 0.0 * ax  # broadcast to (M, H, W)
+        elif name == "diamond":
+            d = (ax + ay - 1.12 * rs) * 0.7071
+        else:  # cross
+            t = 0.34 * rs
+            d = np.minimum(np.maximum(ax - rs, ay - t), np.maximum(ax - t, ay - rs))
+        sdf[sel] = d
+    return sdf
+
+
 def _render(lay: dict, side: int) -> np.ndarray:
     """Paint the images of one chunk: (N, side, side, 3) uint8."""
     n = len(lay["count"])
@@ -197,29 +224,7 @@ def _render(lay: dict, side: int) -> np.ndarray:
         dx = (x0[:, None].astype(np.float32) + offs[None, :] - cx[:, None])[:, None, :]  # (M, 1, win)
         dy = (y0[:, None].astype(np.float32) + offs[None, :] - cy[:, None])[:, :, None]  # (M, win, 1)
         rr = r[:, None, None]
-        sdf = np.empty((idx.size, win, win), dtype=np.float32)
-        shp = lay["shape"][idx, k]
-        for s, name in enumerate(SHAPES):
-            sel = np.nonzero(shp == s)[0]
-            if sel.size == 0:
-                continue
-            ax, ay, rs = np.abs(dx[sel]), np.abs(dy[sel]), rr[sel]
-            if name == "circle":
-                d = np.sqrt(dx[sel] ** 2 + dy[sel] ** 2) - rs
-            elif name == "square":
-                d = np.maximum(ax, ay) - 0.84 * rs
-            elif name == "triangle":
-                # pointing up; centroid at the centre; y grows downwards
-                big = 1.12 * rs
-                edge = np.maximum(dy[sel], 0.866 * ax - 0.5 * dy[sel])
-                d = edge - 0.5 * big
-                d = d + 0.0 * ax  # broadcast to (M, win, win)
-            elif name == "diamond":
-                d = (ax + ay - 1.12 * rs) * 0.7071
-            else:  # cross
-                t = 0.34 * rs
-                d = np.minimum(np.maximum(ax - rs, ay - t), np.maximum(ax - t, ay - rs))
-            sdf[sel] = d
+        sdf = shapes_sdf(lay["shape"][idx, k], dx, dy, rr)
         alpha = np.clip(0.5 - sdf, 0.0, 1.0)[..., None]  # (M, win, win, 1)
         ys = y0[:, None] + np.arange(win)[None, :]  # (M, win)
         xs = x0[:, None] + np.arange(win)[None, :]

@@ -65,7 +65,8 @@ def add_parsers(sub) -> None:
     ev.add_argument("run", help="run folder (from zir train)")
     ev.add_argument("--tasks", default="zeroshot,retrieval,linear,knn",
                     help="comma-separated: zeroshot, retrieval, linear, knn (default these four), finetune (the "
-                         "run's own classifier head, from the supervised objective)")
+                         "run's own classifier head, from the supervised objective), segment (a linear "
+                         "probe of patch tokens against shapes' per-pixel masks: mIoU)")
     ev.add_argument("--teacher", action="store_true",
                     help="evaluate the EMA teacher (dino, ibot) instead of the student; results keyed TASK_teacher")
     ev.add_argument("--data", default=None, help="evaluate on this source instead of the run's (e.g. shapes, cifar10)")

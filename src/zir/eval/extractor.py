@@ -42,6 +42,7 @@ class FeatureExtractor:
                             default=str)
         self.hash = hashlib.sha1(digest.encode()).hexdigest()[:8]
         self._pooled: dict[str, tuple] = {}
+        self._maps: dict[str, torch.Tensor] = {}
 
     def key(self, split: str, kind: str) -> str:
         """The cache key of one split's features: weights tag, dataset, split, kind and a hash of the rest."""
@@ -79,6 +80,21 @@ class FeatureExtractor:
                 self._pooled[split] = extract_features(encode, self._batches(source), cache_dir=self.cache_dir,
                                                        key=self.key(split, "pooled"))
         return self._pooled[split]
+
+    def token_maps(self, split: str, source) -> torch.Tensor:
+        """(N, D, rows, cols) patch tokens of one split's images, prefix tokens left out (dense probes); kept in
+        memory for this evaluation only."""
+        if split not in self._maps:
+            tower, prefix = self.tower, self.tower.num_prefix_tokens
+            stride = tower.feature_stride
+            parts = []
+            with torch.no_grad():
+                for x, _ in self._batches(source):
+                    tokens = tower.forward_tokens(x)[:, prefix:].float()
+                    rows, cols = x.shape[-2] // stride[0], x.shape[-1] // stride[1]
+                    parts.append(tokens.transpose(1, 2).reshape(len(x), -1, rows, cols))
+            self._maps[split] = torch.cat(parts) if parts else torch.zeros(0, tower.embed_dim, 1, 1)
+        return self._maps[split]
 
     def captions(self, split: str, source, encode_text) -> torch.Tensor:
         """(N * 5, E) caption embeddings of one split through `encode_text` (token ids -> joint space)."""

@@ -127,7 +127,7 @@ def evaluate_run(
 def results_rows(results: dict[str, dict]) -> list[list[str]]:
     """Table rows (task, dataset/split, metric, trained, random init) for printing or the report."""
     headline = {"zeroshot": ("top1",), "linear": ("top1",), "knn": ("top1",), "finetune": ("top1",),
-                "retrieval": ("i2t_R@1", "i2t_R@5", "t2i_R@1", "t2i_R@5")}
+                "segment": ("mIoU",), "retrieval": ("i2t_R@1", "i2t_R@5", "t2i_R@1", "t2i_R@5")}
     rows = []
     for task, entry in results.items():
         if not isinstance(entry, dict):

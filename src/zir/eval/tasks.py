@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from zir.eval.extractor import FeatureExtractor
@@ -169,11 +170,49 @@ def finetune(ctx: EvalContext) -> dict[str, dict]:
                               "n_test": len(y)}}
 
 
+def _pixel_masks(source) -> torch.Tensor | None:
+    """(N, H, W) class per pixel of a source's images (shapes: 0 background, 1 + shape), or None without masks."""
+    from zir.data.builtin import ShapesSource
+    from zir.data.held_out import Subset
+
+    if isinstance(source, Subset) and isinstance(source.inner, ShapesSource):
+        return torch.from_numpy(source.inner.pixel_masks("shape", source.indices))
+    if isinstance(source, ShapesSource):
+        return torch.from_numpy(source.pixel_masks("shape"))
+    return None
+
+
+def segment(ctx: EvalContext) -> dict[str, dict]:
+    """mIoU of a linear probe on frozen patch tokens, upsampled to pixels, against shapes' per-pixel shape masks."""
+    from zir.data.shape_masks import mask_classes
+    from zir.eval.segment import evaluate_segmentation
+
+    data, tower = ctx.data, ctx.features.tower
+    if tower.modality != "image" or tower.feature_stride is None:
+        return ctx.skipped(f"the {tower.modality} tower has no image patch grid")
+    if data.fit is None:
+        return ctx.skipped(f"{data.name} has no training split to fit on")
+    fit_masks, test_masks = _pixel_masks(data.fit), _pixel_masks(data.test)
+    if fit_masks is None or test_masks is None:
+        return ctx.skipped(f"{data.name} has no per-pixel masks (shapes has them)")
+    train = ctx.features.token_maps(data.fit_split, data.fit)
+    test = ctx.features.token_maps(data.test_split, data.test)
+    fit_masks, test_masks = fit_masks[:len(train)], test_masks[:len(test)]
+    side = tuple(int(s * n) for s, n in zip(tower.feature_stride, test.shape[-2:]))  # the pixels the tower read
+    if tuple(test_masks.shape[-2:]) != side:  # the images were resized for the tower: the masks follow
+        fit_masks, test_masks = (F.interpolate(m[:, None].float(), size=side, mode="nearest")[:, 0].long()
+                                 for m in (fit_masks, test_masks))
+    res = evaluate_segmentation(train, fit_masks, test, test_masks, mask_classes("shape"))
+    return {data.test_split: {**res, **ctx.where(), "train_split": data.fit_split, "n_train": len(train),
+                              "n_test": len(test), "masks": "shape"}}
+
+
 register_task("zeroshot", zeroshot)
 register_task("retrieval", retrieval)
 register_task("linear", linear)
 register_task("knn", knn)
 register_task("finetune", finetune)
+register_task("segment", segment)
 
 
 def parse_tasks(tasks: str | Sequence[str]) -> tuple[str, ...]:

@@ -77,6 +77,8 @@ def build_recipe_model(section: dict, origin: str | None = None) -> nn.Module:
             section.pop("init", None)  # pretrained weights: applied by the Trainer to a new run, never to a loaded one
             section.pop("factory", None)
         if name is not None:
+            if section.get("adapt"):
+                raise ConfigError("model.adapt: needs a model built from towers and objectives, not a model.factory model")
             return _FACTORIES[name](section)
         from zir.model import build_model
 

@@ -11,7 +11,9 @@ The path is a run folder (its newest readable checkpoint), one checkpoint folder
 a zir safetensors file or folder (`zir export` output), or a released checkpoint that `zir.load` reads (a
 transformers folder, an open_clip file: `zir.interop.model_init`). Only tower weights are copied: heads and
 objectives of the new recipe start fresh, and an EMA teacher of an initialised tower starts as its copy.
-A resumed run never re-initialises (its checkpoint already holds the trained weights).
+A resumed run never re-initialises (its checkpoint already holds the trained weights). The LoRA updates of a
+source run (`model.adapt.lora`) are folded into its weights first, and a tower with LoRA of its own keeps its
+fresh updates.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import torch
 from torch import nn
 
 from zir.errors import ConfigError, ZirError
+from zir.nn.lora import is_lora_key, merge_lora_state
 
 FIELD = "model.init"
 
@@ -93,7 +96,7 @@ def _read_state(path: Path) -> tuple[dict[str, torch.Tensor], str]:
         weights = run_weights(path)
     except ZirError as err:
         raise ConfigError(f"{FIELD}={path}: {err}") from None
-    return weights.state, str(weights.source)
+    return merge_lora_state(weights.state), str(weights.source)  # a LoRA run's towers start others merged
 
 
 def _source_prefixes(state: dict[str, torch.Tensor]) -> dict[str, str]:
@@ -137,6 +140,8 @@ def init_from(model: nn.Module, value) -> dict[str, str]:
     for dest, src in mapping.items():
         prefix = sources[src]
         sub = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        # a tower with LoRA (model.adapt) keeps its fresh updates: the checkpoint holds the base weights only
+        sub.update({k: v for k, v in towers[dest].state_dict().items() if is_lora_key(k) and k not in sub})
         try:
             towers[dest].load_state_dict(sub, strict=True)
         except RuntimeError as err:

@@ -13,6 +13,7 @@ import yaml
 from torch import nn
 
 from zir.errors import ConfigError, WeightsError
+from zir.nn.lora import has_lora, merge_lora_state
 from zir.train import checkpoint as ckpt
 from zir.train.finite import first_nonfinite
 from zir.train.run_lock import pid_alive
@@ -68,7 +69,8 @@ def _loss_at(best: Any) -> dict:
 
 def export_run(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, ema: bool = False) -> Path:
     """Write the newest checkpoint's weights (or their EMA) as one safetensors file with the model config inside,
-    and the run's config.yaml beside it; returns the safetensors path."""
+    and the run's config.yaml beside it; returns the safetensors path. LoRA updates are merged into the weights
+    and `model.adapt` left out of both configs, so the export loads as the plain towers."""
     from safetensors.torch import save_file
 
     from zir.run_loading import read_run_config, run_weights
@@ -82,6 +84,11 @@ def export_run(run_dir: str | os.PathLike, out: str | os.PathLike | None = None,
         raise ConfigError(f"--out {out.parent}: a file is there, not a folder; name a folder or a .safetensors file")
     weights = run_weights(run_dir, ema=ema, kind="checkpoint")  # the newest readable checkpoint, EMA folded in
     path, model_state, state = weights.source, weights.state, {"step": weights.step}
+    merged = has_lora(model_state)
+    if merged:  # LoRA updates folded into their weights: the export is the plain architecture
+        model_state = merge_lora_state(model_state)
+    if isinstance(raw.get("model"), dict) and "adapt" in raw["model"]:  # freezing and LoRA are training matters
+        raw = {**raw, "model": {k: v for k, v in raw["model"].items() if k != "adapt"}}
     bad = first_nonfinite(**{"": model_state})
     if bad:  # written before checkpoints were checked, or by hand
         raise WeightsError(f"checkpoint {path} holds non-finite weights ({bad.strip()}); nothing exported")
@@ -90,7 +97,8 @@ def export_run(run_dir: str | os.PathLike, out: str | os.PathLike | None = None,
     except OSError as err:
         raise ConfigError(f"--out {out.parent}: cannot make the folder ({err.strerror})") from None
     meta = {"format": "zir", "zir_model": json.dumps(raw.get("model") or {}, sort_keys=True),
-            "name": str(raw.get("name", "")), "step": str(state["step"]), "ema": str(bool(ema)), "checkpoint": path.name}
+            "name": str(raw.get("name", "")), "step": str(state["step"]), "ema": str(bool(ema)), "checkpoint": path.name,
+            "lora_merged": str(merged)}
     tmp = out.with_name(out.name + ".tmp")
     save_file(ckpt._cpu_state(model_state), str(tmp), metadata=meta)
     os.replace(tmp, out)

@@ -126,6 +126,9 @@ class Trainer:
             shard_model(self.model)
         groups = self.model.param_groups(cfg.optim.weight_decay, layer_decay=cfg.optim.layer_decay, base_lr=cfg.optim.lr)
         self.params = [p for g in groups for p in g["params"]]
+        from zir.models.adapt import parameter_counts
+
+        self.param_counts = parameter_counts(self.model)  # (trainable, total): logged when the run starts
         fused = {"fused": True} if self.device.type == "cuda" else {}
         self.optimizer = torch.optim.AdamW(groups, lr=cfg.optim.lr, betas=cfg.optim.betas, eps=cfg.optim.eps, **fused)
         self.budget = BudgetClock(t.time_budget, t.budget_clock) if t.time_budget else None
@@ -373,6 +376,8 @@ class Trainer:
         log.info("%s: %s into %s; batch %d = %d processes x %d accumulation x %d on %s, %s", self.cfg.name,
                  span, self.run_dir, self.cfg.data.batch_size, self.dist.world_size,
                  t.accum_steps, self.micro_batch, self.device, self.precision)
+        trainable, total = self.param_counts
+        log.info("parameters: %s trainable of %s (%.2f%%)", f"{trainable:,}", f"{total:,}", 100.0 * trainable / max(total, 1))
 
     def _interrupt(self) -> None:
         """Some rank got SIGINT or SIGTERM: every rank saves this step, and the run stops, resumable."""
@@ -392,6 +397,7 @@ class Trainer:
             "samples_per_s": s.last_row.get("samples_per_s"), "final_loss": s.last_row.get("loss"), "best": s.best,
             "skipped_steps": s.skipped_total, "data": self.loader.report.summary(),
             "checkpoint": str(s.last_checkpoint or ""), "run": str(self.run_dir),
+            "trainable_params": self.param_counts[0], "total_params": self.param_counts[1],
         }
 
     def close(self) -> None:
