@@ -1,0 +1,57 @@
+"""The `zir embed`, `zir search`, `zir dedup` and `zir serve` sub-commands: parsing and printing only."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def cmd_embed(args: argparse.Namespace) -> int:
+    """Embed a source with a run into an index folder (resuming one that was interrupted)."""
+    from zir.search.embed import embed_source
+
+    info = embed_source(args.run, args.source, args.out, batch_size=args.batch_size, data_root=args.data_root,
+                        progress=False if args.no_progress else None)
+    resumed = f", resumed at item {info['resumed_at']}" if info["resumed_at"] else ""
+    print(f"wrote {info['index']}: {info['items']} items ({info['skipped']} skipped{resumed}), {info['space']} "
+          f"space, {info['kind']} index; search it with zir search {info['index']} \"some words\"")
+    return 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    """Print the k items nearest a text or image query, best first, one per line."""
+    from zir.errors import ConfigError
+    from zir.search.query import Searcher, hit_lines
+
+    if (args.query is None) == (args.image is None):
+        raise ConfigError("zir search needs a text query or --image FILE (one of them)")
+    if args.k < 1:
+        raise ConfigError(f"--k {args.k}: expected at least 1")
+    searcher = Searcher(args.index)
+    try:
+        hits = searcher.text(args.query, args.k) if args.image is None else searcher.image_file(args.image, args.k)
+    finally:
+        searcher.close()
+    print("\n".join(hit_lines(hits)))
+    return 0
+
+
+def add_parsers(sub) -> None:
+    """Add the search sub-commands to the `zir` parser."""
+    em = sub.add_parser("embed", help="embed a source's images (and captions) with a run into a searchable index",
+                        description="Embed every image of SOURCE with RUN into the index folder OUT; "
+                                    "run it again to resume an interrupted embed.")
+    em.add_argument("run", help="run folder (from zir train)")
+    em.add_argument("source", help="a built-in name (shapes:test, cifar10:test), image folder, caption table or shards")
+    em.add_argument("--out", required=True, help="index folder to write (resumed when it holds this embed)")
+    em.add_argument("--batch-size", type=int, default=64, help="images per batch (default 64)")
+    em.add_argument("--data-root", default=None, help="folder holding cifar10/, flickr8k/ and fsdd/ (default $ZIR_DATA)")
+    em.add_argument("--no-progress", action="store_true", help="no progress bar")
+    em.set_defaults(func=cmd_embed)
+
+    se = sub.add_parser("search", help="the items of an index nearest a text or an image, best first",
+                        description="Print the K items of INDEX nearest QUERY (or --image FILE), best first.")
+    se.add_argument("index", help="index folder (from zir embed)")
+    se.add_argument("query", nargs="?", default=None, help="words to search for, e.g. \"a red circle\"")
+    se.add_argument("--image", default=None, metavar="FILE", help="search by this image instead of text")
+    se.add_argument("--k", type=int, default=10, help="results to print (default 10)")
+    se.set_defaults(func=cmd_search)
