@@ -46,7 +46,7 @@ def test_an_interrupted_embed_resumes_where_it_stopped_without_duplicates(clip_r
     whole = embed_source(clip_run, shapes(), tmp_path / "whole", batch_size=8, progress=False)
     encoder = RunEncoder(clip_run)
     calls = {"n": 0}
-    real = encoder.images
+    real = encoder.images_and_features
 
     def dies_on_the_third_batch(pixels):
         calls["n"] += 1
@@ -54,7 +54,7 @@ def test_an_interrupted_embed_resumes_where_it_stopped_without_duplicates(clip_r
             raise KeyboardInterrupt
         return real(pixels)
 
-    monkeypatch.setattr(encoder, "images", dies_on_the_third_batch)
+    monkeypatch.setattr(encoder, "images_and_features", dies_on_the_third_batch)
     with pytest.raises(KeyboardInterrupt):
         embed_source(clip_run, shapes(), tmp_path / "idx", batch_size=8, progress=False, encoder=encoder)
     assert ItemStore(tmp_path / "idx").count() == 16  # two whole batches committed, the third not at all

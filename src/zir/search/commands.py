@@ -35,6 +35,18 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dedup(args: argparse.Namespace) -> int:
+    """Write DIR/duplicates.csv and DIR/report.html of an index's duplicates; deletes nothing."""
+    from zir.search.dedup import dedup_index
+
+    info = dedup_index(args.index, args.out, threshold=args.threshold, caption_z=args.caption_z)
+    g = info["groups"]
+    print(f"{info['items']} items: {g['exact']} exact and {g['near']} near-duplicate groups ({info['drop']} items "
+          f"to drop), {g['caption']} captions to check; nothing deleted")
+    print(f"wrote {info['csv']}\nwrote {info['html']}")
+    return 0
+
+
 def add_parsers(sub) -> None:
     """Add the search sub-commands to the `zir` parser."""
     em = sub.add_parser("embed", help="embed a source's images (and captions) with a run into a searchable index",
@@ -55,3 +67,17 @@ def add_parsers(sub) -> None:
     se.add_argument("--image", default=None, metavar="FILE", help="search by this image instead of text")
     se.add_argument("--k", type=int, default=10, help="results to print (default 10)")
     se.set_defaults(func=cmd_search)
+
+    from zir.search.dedup import CAPTION_Z, NEAR_THRESHOLD
+
+    de = sub.add_parser("dedup", help="exact and near-duplicate groups and mismatched captions of an index (CSV + HTML)",
+                        description="Find INDEX's exact duplicates, SemDeDup near-duplicates and captions that do not "
+                                    "fit their image; write OUT/duplicates.csv and OUT/report.html. Deletes nothing.")
+    de.add_argument("index", help="index folder (from zir embed)")
+    de.add_argument("--out", required=True, help="folder for duplicates.csv and report.html")
+    de.add_argument("--threshold", type=float, default=NEAR_THRESHOLD,
+                    help=f"cosine similarity that makes two images near-duplicates (default {NEAR_THRESHOLD})")
+    de.add_argument("--caption-z", type=float, default=CAPTION_Z,
+                    help=f"robust deviations below the median image-caption similarity that flag a caption "
+                         f"(default {CAPTION_Z})")
+    de.set_defaults(func=cmd_dedup)

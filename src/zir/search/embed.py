@@ -119,7 +119,7 @@ def _embed_chunk(encoder: RunEncoder, source: Source, chunk: list) -> tuple[list
     if pixels is None:
         return [], next_pos, bad
     place = {id(s): pos for pos, s in samples}
-    vectors = encoder.images(pixels)
+    vectors, features = encoder.images_and_features(pixels)
     captions = [s.captions[0] if s.captions else None for s in kept]
     caption_vecs: list = [None] * len(kept)
     if encoder.has_text:
@@ -128,8 +128,8 @@ def _embed_chunk(encoder: RunEncoder, source: Source, chunk: list) -> tuple[list
             for i, vec in zip(with_text, encoder.texts([captions[i] for i in with_text])):
                 caption_vecs[i] = vec
     rows = [{"pos": place[id(s)], "key": s.key, "path": file_path(source, s.key), "caption": cap,
-             "sha1": pixel_hash(s.image), "thumb": thumbnail(s.image), "image_vec": vec, "caption_vec": cvec}
-            for s, cap, vec, cvec in zip(kept, captions, vectors, caption_vecs)]
+             "sha1": pixel_hash(s.image), "thumb": thumbnail(s.image), "image_vec": vec, "feature_vec": feat,
+             "caption_vec": cvec} for s, cap, vec, feat, cvec in zip(kept, captions, vectors, features, caption_vecs)]
     return rows, next_pos, bad
 
 

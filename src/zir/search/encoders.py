@@ -55,12 +55,20 @@ class RunEncoder:
         kept = [s for s, it in zip(samples, items) if isinstance(it, Item)]
         return kept, batch.skipped, batch.views[self.view]
 
-    @torch.no_grad()
     def images(self, pixels: torch.Tensor) -> np.ndarray:
-        """(B, 3, S, S) prepared inputs -> (B, E) unit-length embeddings."""
-        pooled = self.tower.pool(self.tower.forward_tokens(pixels))
-        out = self.joint.project_image(pooled) if self.joint is not None else F.normalize(pooled, dim=-1)
-        return out.float().numpy()
+        """(B, 3, S, S) prepared inputs -> (B, E) unit-length embeddings (the space text queries search)."""
+        return self.images_and_features(pixels)[0]
+
+    @torch.no_grad()
+    def images_and_features(self, pixels: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """(B, 3, S, S) -> ((B, E) search embeddings, (B, W) unit-length pooled tower features).
+
+        The pooled features keep what the image tower sees before any projection to the text space: the
+        measurement in docs/search.md found them the better space for near-duplicates."""
+        pooled = self.tower.pool(self.tower.forward_tokens(pixels)).float()
+        features = F.normalize(pooled, dim=-1)
+        out = self.joint.project_image(pooled).float() if self.joint is not None else features
+        return out.numpy(), features.numpy()
 
     @torch.no_grad()
     def texts(self, texts: list[str]) -> np.ndarray:

@@ -29,7 +29,8 @@ CREATE TABLE IF NOT EXISTS items (
     caption TEXT,
     sha1 TEXT NOT NULL,              -- of the decoded pixels: exact duplicates whatever the file format
     thumb BLOB NOT NULL,             -- a small JPEG, so reports and the page need no original file
-    image_vec BLOB NOT NULL,
+    image_vec BLOB NOT NULL,         -- the search space: joint image-text space, else the pooled features
+    feature_vec BLOB NOT NULL,       -- the image tower's pooled features, unit length (near-duplicates)
     caption_vec BLOB
 );
 """
@@ -91,10 +92,10 @@ class ItemStore:
         start = self.count()
         with self.db:
             self.db.executemany(
-                "INSERT INTO items (id, pos, key, path, caption, sha1, thumb, image_vec, caption_vec) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO items (id, pos, key, path, caption, sha1, thumb, image_vec, feature_vec, caption_vec) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [(start + i, r["pos"], r["key"], r["path"], r["caption"], r["sha1"], r["thumb"],
-                  _blob(r["image_vec"]), None if r["caption_vec"] is None else _blob(r["caption_vec"]))
+                  _blob(r["image_vec"]), _blob(r["feature_vec"]), None if r["caption_vec"] is None else _blob(r["caption_vec"]))
                  for i, r in enumerate(rows)])
             self._put_meta({"next_pos": next_pos})
 
@@ -113,12 +114,14 @@ class ItemStore:
         return [found[int(i)] for i in ids if int(i) in found]
 
     def vectors(self, column: str = "image_vec") -> np.ndarray:
-        """(N, D) float32 of every item in id order (`caption_vec`: NaN rows where an item has no caption)."""
-        if column not in ("image_vec", "caption_vec"):
+        """(N, D) float32 of every item in id order: `image_vec` (the search space), `feature_vec` (pooled
+        features) or `caption_vec` (NaN rows where an item has no caption)."""
+        if column not in ("image_vec", "feature_vec", "caption_vec"):
             raise ValueError(column)
-        dim = int(self.meta()["dim"])
-        out = np.full((self.count(), dim), np.nan, dtype=np.float32)
-        for i, blob in self.db.execute(f"SELECT id, {column} FROM items ORDER BY id"):
+        rows = self.db.execute(f"SELECT id, {column} FROM items ORDER BY id").fetchall()
+        dim = next((len(blob) // 4 for _, blob in rows if blob is not None), 0)
+        out = np.full((len(rows), dim), np.nan, dtype=np.float32)
+        for i, blob in rows:
             if blob is not None:
                 out[i] = np.frombuffer(blob, dtype=np.float32)
         return out
