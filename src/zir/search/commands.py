@@ -47,6 +47,22 @@ def cmd_dedup(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Serve the search page until interrupted."""
+    from zir.search.server import make_server
+
+    server = make_server(args.index, args.port, args.host)
+    host, port = server.server_address[:2]
+    print(f"serving {args.index} on http://{host}:{port}/ (Ctrl-C stops)", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0
+
+
 def add_parsers(sub) -> None:
     """Add the search sub-commands to the `zir` parser."""
     em = sub.add_parser("embed", help="embed a source's images (and captions) with a run into a searchable index",
@@ -81,3 +97,10 @@ def add_parsers(sub) -> None:
                     help=f"robust deviations below the median image-caption similarity that flag a caption "
                          f"(default {CAPTION_Z})")
     de.set_defaults(func=cmd_dedup)
+
+    sv = sub.add_parser("serve", help="a local web page to search an index by text or image",
+                        description="Serve a search page for INDEX on http://HOST:PORT/ (127.0.0.1 by default).")
+    sv.add_argument("index", help="index folder (from zir embed)")
+    sv.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
+    sv.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    sv.set_defaults(func=cmd_serve)

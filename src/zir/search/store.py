@@ -64,7 +64,7 @@ class ItemStore:
         if create:
             self.folder.mkdir(parents=True, exist_ok=True)
         try:
-            self.db = sqlite3.connect(str(path))
+            self.db = sqlite3.connect(str(path), check_same_thread=False)  # the page answers on its own thread
             self.db.executescript(_SCHEMA)
         except sqlite3.DatabaseError as err:
             raise ConfigError(f"index {self.folder}: {STORE_FILE} is not a readable SQLite file ({err})") from None
