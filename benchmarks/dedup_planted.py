@@ -99,7 +99,7 @@ def main(argv=None) -> None:
     parser.add_argument("--copies", type=int, default=150)
     parser.add_argument("--exact", type=int, default=30)
     parser.add_argument("--out", default="/tmp/zir-dedup-planted")
-    parser.add_argument("--thresholds", default="0.85,0.9,0.95,0.97,0.98,0.99")
+    parser.add_argument("--thresholds", default="0.95,0.98,0.99,0.995,0.998")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     out = Path(args.out)

@@ -86,8 +86,9 @@ def test_zir_search_image_file_prints_the_file_itself_first(clip_run, tmp_path, 
     source = shapes(12)
     for i in range(12):
         Image.fromarray(source.get(i).image).save(folder / f"img{i:02d}.png")
+    (folder / "broken.png").write_bytes(b"\x89PNG not really")
     assert main(["embed", str(clip_run), str(folder), "--out", str(tmp_path / "idx"), "--no-progress"]) == 0
-    assert "12 items" in capsys.readouterr().out
+    assert "12 items (1 skipped)" in capsys.readouterr().out
     assert main(["search", str(tmp_path / "idx"), "--image", str(folder / "img07.png"), "--k", "3"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 3 and lines[0].split()[0] == "1" and lines[0].split()[2] == str((folder / "img07.png").resolve())

@@ -52,8 +52,7 @@ def embed_source(run_dir: str | os.PathLike, source_spec: str | Source, out: str
                 if rows and not dim:
                     dim = len(rows[0]["image_vec"])
                     store.set_meta(dim=dim)
-                store.add_batch(rows, next_pos)
-                store.set_meta(skipped=skipped)
+                store.add_batch(rows, next_pos, skipped=skipped)
                 advance(next_pos)
         if store.count() == 0:
             raise ConfigError(f"data {source.name}: no usable image to embed ({skipped} skipped)")

@@ -87,8 +87,9 @@ class ItemStore:
         self.db.executemany("INSERT OR REPLACE INTO meta (name, value) VALUES (?, ?)",
                             [(k, json.dumps(v)) for k, v in values.items()])
 
-    def add_batch(self, rows: list[dict], next_pos: int) -> None:
-        """Append one batch of items and move the embed's position to `next_pos`, in one transaction."""
+    def add_batch(self, rows: list[dict], next_pos: int, **meta) -> None:
+        """Append one batch of items, move the embed's position to `next_pos` and record `meta` (counts), in one
+        transaction."""
         start = self.count()
         with self.db:
             self.db.executemany(
@@ -97,7 +98,7 @@ class ItemStore:
                 [(start + i, r["pos"], r["key"], r["path"], r["caption"], r["sha1"], r["thumb"],
                   _blob(r["image_vec"]), _blob(r["feature_vec"]), None if r["caption_vec"] is None else _blob(r["caption_vec"]))
                  for i, r in enumerate(rows)])
-            self._put_meta({"next_pos": next_pos})
+            self._put_meta({**meta, "next_pos": next_pos})
 
     # -- reading --------------------------------------------------------------------------------------
     def count(self) -> int:
