@@ -11,6 +11,8 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
     info = embed_source(args.run, args.source, args.out, batch_size=args.batch_size, data_root=args.data_root,
                         progress=False if args.no_progress else None)
+    if info["kind"] == "none":  # a torchrun rank other than 0: its share is stored, rank 0 reports the merge
+        return 0
     resumed = f", resumed at item {info['resumed_at']}" if info["resumed_at"] else ""
     print(f"wrote {info['index']}: {info['items']} items ({info['skipped']} skipped{resumed}), {info['space']} "
           f"space, {info['kind']} index; search it with zir search {info['index']} \"some words\"")

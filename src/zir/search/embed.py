@@ -13,6 +13,7 @@ import io
 import os
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -22,6 +23,7 @@ from zir.data.sources import BadSample, CaptionTableSource, ImageFolderSource, M
 from zir.errors import ConfigError
 from zir.search.encoders import RunEncoder
 from zir.search.index import EXACT_MAX, build_index, index_kind, write_index
+from zir.search.ranks import merge_ranks, rank_folder, rank_world
 from zir.search.store import ItemStore
 
 THUMB_SIDE = 96
@@ -41,19 +43,28 @@ def embed_source(run_dir: str | os.PathLike, source_spec: str | Source, out: str
     source = source_spec if isinstance(source_spec, Source) else open_source(source_spec, data_root=data_root)
     source_spec = source.name if isinstance(source_spec, Source) else source_spec
     encoder = encoder or RunEncoder(run_dir)
-    store = ItemStore(out, create=True)
+    rank, world = rank_world()
+    store = ItemStore(out if world == 1 else rank_folder(Path(out), rank, world), create=True)
     try:
         start = _begin(store, encoder, source_spec, source)
         total = len(source) if isinstance(source, MapSource) else source.length
         skipped, dim = int(store.meta().get("skipped", 0)), int(store.meta().get("dim", 0))
         with _bar(progress, total, start, f"embedding {source.name}") as advance:
-            for rows, next_pos, bad in _embedded_batches(encoder, source, start, batch_size):
+            for rows, next_pos, bad in _embedded_batches(encoder, source, start, batch_size, rank, world):
                 skipped += bad
                 if rows and not dim:
                     dim = len(rows[0]["image_vec"])
                     store.set_meta(dim=dim)
                 store.add_batch(rows, next_pos, skipped=skipped)
                 advance(next_pos)
+        if world > 1:  # this rank's share is done; rank 0 merges every share into `out`
+            store.set_meta(complete=True, items=store.count())
+            if rank != 0:
+                return {"index": str(store.folder), "items": store.count(), "skipped": skipped, "kind": "none",
+                        "space": encoder.space, "resumed_at": start}
+            store.close()
+            store = merge_ranks(Path(out), world)
+            skipped = int(store.meta().get("skipped", 0))
         if store.count() == 0:
             raise ConfigError(f"data {source.name}: no usable image to embed ({skipped} skipped)")
         index = build_index(store.vectors(), exact_max)
@@ -80,10 +91,13 @@ def _begin(store: ItemStore, encoder: RunEncoder, spec: str, source: Source) -> 
     return int(meta.get("next_pos", 0))
 
 
-def _positions(source: Source, start: int) -> Iterator[tuple[int, Sample | BadSample]]:
-    """(place in the source order, sample or why it is unusable) from place `start` on."""
+def _positions(source: Source, start: int, rank: int = 0, world: int = 1) -> Iterator[tuple[int, Sample | BadSample]]:
+    """(place in the source order, sample or why it is unusable) from place `start` on, every `world`-th
+    place from `rank` (torchrun: each rank its share; a stream is read whole by each, decoded whole)."""
     if isinstance(source, MapSource):
         for i in range(start, len(source)):
+            if i % world != rank:
+                continue
             try:
                 yield i, source.get(i)
             except BadSample as bad:
@@ -92,16 +106,17 @@ def _positions(source: Source, start: int) -> Iterator[tuple[int, Sample | BadSa
                 yield i, BadSample(f"{source.name}[{i}]", f"unexpected {type(err).__name__}: {err}")
     elif isinstance(source, ShardSource):
         for i, sample in enumerate(source.stream()):
-            if i >= start:
+            if i >= start and i % world == rank:
                 yield i, sample
     else:
         raise ConfigError(f"data {source.name}: not a map-style or shard source")
 
 
-def _embedded_batches(encoder: RunEncoder, source: Source, start: int, batch_size: int):
+def _embedded_batches(encoder: RunEncoder, source: Source, start: int, batch_size: int, rank: int = 0,
+                      world: int = 1):
     """(rows, next position, number skipped) per batch of `batch_size` places."""
     chunk: list[tuple[int, Sample | BadSample]] = []
-    for place in _positions(source, start):
+    for place in _positions(source, start, rank, world):
         chunk.append(place)
         if len(chunk) == batch_size:
             yield _embed_chunk(encoder, source, chunk)
