@@ -43,10 +43,11 @@ def precisions(run: Path, index: Path) -> dict:
 
 
 def test_a_text_query_finds_its_shape(tmp_path):
-    # export (seed 0): circle 0.2 square 1.0 triangle 1.0 diamond 1.0 cross 1.0 (mean 0.84); "a red circle": red 1.0, circle 1.0
+    # export (seed 0): circle 0.2 square 1.0 triangle 1.0 diamond 1.0 cross 1.0 (mean 0.84); "a red circle": red 1.0,
+    # circle 1.0. Seed 1, trained the same way: 0.4 1.0 1.0 1.0 0.1 (mean 0.70); red 1.0, circle 1.0
     p = precisions(RUN, tmp_path / "index")
     assert sum(p[s] for s in SHAPES) / len(SHAPES) > THRESHOLD_SHAPE
-    assert p["red circle: red"] > THRESHOLD_RED_CIRCLE_COLOUR
+    assert p["red circle: red"] > THRESHOLD_RED_CIRCLE_COLOUR and p["red circle: circle"] > THRESHOLD_SHAPE
 
 
 def test_an_image_query_finds_itself_first(tmp_path):
