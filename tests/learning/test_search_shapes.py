@@ -18,8 +18,8 @@ from zir.search.embed import embed_source
 from zir.search.query import Searcher
 
 RUN = FIXTURES / "search_clip"
-THRESHOLD_SHAPE = 0.5  # top-10 precision of "a SHAPE", averaged over the five shapes; chance 0.2
-THRESHOLD_RED_CIRCLE_COLOUR = 0.5  # of "a red circle"'s top 10, red ones; chance 1/6
+THRESHOLD_SHAPE = 0.4  # top-10 precision of "a SHAPE", averaged over the five shapes; chance 0.2 (seeds: 0.52-0.84)
+THRESHOLD_RED_CIRCLE = 0.6  # of "a red circle"'s top 10, red ones and circles; chance 1/6 and 1/5 (seeds: 1.0)
 
 
 def single_shapes(n: int = 500) -> ShapesSource:
@@ -44,10 +44,11 @@ def precisions(run: Path, index: Path) -> dict:
 
 def test_a_text_query_finds_its_shape(tmp_path):
     # export (seed 0): circle 0.2 square 1.0 triangle 1.0 diamond 1.0 cross 1.0 (mean 0.84); "a red circle": red 1.0,
-    # circle 1.0. Seed 1, trained the same way: 0.4 1.0 1.0 1.0 0.1 (mean 0.70); red 1.0, circle 1.0
+    # circle 1.0. Seeds 1 and 2, trained the same way: 0.4 1.0 1.0 1.0 0.1 (mean 0.70) and 0.0 1.0 1.0 0.6 0.0
+    # (mean 0.52); "a red circle": red 1.0 and circle 1.0 in both
     p = precisions(RUN, tmp_path / "index")
     assert sum(p[s] for s in SHAPES) / len(SHAPES) > THRESHOLD_SHAPE
-    assert p["red circle: red"] > THRESHOLD_RED_CIRCLE_COLOUR and p["red circle: circle"] > THRESHOLD_SHAPE
+    assert p["red circle: red"] > THRESHOLD_RED_CIRCLE and p["red circle: circle"] > THRESHOLD_RED_CIRCLE
 
 
 def test_an_image_query_finds_itself_first(tmp_path):
