@@ -24,10 +24,10 @@ from zir.search.faiss_lib import faiss
 from zir.search.index import HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH, HNSW_M, build_index
 
 
-def vectors(n: int, dim: int, clusters: int, spread: float, seed: int) -> np.ndarray:
-    """(n, dim) unit vectors around `clusters` random centres, built in chunks to bound memory."""
+def vectors(n: int, centres: np.ndarray, spread: float, seed: int) -> np.ndarray:
+    """(n, dim) unit vectors around the centres (rows of `centres`), built in chunks to bound memory."""
     rng = np.random.default_rng(seed)
-    centres = rng.standard_normal((clusters, dim)).astype(np.float32)
+    clusters, dim = centres.shape
     out = np.empty((n, dim), dtype=np.float32)
     for start in range(0, n, 100_000):
         m = min(100_000, n - start)
@@ -65,8 +65,9 @@ def main(argv=None) -> None:
     lib = faiss()
     lib.omp_set_num_threads(args.threads)
     spread = args.spread  # noise per coordinate; the centres' coordinates are standard normal
-    data = vectors(args.n, args.dim, args.clusters, spread, seed=0)
-    queries = vectors(args.queries, args.dim, args.clusters, spread, seed=1)
+    centres = np.random.default_rng(0).standard_normal((args.clusters, args.dim)).astype(np.float32)
+    data = vectors(args.n, centres, spread, seed=1)
+    queries = vectors(args.queries, centres, spread, seed=2)  # new points of the same collection's clusters
     result = {"n": args.n, "dim": args.dim, "threads": args.threads, "cpu": _cpu(), "faiss": lib.__version__,
               "load_average": round(os.getloadavg()[0], 1), "cores": os.cpu_count()}
 
@@ -83,6 +84,10 @@ def main(argv=None) -> None:
     found, result["hnsw_ms"] = one_at_a_time(lambda q, k: hnsw.search(q, k)[1][0], queries, args.k)
     result["hnsw_recall@10"] = round(recall(found, truth), 4)
     result["hnsw"] = {"M": HNSW_M, "ef_construction": HNSW_EF_CONSTRUCTION, "ef_search": HNSW_EF_SEARCH}
+    for ef in (128, 256):  # what a larger search list buys on the same graph
+        hnsw.hnsw.efSearch = ef
+        found, ms = one_at_a_time(lambda q, k: hnsw.search(q, k)[1][0], queries, args.k)
+        result[f"hnsw_ef{ef}"] = {"ms": ms, "recall@10": round(recall(found, truth), 4)}
     if args.compare:
         result.update(_others(data, queries, truth, args.k, args.threads))
     print(json.dumps(result, indent=1))
