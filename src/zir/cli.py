@@ -304,6 +304,9 @@ def build_parser() -> argparse.ArgumentParser:
     from zir.eval.commands import add_parsers as add_eval_parsers
 
     add_eval_parsers(sub)  # zir eval, zir explain
+    from zir.search.commands import add_parsers as add_search_parsers
+
+    add_search_parsers(sub)  # zir embed, zir search, zir dedup, zir serve
     return parser
 
 
