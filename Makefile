@@ -8,7 +8,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.zir-installed
 
-.PHONY: install demo test bench clean
+.PHONY: install browser demo test bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,8 +25,15 @@ install: $(STAMP)
 demo: install
 	$(BIN)/zir demo
 
+# The search page's browser test drives Debian's chromium (playwright's own browser download is not used):
+# installed here when missing and apt-get can (root); otherwise that one test is skipped with its reason.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
+		&& apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+		|| echo "optional: chromium not installed; the search page's browser test will be skipped"
+
 # worksteal: the few long tests (tests/learning/test_shapes_zero_shot.py) end up on different workers
-test: install
+test: install browser
 	$(BIN)/python -m pytest -q -n auto --dist worksteal
 
 bench: install
