@@ -381,15 +381,17 @@ def build_model(spec: dict) -> ZirModel:
     An objective's registered name is its key, or its `type` field when given (two SimCLR heads on
     different views, say). Towers default to `num_classes: 0` (no classifier head). `stack_views: true`
     runs same-size views (the global crops, the local crops) as one stacked tower call each.
+    `share_transformer: [image, audio]` gives the listed towers one transformer (VATT; `zir.models.shared_backbone`).
     """
     from zir.models import create_model
     from zir.models.tower import check_tower
 
     if not isinstance(spec, dict):
         raise ConfigError(f"model: expected a mapping with towers and objectives; got {type(spec).__name__}")
-    unknown = set(spec) - {"towers", "objectives", "stack_views"}
+    unknown = set(spec) - {"towers", "objectives", "stack_views", "share_transformer"}
     if unknown:
-        raise ConfigError(f"model: unknown field {sorted(unknown)[0]!r}; expected towers, objectives, stack_views")
+        raise ConfigError(f"model: unknown field {sorted(unknown)[0]!r}; expected towers, objectives, stack_views, "
+                          "share_transformer")
     stack_views = spec.get("stack_views", False)
     if not isinstance(stack_views, bool):
         raise ConfigError(f"model.stack_views: expected true or false; got {stack_views!r}")
@@ -414,6 +416,10 @@ def build_model(spec: dict) -> ZirModel:
         except (TypeError, ValueError) as e:  # a value of the wrong type reached the constructor: name the tower
             raise _named(e, f"model.towers.{name}", tspec) from None
         check_tower(towers[name], f"model.towers.{name}")
+    if spec.get("share_transformer") is not None:  # VATT's modality-agnostic backbone: one set of block weights
+        from zir.models.shared_backbone import share_transformer
+
+        share_transformer(towers, spec["share_transformer"])
     objectives, phases = {}, {}
     for name, ospec in obj_specs.items():
         ospec = dict(ospec or {})
