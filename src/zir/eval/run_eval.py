@@ -31,6 +31,7 @@ from zir.eval.run_loading import (  # noqa: F401  (the names eval, explain and t
     run_tokenizer, scored_tower, supervised_objective, teacher_tower,
 )
 from zir.eval.splits import EvalData, data_modality, eval_data, extraction_plan
+from zir.eval import av_retrieval  # noqa: F401  (registers the av_retrieval task)
 from zir.eval.tasks import DEFAULT_TASKS, EVAL_TASKS, EvalContext, parse_tasks
 
 __all__ = ["TASKS", "EvalError", "LoadedRun", "evaluate_run", "load_run", "random_init_model",
@@ -51,7 +52,7 @@ def _context(model: nn.Module, tag: str, data: EvalData, run_dir: Path, config: 
     image_text = None if teacher else image_text_objective(model, student[0])
     classifier = None if teacher else supervised_objective(model, student[0])
     return EvalContext(model, data, features, tokenizer, image_text, classifier, limit, baseline, teacher,
-                       probe_options)
+                       probe_options, config, batch_size)
 
 
 def _evaluate(ctx: EvalContext, tasks: Sequence[str]) -> dict[str, dict]:
@@ -128,7 +129,8 @@ def evaluate_run(
 def results_rows(results: dict[str, dict]) -> list[list[str]]:
     """Table rows (task, dataset/split, metric, trained, random init) for printing or the report."""
     headline = {"zeroshot": ("top1",), "linear": ("top1",), "knn": ("top1",), "finetune": ("top1",),
-                "retrieval": ("i2t_R@1", "i2t_R@5", "t2i_R@1", "t2i_R@5")}
+                "retrieval": ("i2t_R@1", "i2t_R@5", "t2i_R@1", "t2i_R@5"),
+                "av_retrieval": ("a2i_R@1", "a2i_R@5", "i2a_R@1", "i2a_R@5")}
     rows = []
     for task, entry in results.items():
         if not isinstance(entry, dict):
@@ -138,7 +140,7 @@ def results_rows(results: dict[str, dict]) -> list[list[str]]:
             rows.append([task, where, "skipped", entry["skipped"], ""])
             continue
         base = entry.get("random_init") or {}
-        for metric in headline.get(task.split("_")[0], ("top1",)):
+        for metric in headline.get(task, headline.get(task.split("_")[0], ("top1",))):
             if metric in entry:
                 rows.append([task, where, metric, f"{entry[metric]:.1f}",
                              f"{base[metric]:.1f}" if metric in base else "-"])

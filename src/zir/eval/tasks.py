@@ -48,6 +48,8 @@ class EvalContext:
     baseline: bool = False  # True while the architecture at its initial weights is evaluated
     teacher: bool = False  # the tower is an EMA teacher, which the heads were not trained on
     probe_options: dict = field(default_factory=dict)  # keyword arguments of `evaluate_linear_probe`
+    config: dict = field(default_factory=dict)  # the run's config (how its inputs were normalised)
+    batch_size: int = 256  # of feature extraction
 
     def where(self, split: str | None = None) -> dict:
         """The dataset and split an entry was scored on (the test split unless named)."""
