@@ -28,8 +28,10 @@ from zir.eval.run_eval import evaluate_run
 from zir.recipes import RECIPES_DIR
 from zir.train import train
 
-STEPS = 200
-OVERRIDES = ["data.batch_size=64", "optim.lr=2e-3", "model.towers.audio.model=ast_nano"]
+STEPS = 300
+# the nano audio tower, half the recipe's batch, and whole recordings (no random time crops: they slowed the
+# audio-image pairing at this scale: 400 steps with crops gave 23.3%, 300 without 21.7%, seed 0)
+OVERRIDES = ["data.batch_size=64", "model.towers.audio.model=ast_nano", "data.plan.audio_pipeline=none"]
 # MEASURED
 THRESHOLD = 25.0
 
