@@ -9,7 +9,7 @@ nearest spoken-word prompt embedding (`the digit seven`, ...), beside the same a
 weights.
 
 Thresholds come from the spread over 5 seeds measured with `python tests/learning/test_imagebind_learning.py
-0,1,2,3,4` (recorded below with the processor) and sit far below the lowest seed and far above chance.
+0,1,2,3,4` (recorded below with the processor) and sit far below the lowest seed and above every random-init figure.
 """
 
 from __future__ import annotations
@@ -32,8 +32,10 @@ STEPS = 300
 # the nano audio tower, half the recipe's batch, and whole recordings (no random time crops: they slowed the
 # audio-image pairing at this scale: 400 steps with crops gave 23.3%, 300 without 21.7%, seed 0)
 OVERRIDES = ["data.batch_size=64", "model.towers.audio.model=ast_nano", "data.plan.audio_pipeline=none"]
-# MEASURED
-THRESHOLD = 25.0
+# seeds 0-4, 300 steps, AMD EPYC, fp32, 1 thread: emergent zero-shot 21.7 22.7 23.0 26.3 21.0 (mean 22.9, sd 2.1),
+# at random init 11.0 10.0 9.7 11.3 10.3 (chance 10%). 35-39 CPU-s each, training and evaluation.
+THRESHOLD = 16.0  # 5 points below the lowest seed, 4.7 above the highest random-init figure
+THRESHOLD_GAIN = 5.0  # points over the same seed's random init; the lowest measured gain is 10.7
 
 
 def emergent_zeroshot(out: Path, seed: int = 0) -> tuple[float, float]:
@@ -52,7 +54,7 @@ def emergent_zeroshot(out: Path, seed: int = 0) -> tuple[float, float]:
 @pytest.mark.skipif(not (SHARED / "fsdd").is_dir(), reason="needs ../shared/data/fsdd")
 def test_audio_is_classified_through_text_prompts_it_was_never_paired_with(tmp_path):
     trained, random_init = emergent_zeroshot(tmp_path / "run")
-    assert trained > THRESHOLD, (trained, random_init)
+    assert trained > THRESHOLD and trained - random_init > THRESHOLD_GAIN, (trained, random_init)
 
 
 if __name__ == "__main__":  # the seed spread behind the threshold: python tests/learning/test_imagebind_learning.py 0,1,2
