@@ -336,6 +336,8 @@ class ZirModel(nn.Module):
             if layer_decay is not None:
                 depth = max((tower.layer_index(n) for n, _ in named), default=0)
             for n, p in named:
+                if id(p) in seen:  # a module shared by towers (model.share_transformer): one entry, the first tower's
+                    continue
                 seen.add(id(p))
                 scale = layer_decay ** (depth - tower.layer_index(n)) if depth is not None else 1.0
                 add(p, p.ndim > 1 and n not in skip, scale, f"towers.{tname}.{n}")

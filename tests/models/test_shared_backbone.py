@@ -44,6 +44,10 @@ def test_both_modalities_train_the_one_transformer():
     from_image = weight.grad.clone()
     audio.pool(audio.forward_tokens(torch.randn(2, 1, 64, 64))).pow(3).sum().backward()
     assert from_image.abs().sum() > 0 and not torch.equal(weight.grad, from_image)  # audio added to the same grad
+    params = [p for g in shared.param_groups(0.1) for p in g["params"]]
+    assert len(params) == len({id(p) for p in params}) == len(list(shared.parameters()))  # each weight updated once
+    names = [n for g in shared.param_groups(0.1) for n in g["names"]]
+    assert "towers.image.blocks.0.attn.qkv.weight" in names and "towers.audio.blocks.0.attn.qkv.weight" not in names
     state = shared.state_dict()
     assert torch.equal(state["towers.image.blocks.0.attn.qkv.weight"], state["towers.audio.blocks.0.attn.qkv.weight"])
 
