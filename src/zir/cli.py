@@ -258,7 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
     data = sub.add_parser("data", help="look at datasets").add_subparsers(dest="data_command", required=True,
                                                                          metavar="ACTION")
     inspect = data.add_parser("inspect", help="counts, class balance, caption stats, bad files, and a PNG grid")
-    inspect.add_argument("source", help="a built-in name (shapes, digits, cifar10, flickr8k, fsdd), folder, table or shards")
+    inspect.add_argument("source", help="a built-in name (shapes, digits, cifar10, flickr8k, fsdd, av_digits), folder, table or shards")
     inspect.add_argument("--png", default=None, help="where to write the sample grid (default: none)")
     inspect.add_argument("--pipeline", default=None, help="also show two views of this augmentation (e.g. simclr, dino)")
     inspect.add_argument("--limit", type=int, default=5000, help="samples to read at most (default 5000)")

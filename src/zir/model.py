@@ -336,6 +336,8 @@ class ZirModel(nn.Module):
             if layer_decay is not None:
                 depth = max((tower.layer_index(n) for n, _ in named), default=0)
             for n, p in named:
+                if id(p) in seen:  # a module shared by towers (model.share_transformer): one entry, the first tower's
+                    continue
                 seen.add(id(p))
                 scale = layer_decay ** (depth - tower.layer_index(n)) if depth is not None else 1.0
                 add(p, p.ndim > 1 and n not in skip, scale, f"towers.{tname}.{n}")
@@ -381,7 +383,8 @@ def build_model(spec: dict) -> ZirModel:
     An objective's registered name is its key, or its `type` field when given (two SimCLR heads on
     different views, say). Towers default to `num_classes: 0` (no classifier head). `stack_views: true`
     runs same-size views (the global crops, the local crops) as one stacked tower call each. `adapt` adds LoRA
-    to the towers and freezes their parameters (`zir.models.adapt`).
+    to the towers and freezes their parameters (`zir.models.adapt`). `share_transformer: [image, audio]` gives the
+    listed towers one transformer (VATT; `zir.models.shared_backbone`).
     """
     from zir.models import create_model
     from zir.models.adapt import adapt_towers
@@ -389,9 +392,10 @@ def build_model(spec: dict) -> ZirModel:
 
     if not isinstance(spec, dict):
         raise ConfigError(f"model: expected a mapping with towers and objectives; got {type(spec).__name__}")
-    unknown = set(spec) - {"towers", "objectives", "stack_views", "adapt"}
+    unknown = set(spec) - {"towers", "objectives", "stack_views", "adapt", "share_transformer"}
     if unknown:
-        raise ConfigError(f"model: unknown field {sorted(unknown)[0]!r}; expected towers, objectives, stack_views, adapt")
+        raise ConfigError(f"model: unknown field {sorted(unknown)[0]!r}; expected towers, objectives, stack_views, "
+                          "adapt, share_transformer")
     stack_views = spec.get("stack_views", False)
     if not isinstance(stack_views, bool):
         raise ConfigError(f"model.stack_views: expected true or false; got {stack_views!r}")
@@ -417,6 +421,10 @@ def build_model(spec: dict) -> ZirModel:
             raise _named(e, f"model.towers.{name}", tspec) from None
         check_tower(towers[name], f"model.towers.{name}")
     adapt_towers(towers, spec.get("adapt"))  # LoRA and frozen parameters, before teachers copy a tower
+    if spec.get("share_transformer") is not None:  # VATT's modality-agnostic backbone: one set of block weights
+        from zir.models.shared_backbone import share_transformer
+
+        share_transformer(towers, spec["share_transformer"])
     objectives, phases = {}, {}
     for name, ospec in obj_specs.items():
         ospec = dict(ospec or {})

@@ -29,7 +29,8 @@ def test_the_python_example_runs(capsys):
 
 
 def test_the_commands_name_the_shared_data_and_the_shipped_recipes():
-    assert [c.split()[1] for c in COMMANDS] == ["data", "train", "eval", "train", "eval", "data", "train", "eval"]
+    assert [c.split()[1] for c in COMMANDS] == ["data", "train", "eval", "train", "eval", "data", "train", "eval", "eval",
+                                                "train", "train", "eval", "train", "eval", "eval"]
     assert all("/work/shared/data" in c for c in COMMANDS if c.split()[1] in ("data", "train"))
 
 
@@ -41,4 +42,4 @@ def test_the_commands_run_as_written_in_short(tmp_path, monkeypatch, capsys):
         args = [str(tmp_path / a) if a.startswith("runs/") or a.endswith(".png") else a for a in args]
         assert main(args + SHORT[args[0]]) == 0, command
     out = capsys.readouterr().out
-    assert "fsdd:test" in out and "8000 Hz" in out and "zeroshot" in out
+    assert "fsdd:test" in out and "8000 Hz" in out and "zeroshot" in out and "av_retrieval" in out

@@ -40,7 +40,7 @@ def mean_norm(ctx: EvalContext) -> dict[str, dict]:
 def test_a_registered_task_runs_by_name_and_lands_in_results_json(run, monkeypatch):
     monkeypatch.setitem(EVAL_TASKS, "norm", mean_norm)
     with pytest.raises(EvalError, match=r"unknown task 'nope'; expected some of zeroshot, retrieval, linear, knn, "
-                                        r"finetune, segment, norm$"):
+                                        r"finetune, segment, av_retrieval, norm$"):
         evaluate_run(run, "norm,nope")
     out = evaluate_run(run, "norm", limit=LIMIT, baseline=True)
     saved = json.loads((run / "results.json").read_text())

@@ -1,4 +1,4 @@
-"""Built-in datasets (shapes, digits, cifar10, flickr8k, fashion_mnist, fsdd) and `open_source`, the one entry point."""
+"""Built-in datasets (shapes, digits, cifar10, flickr8k, fashion_mnist, fsdd, av_digits) and `open_source`, the one entry point."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import numpy as np
 
 from zir.data import shapes as _shapes
 from zir.data.audio_sources import SPOKEN_WORD_PROMPTS, SPOKEN_WORD_TEMPLATES, AudioFolderSource, holds_audio_only
+from zir.data.av_digits import av_digits
 from zir.data.limits import DEFAULT_MAX_MEMBER_BYTES, DEFAULT_MAX_PIXELS, whole_number
 from zir.data.options import check_options
 from zir.data.paths import data_root as _data_root
@@ -311,8 +312,9 @@ SOURCES: dict[str, Callable[..., Source]] = {
     "flickr8k": flickr8k,
     "fashion_mnist": fashion_mnist,
     "fsdd": fsdd,
+    "av_digits": av_digits,
 }
-REAL_DATA = ("cifar10", "flickr8k", "fsdd")  # built-in names read from --data-root / $ZIR_DATA
+REAL_DATA = ("cifar10", "flickr8k", "fsdd", "av_digits")  # built-in names read from --data-root / $ZIR_DATA
 _PATH_KINDS = {"folder": ImageFolderSource, "table": CaptionTableSource, "shards": ShardSource, "audio": AudioFolderSource}
 _ALIASES = {"fashion-mnist": "fashion_mnist", "fashionmnist": "fashion_mnist", "cifar-10": "cifar10"}
 _TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".ndjson")

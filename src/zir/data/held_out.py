@@ -20,7 +20,7 @@ from zir.data.sources import MapSource
 __all__ = ["BUILTIN_SPLITS", "HeldOut", "Subset", "first", "held_out", "run_held_out"]
 
 BUILTIN_SPLITS = {"shapes": "test", "digits": "test", "cifar10": "test", "flickr8k": "test", "fashion_mnist": "test",
-                  "fsdd": "test"}
+                  "fsdd": "test", "av_digits": "test"}
 
 
 class Subset(MapSource):

@@ -46,7 +46,7 @@ def _explain_texts(run, tower, images, texts: list[str], out: Path) -> None:
 
     obj = image_text_objective(run.model, image_tower(run.model)[0])
     if obj is None:
-        raise EvalError(f"--text needs a run with an image-text objective (clip, siglip, slip, coca); {run.run_dir} has none")
+        raise EvalError(f"--text needs a run with an image-text objective (clip, siglip, slip, coca, imagebind); {run.run_dir} has none")
     tokenizer = run.tokenizer
     if tokenizer is None:
         raise EvalError(f"--text needs the run's tokenizer; {run.run_dir} has no tokenizer.json and no data.tokenizer")
@@ -66,7 +66,8 @@ def add_parsers(sub) -> None:
     ev.add_argument("--tasks", default="zeroshot,retrieval,linear,knn",
                     help="comma-separated: zeroshot, retrieval, linear, knn (default these four), finetune (the "
                          "run's own classifier head, from the supervised objective), segment (a linear "
-                         "probe of patch tokens against shapes' per-pixel masks: mIoU)")
+                         "probe of patch tokens against shapes' per-pixel masks: mIoU), av_retrieval (audio<->image, "
+                         "an imagebind run on av_digits)")
     ev.add_argument("--teacher", action="store_true",
                     help="evaluate the EMA teacher (dino, ibot) instead of the student; results keyed TASK_teacher")
     ev.add_argument("--data", default=None, help="evaluate on this source instead of the run's (e.g. shapes, cifar10)")

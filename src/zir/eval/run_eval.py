@@ -1,7 +1,8 @@
 """Evaluate a training run: its newest checkpoint through zero-shot, retrieval, linear probe and k-NN.
 
 `evaluate_run("runs/clip")` loads the run (`run_loading.py`), opens its evaluation data (`splits.py`),
-scores its image tower (or, in a model without one, its audio tower: `scored_tower()`),
+scores its image tower (or, in a model without one or on recordings without images, its audio tower:
+`scored_tower()`),
 builds one `EvalContext` per model evaluated (the run's weights, and with `baseline=True` the same
 architecture at its initial weights) and runs each requested task from the registry (`tasks.py`) on it;
 the image tower's pooled features are extracted once per (weights, dataset, split) (`extractor.py`) into
@@ -29,7 +30,8 @@ from zir.eval.run_loading import (  # noqa: F401  (the names eval, explain and t
     EvalError, LoadedRun, image_size, image_text_objective, image_tower, load_run, random_init_model,
     run_tokenizer, scored_tower, supervised_objective, teacher_tower,
 )
-from zir.eval.splits import EvalData, eval_data, extraction_plan
+from zir.eval.splits import EvalData, data_modality, eval_data, extraction_plan
+from zir.eval import av_retrieval  # noqa: F401  (registers the av_retrieval task)
 from zir.eval.tasks import DEFAULT_TASKS, EVAL_TASKS, EvalContext, parse_tasks
 
 __all__ = ["TASKS", "EvalError", "LoadedRun", "evaluate_run", "load_run", "random_init_model",
@@ -42,7 +44,7 @@ TASKS = DEFAULT_TASKS  # the default set; every registered name (EVAL_TASKS) can
 def _context(model: nn.Module, tag: str, data: EvalData, run_dir: Path, config: dict, limit, batch_size, tokenizer,
              probe_options: dict, teacher: bool, baseline: bool) -> EvalContext:
     """The context of one model's tasks: its image or audio tower (or that tower's EMA teacher) and its heads."""
-    student = scored_tower(model)
+    student = scored_tower(model, data_modality(data.test))
     tower = teacher_tower(model, student[0]) if teacher else student
     plan = extraction_plan(model, config, student[1])
     features = FeatureExtractor(tower, tag, run_dir / "features", data, plan, limit, batch_size, tokenizer)
@@ -50,7 +52,7 @@ def _context(model: nn.Module, tag: str, data: EvalData, run_dir: Path, config: 
     image_text = None if teacher else image_text_objective(model, student[0])
     classifier = None if teacher else supervised_objective(model, student[0])
     return EvalContext(model, data, features, tokenizer, image_text, classifier, limit, baseline, teacher,
-                       probe_options)
+                       probe_options, config, batch_size)
 
 
 def _evaluate(ctx: EvalContext, tasks: Sequence[str]) -> dict[str, dict]:
@@ -91,7 +93,7 @@ def evaluate_run(
     tokenizer = run.tokenizer
     source = eval_data(data, run.config, data_root, limit, data_options)
     if teacher:
-        teacher_tower(run.model, scored_tower(run.model)[0])  # a one-line error before any feature is extracted
+        teacher_tower(run.model, scored_tower(run.model, data_modality(source.test))[0])  # a one-line error before any feature is extracted
     tag = f"step{run.step}" + ("-ema" if run.ema else "") + ("-teacher" if teacher else "")
     probe = dict(probe_options or {})
     ctx = _context(run.model, tag, source, run.run_dir, run.config, limit, batch_size, tokenizer, probe, teacher, False)
@@ -127,7 +129,8 @@ def evaluate_run(
 def results_rows(results: dict[str, dict]) -> list[list[str]]:
     """Table rows (task, dataset/split, metric, trained, random init) for printing or the report."""
     headline = {"zeroshot": ("top1",), "linear": ("top1",), "knn": ("top1",), "finetune": ("top1",),
-                "segment": ("mIoU",), "retrieval": ("i2t_R@1", "i2t_R@5", "t2i_R@1", "t2i_R@5")}
+                "segment": ("mIoU",), "retrieval": ("i2t_R@1", "i2t_R@5", "t2i_R@1", "t2i_R@5"),
+                "av_retrieval": ("a2i_R@1", "a2i_R@5", "i2a_R@1", "i2a_R@5")}
     rows = []
     for task, entry in results.items():
         if not isinstance(entry, dict):
@@ -137,7 +140,7 @@ def results_rows(results: dict[str, dict]) -> list[list[str]]:
             rows.append([task, where, "skipped", entry["skipped"], ""])
             continue
         base = entry.get("random_init") or {}
-        for metric in headline.get(task.split("_")[0], ("top1",)):
+        for metric in headline.get(task, headline.get(task.split("_")[0], ("top1",))):
             if metric in entry:
                 rows.append([task, where, metric, f"{entry[metric]:.1f}",
                              f"{base[metric]:.1f}" if metric in base else "-"])

@@ -60,11 +60,13 @@ def image_tower(model: nn.Module) -> tuple[str, nn.Module]:
     raise EvalError(f"the model has no image tower (towers: {', '.join(towers)})")
 
 
-def scored_tower(model: nn.Module) -> tuple[str, nn.Module]:
+def scored_tower(model: nn.Module, modality: str | None = None) -> tuple[str, nn.Module]:
     """(name, module) of the tower `zir eval` scores: the image tower (`image_tower`), else the audio tower
-    (`audio`, else the first whose modality is audio)."""
+    (`audio`, else the first whose modality is audio); for data of `modality` "audio" (recordings without
+    images), the audio tower first."""
     towers = model.towers
-    if any(t.modality == "image" for t in towers.values()):
+    has_audio = any(t.modality == "audio" for t in towers.values())
+    if any(t.modality == "image" for t in towers.values()) and not (modality == "audio" and has_audio):
         return image_tower(model)
     audio = sorted((name for name, t in towers.items() if t.modality == "audio"), key=lambda n: n != "audio")
     if audio:
@@ -98,11 +100,16 @@ def image_size(tower: nn.Module) -> int:
 
 
 def image_text_objective(model: nn.Module, tower_name: str = "image"):
-    """The model's first image-text objective (CLIP, SigLIP, CoCa, the CLIP part of SLIP), or None."""
+    """The model's first image-text objective (CLIP, SigLIP, CoCa, the CLIP part of SLIP) on `tower_name`, else
+    an ImageBind objective's joint space of that tower and its text tower (emergent for a bound tower), or None."""
     from zir.objectives.clip import ImageText
+    from zir.objectives.imagebind import ImageBind
 
     for obj in model.objectives.values():
         for module in obj.modules():
             if isinstance(module, ImageText) and module.tower_name == tower_name:
                 return module
+    for obj in model.objectives.values():
+        if isinstance(obj, ImageBind) and obj.joint_space(tower_name) is not None:
+            return obj.joint_space(tower_name)
     return None

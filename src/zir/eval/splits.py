@@ -11,7 +11,7 @@ from torch import nn
 
 from zir.data.held_out import BUILTIN_SPLITS, first, run_held_out
 
-__all__ = ["BUILTIN_SPLITS", "EvalData", "eval_data", "extraction_plan", "plan_stats"]
+__all__ = ["BUILTIN_SPLITS", "EvalData", "data_modalities", "data_modality", "eval_data", "extraction_plan", "plan_stats"]
 
 
 def plan_stats(model: nn.Module, config: dict) -> tuple[tuple, tuple]:
@@ -39,6 +39,31 @@ def extraction_plan(model: nn.Module, config: dict, tower: nn.Module) -> tuple[d
     stats = {k: over[k] for k in ("audio_mean", "audio_std") if k in over}
     return {"global": 0, "audio": 1, "audio_pipeline": "none", "spectrogram": spectrogram,
             "audio_patch_size": tuple(tower.patch_size), **stats}, "audio_0"
+
+
+def data_modalities(source, tries: int = 8) -> frozenset:
+    """What the source's samples carry, `image` and/or `audio`, read from its first usable sample (of at most
+    `tries`); empty when none is usable."""
+    from zir.data.sources import BadSample, MapSource
+
+    sample = None
+    if isinstance(source, MapSource):
+        for i in range(min(tries, len(source))):
+            try:
+                sample = source.get(i)
+                break
+            except BadSample:
+                continue
+    else:
+        sample = next(iter(source), None)
+    if sample is None:
+        return frozenset()
+    return frozenset(m for m, x in (("image", sample.image), ("audio", sample.audio)) if x is not None)
+
+
+def data_modality(source) -> str:
+    """`audio` when the source's samples carry a recording and no image (fsdd, an audio folder), else `image`."""
+    return "audio" if data_modalities(source) == {"audio"} else "image"
 
 
 @dataclass

@@ -25,6 +25,7 @@ from zir.eval.run_loading import EvalError
 from zir.eval.splits import EvalData
 from zir.eval.zeroshot import DEFAULT_TEMPLATES, evaluate_zeroshot, zeroshot_classifier
 from zir.objectives.clip import ImageText
+from zir.objectives.imagebind import JointSpace
 from zir.objectives.supervised import Supervised
 
 __all__ = ["DEFAULT_TASKS", "EVAL_TASKS", "EvalContext", "EvalTask", "parse_tasks", "register_task"]
@@ -42,12 +43,14 @@ class EvalContext:
     data: EvalData
     features: FeatureExtractor  # also names the tower evaluated (`features.tower_name`)
     tokenizer: Any  # the run's text tokenizer, or None
-    image_text: ImageText | None  # the objective projecting into the joint space; None for a teacher
+    image_text: ImageText | JointSpace | None  # what projects into the joint space; None for a teacher
     classifier: Supervised | None  # the run's classifier head (fine-tuning); None for a teacher
     limit: int | None = None
     baseline: bool = False  # True while the architecture at its initial weights is evaluated
     teacher: bool = False  # the tower is an EMA teacher, which the heads were not trained on
     probe_options: dict = field(default_factory=dict)  # keyword arguments of `evaluate_linear_probe`
+    config: dict = field(default_factory=dict)  # the run's config (how its inputs were normalised)
+    batch_size: int = 256  # of feature extraction
 
     def where(self, split: str | None = None) -> dict:
         """The dataset and split an entry was scored on (the test split unless named)."""
@@ -66,7 +69,7 @@ class EvalContext:
         if self.teacher:
             return "the image-text projection was trained on the student's features, not the teacher's"
         if self.image_text is None:
-            return "the model has no text tower with a contrastive objective (clip, siglip, slip, coca)"
+            return "the model has no text tower with a contrastive objective (clip, siglip, slip, coca, imagebind)"
         if self.tokenizer is None:
             return "the run saved no tokenizer (RUN/tokenizer.json or data.tokenizer)"
         return None

@@ -1,7 +1,7 @@
 """Objectives, each a module with its heads that reads cached tower features and returns a `Loss`.
 
 Self-supervised: MAE, SimMIM, SimCLR, BYOL, MoCo v3, VICReg, Barlow Twins, SimSiam, DINO, iBOT, I-JEPA, KoLeo,
-masked self-distillation (`masked_dino`). Cross-modal: CLIP, SigLIP, SLIP, CoCa. Fine-tuning: supervised cross-entropy.
+masked self-distillation (`masked_dino`). Cross-modal: CLIP, SigLIP, SLIP, CoCa, ImageBind. Fine-tuning: supervised cross-entropy.
 Importing this package registers all of them, so recipes can name any.
 """
 
@@ -24,6 +24,7 @@ from zir.objectives.simsiam import SimSiam
 from zir.objectives.supervised import Supervised
 from zir.objectives.vicreg import VICReg
 from zir.objectives import clip, coca, siglip, slip  # noqa: E402,F401  (registers clip, coca, siglip, slip)
+from zir.objectives import imagebind  # noqa: E402,F401  (registers imagebind)
 
 __all__ = [
     "BYOL", "BarlowTwins", "DINO", "DINOHead", "IBOT", "IJEPA", "MAE", "OBJECTIVES", "EMATeacher", "Forward", "KoLeo",
