@@ -100,3 +100,17 @@ def test_clip_with_a_biglittle_image_tower_lowers_its_loss():
         opt.step()
         losses.append(loss.item())
     assert sum(losses[-3:]) < 0.6 * sum(losses[:3])
+
+
+def test_semi_cross_attention_over_every_token_is_the_plain_block():
+    from zir.models.biglittle import semi_cross_block
+
+    torch.manual_seed(0)
+    block = create_model(NAME).blocks[0].eval()
+    x = torch.randn(2, 65, 64)
+    order = torch.stack([torch.randperm(65) for _ in range(2)])
+    with torch.no_grad():
+        expected = torch.gather(block(x), 1, order[..., None].expand(-1, -1, 64))
+        assert torch.allclose(semi_cross_block(block, x, order), expected, atol=1e-5)
+        few = semi_cross_block(block, x, order[:, :8])  # a subset of queries still reads every key
+        assert not torch.allclose(few, block(torch.gather(x, 1, order[:, :8, None].expand(-1, -1, 64))), atol=1e-4)

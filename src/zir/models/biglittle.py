@@ -116,6 +116,10 @@ class BigLittleViT(VisionTransformer):
         for block, little, norm, score in zip(self.blocks, self.little, self.score_norm, self.score):
             tokens = tokens + little(tokens)
             weights = score(norm(tokens[:, P:])).squeeze(-1).softmax(dim=-1)  # (B, N) importance
+            if chosen == T - P:  # every token is selected: semi-cross attention is the plain block
+                gate = torch.cat([weights.new_ones(B, P), 1 + weights - weights.detach()], dim=1)[..., None]
+                tokens = tokens + gate * (block(tokens) - tokens)
+                continue
             top = weights.topk(chosen, dim=-1).indices  # (B, K) among the patches
             selected = torch.cat([prefix_index, top + P], dim=1)
             updated = semi_cross_block(block, tokens, selected)
