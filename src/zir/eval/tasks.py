@@ -47,6 +47,7 @@ class EvalContext:
     baseline: bool = False  # True while the architecture at its initial weights is evaluated
     teacher: bool = False  # the tower is an EMA teacher, which the heads were not trained on
     probe_options: dict = field(default_factory=dict)  # keyword arguments of `evaluate_linear_probe`
+    rerank: int = 0  # retrieval re-ranks each query's top `rerank` by an `itm` objective's match scores (0: off)
 
     def where(self, split: str | None = None) -> dict:
         """The dataset and split an entry was scored on (the test split unless named)."""
@@ -146,7 +147,13 @@ def retrieval(ctx: EvalContext) -> dict[str, dict]:
     x, _ = ctx.pooled(data.test_split, data.test)
     texts = ctx.features.captions(data.test_split, data.test, ctx.image_text.encode_text)
     per = texts.shape[0] // x.shape[0]
-    res = evaluate_retrieval(ctx.image_text.project_image(x), texts, torch.arange(x.shape[0]).repeat_interleave(per))
+    owner = torch.arange(x.shape[0]).repeat_interleave(per)
+    image = ctx.image_text.project_image(x)
+    res = evaluate_retrieval(image, texts, owner)
+    if ctx.rerank and not ctx.baseline:
+        from zir.eval.rerank import reranked_retrieval
+
+        res.update(reranked_retrieval(ctx, image, texts, owner))
     return {data.test_split: {**res, **ctx.where(), "n_images": int(x.shape[0]), "n_captions": int(texts.shape[0])}}
 
 
