@@ -114,3 +114,17 @@ def test_semi_cross_attention_over_every_token_is_the_plain_block():
         assert torch.allclose(semi_cross_block(block, x, order), expected, atol=1e-5)
         few = semi_cross_block(block, x, order[:, :8])  # a subset of queries still reads every key
         assert not torch.allclose(few, block(torch.gather(x, 1, order[:, :8, None].expand(-1, -1, 64))), atol=1e-4)
+
+
+def test_gradient_checkpointing_gives_the_same_gradients():
+    torch.manual_seed(0)
+    model = create_model(NAME, keep_ratio=0.5)
+    x = torch.randn(2, 3, 32, 32)
+    model.forward_tokens(x).pow(2).sum().backward()
+    plain = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad()
+    model.set_grad_checkpointing(True)
+    model.forward_tokens(x).pow(2).sum().backward()
+    grads = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+    assert plain.keys() == grads.keys() and any(n.startswith("little.") for n in grads)
+    assert all(torch.allclose(plain[n], grads[n], atol=1e-6) for n in plain)

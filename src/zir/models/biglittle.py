@@ -28,6 +28,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from zir.errors import ConfigError
 from zir.models.vit import VisionTransformer
@@ -108,26 +109,35 @@ class BigLittleViT(VisionTransformer):
         return min(num_patches, max(1, math.ceil(self.keep_ratio * num_patches)))
 
     def forward_blocks(self, tokens: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
-        """Run the big.LITTLE pairs on (B, P + K, D) input tokens."""
+        """Run the big.LITTLE pairs on (B, P + K, D) input tokens (each pair recomputed in backward when
+        gradient checkpointing is on)."""
+        for index in range(len(self.blocks)):
+            if self.grad_checkpointing and torch.is_grad_enabled():
+                tokens = checkpoint(self.forward_pair, index, tokens, use_reentrant=False)
+            else:
+                tokens = self.forward_pair(index, tokens)
+        return tokens
+
+    def forward_pair(self, index: int, tokens: torch.Tensor) -> torch.Tensor:
+        """Pair `index`: the little update on every token, then the big block on the top-scored ones."""
         P = self.num_prefix_tokens
         B, T, D = tokens.shape
         chosen = self.big_tokens(T - P)
+        block, little = self.blocks[index], self.little[index]
+        tokens = tokens + little(tokens)
+        weights = self.score[index](self.score_norm[index](tokens[:, P:])).squeeze(-1).softmax(dim=-1)  # (B, N)
+        if chosen == T - P:  # every token is selected: semi-cross attention is the plain block
+            gate = torch.cat([weights.new_ones(B, P), 1 + weights - weights.detach()], dim=1)[..., None]
+            return tokens + gate * (block(tokens) - tokens)
+        top = weights.topk(chosen, dim=-1).indices  # (B, K) among the patches
         prefix_index = torch.arange(P, device=tokens.device).expand(B, P)
-        for block, little, norm, score in zip(self.blocks, self.little, self.score_norm, self.score):
-            tokens = tokens + little(tokens)
-            weights = score(norm(tokens[:, P:])).squeeze(-1).softmax(dim=-1)  # (B, N) importance
-            if chosen == T - P:  # every token is selected: semi-cross attention is the plain block
-                gate = torch.cat([weights.new_ones(B, P), 1 + weights - weights.detach()], dim=1)[..., None]
-                tokens = tokens + gate * (block(tokens) - tokens)
-                continue
-            top = weights.topk(chosen, dim=-1).indices  # (B, K) among the patches
-            selected = torch.cat([prefix_index, top + P], dim=1)
-            updated = semi_cross_block(block, tokens, selected)
-            old = torch.gather(tokens, 1, selected[..., None].expand(-1, -1, D))
-            gate = torch.gather(weights, 1, top)
-            gate = torch.cat([weights.new_ones(B, P), 1 + gate - gate.detach()], dim=1)[..., None]  # value 1
-            tokens = tokens.scatter(1, selected[..., None].expand(-1, -1, D), old + gate * (updated - old))
-        return tokens
+        selected = torch.cat([prefix_index, top + P], dim=1)
+        updated = semi_cross_block(block, tokens, selected)
+        where = selected[..., None].expand(-1, -1, D)
+        old = torch.gather(tokens, 1, where)
+        gate = torch.gather(weights, 1, top)
+        gate = torch.cat([weights.new_ones(B, P), 1 + gate - gate.detach()], dim=1)[..., None]  # value 1
+        return tokens.scatter(1, where, old + gate * (updated - old))
 
     def forward_with_attention(self, x: torch.Tensor, keep: torch.Tensor | None = None):
         """Not available: the big blocks attend from the selected tokens only (no square attention maps)."""
