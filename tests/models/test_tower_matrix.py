@@ -26,6 +26,7 @@ FAMILIES = {
     "vit_sepattn": {"model": "vit_micro_sepattn_patch4_32", "depth": 1},
     "vit_cgattn": {"model": "vit_micro_cgattn_patch4_32", "depth": 1},
     "vit_lessattn": {"model": "vit_micro_lessattn_patch4_32"},
+    "vit_biglittle": {"model": "vit_nano_biglittle_patch4_32"},
 }
 HEAD = {"out_dim": 32, "hidden_dim": 32, "bottleneck_dim": 16}
 OBJECTIVES = {
@@ -47,8 +48,9 @@ OBJECTIVES = {
     "masked_dino": HEAD,
     "koleo": {},
     "slip": {"hidden_dim": 32, "out_dim": 16},
+    "itm": {"fusion_depth": 1, "fusion_heads": 2},
 }
-CROSS_MODAL = {"clip", "siglip", "coca", "slip"}
+CROSS_MODAL = {"clip", "siglip", "coca", "slip", "itm"}
 CONV = {"mobilevitv2": "MobileViTv2", "efficientvit": "EfficientViT"}
 REFUSED = {  # (family, objective) -> what the one-line error must say
     **{(f, o): rf"^model\.objectives\.{o}: {o}: the {cls} tower 'image' cannot drop patches \(can_drop_tokens is False\)"

@@ -12,7 +12,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from zir.eval.run_eval import evaluate_run, results_table
 
     results = evaluate_run(args.run, args.tasks, data=args.data, data_root=args.data_root, limit=args.limit,
-                           baseline=args.baseline, teacher=args.teacher)
+                           baseline=args.baseline, teacher=args.teacher, rerank=args.rerank)
     results_table(results, f"Evaluation of {args.run}").print()
     print(f"wrote {Path(args.run) / 'results.json'}")
     if not args.no_report:
@@ -73,6 +73,8 @@ def add_parsers(sub) -> None:
     ev.add_argument("--data", default=None, help="evaluate on this source instead of the run's (e.g. shapes, cifar10)")
     ev.add_argument("--data-root", default=None, help="folder holding cifar10/, flickr8k/ and fsdd/ (default $ZIR_DATA)")
     ev.add_argument("--limit", type=int, default=None, help="samples per split at most (default all)")
+    ev.add_argument("--rerank", type=int, default=0, metavar="K",
+                    help="retrieval also re-ranks each query's top K by the run's itm objective (reranked_* metrics)")
     ev.add_argument("--baseline", action="store_true", help="also evaluate the same architecture at random init")
     ev.add_argument("--no-report", action="store_true", help="do not write report.html")
     ev.set_defaults(func=cmd_eval)

@@ -32,6 +32,7 @@ from zir.eval.run_loading import (  # noqa: F401  (the names eval, explain and t
 )
 from zir.eval.splits import EvalData, data_modality, eval_data, extraction_plan
 from zir.eval import av_retrieval  # noqa: F401  (registers the av_retrieval task)
+from zir.eval.rerank import check_rerank
 from zir.eval.tasks import DEFAULT_TASKS, EVAL_TASKS, EvalContext, parse_tasks
 
 __all__ = ["TASKS", "EvalError", "LoadedRun", "evaluate_run", "load_run", "random_init_model",
@@ -80,6 +81,7 @@ def evaluate_run(
     probe_options: dict | None = None,
     write: bool = True,
     teacher: bool = False,
+    rerank: int = 0,
 ) -> dict[str, dict]:
     """Evaluate a run's newest weights on each task and write RUN/results.json; returns the task objects."""
     # `data` replaces the run's training source (`shapes`, `cifar10:test`, a path); `limit` caps the samples
@@ -97,6 +99,7 @@ def evaluate_run(
     tag = f"step{run.step}" + ("-ema" if run.ema else "") + ("-teacher" if teacher else "")
     probe = dict(probe_options or {})
     ctx = _context(run.model, tag, source, run.run_dir, run.config, limit, batch_size, tokenizer, probe, teacher, False)
+    ctx.rerank = check_rerank(rerank)  # retrieval also re-ranks each query's top `rerank` with an itm objective
     results = _evaluate(ctx, tasks)
     for entry in results.values():
         entry["step"] = run.step

@@ -51,6 +51,7 @@ class EvalContext:
     probe_options: dict = field(default_factory=dict)  # keyword arguments of `evaluate_linear_probe`
     config: dict = field(default_factory=dict)  # the run's config (how its inputs were normalised)
     batch_size: int = 256  # of feature extraction
+    rerank: int = 0  # retrieval re-ranks each query's top `rerank` by an `itm` objective's match scores (0: off)
 
     def where(self, split: str | None = None) -> dict:
         """The dataset and split an entry was scored on (the test split unless named)."""
@@ -150,7 +151,13 @@ def retrieval(ctx: EvalContext) -> dict[str, dict]:
     x, _ = ctx.pooled(data.test_split, data.test)
     texts = ctx.features.captions(data.test_split, data.test, ctx.image_text.encode_text)
     per = texts.shape[0] // x.shape[0]
-    res = evaluate_retrieval(ctx.image_text.project_image(x), texts, torch.arange(x.shape[0]).repeat_interleave(per))
+    owner = torch.arange(x.shape[0]).repeat_interleave(per)
+    image = ctx.image_text.project_image(x)
+    res = evaluate_retrieval(image, texts, owner)
+    if ctx.rerank and not ctx.baseline:
+        from zir.eval.rerank import reranked_retrieval
+
+        res.update(reranked_retrieval(ctx, image, texts, owner))
     return {data.test_split: {**res, **ctx.where(), "n_images": int(x.shape[0]), "n_captions": int(texts.shape[0])}}
 
 

@@ -215,6 +215,14 @@ from zir.models.mobilevit import MobileViTv2  # noqa: E402
 _MOBILEVITV2 = "Mehta and Rastegari 2022, Separable Self-attention for Mobile Vision Transformers"
 for _mult in ("050", "075", "100", "125", "150", "175", "200"):
     register_model(f"mobilevitv2_{_mult}", MobileViTv2, _MOBILEVITV2, img_size=256, width_multiplier=int(_mult) / 100)
+# big.LITTLE (Guo et al.): big ViT blocks on the top keep_ratio of patches, narrow little blocks on all.
+from zir.models.biglittle import BigLittleViT  # noqa: E402
+
+_BIGLITTLE = "Guo et al. 2024, big.LITTLE Vision Transformer for Efficient Visual Recognition"
+register_model("vit_micro_biglittle_patch4_32", BigLittleViT, _CPU + ", " + _BIGLITTLE, img_size=32, patch_size=4,
+               embed_dim=128, depth=4, num_heads=4, little_dim=32, little_heads=1, keep_ratio=0.5)
+register_model("vit_nano_biglittle_patch4_32", BigLittleViT, _CPU + " (tests), " + _BIGLITTLE, img_size=32,
+               patch_size=4, embed_dim=64, depth=2, num_heads=2, little_dim=16, little_heads=1, keep_ratio=0.5)
 # -- end Swin and efficient attention --------------------------------------------------------------------
 
 # -- Text towers (cross-modal, issue 6) ------------------------------------------------------------------

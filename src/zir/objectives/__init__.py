@@ -23,7 +23,7 @@ from zir.objectives.simmim import SimMIM
 from zir.objectives.simsiam import SimSiam
 from zir.objectives.supervised import Supervised
 from zir.objectives.vicreg import VICReg
-from zir.objectives import clip, coca, siglip, slip  # noqa: E402,F401  (registers clip, coca, siglip, slip)
+from zir.objectives import clip, coca, itm, siglip, slip  # noqa: E402,F401  (registers clip, coca, itm, siglip, slip)
 from zir.objectives import imagebind  # noqa: E402,F401  (registers imagebind)
 
 __all__ = [

@@ -1,0 +1,57 @@
+"""Retrieval re-ranked by image-text matching: each query's top-k by contrastive similarity, reordered by the
+match scores of a run's `itm` objective (its cross-attention fusion over image and text tokens).
+
+Re-ranking only permutes each query's top-k set, so R@k is unchanged by construction and R@1 (and R@K < k) is
+where it can help. Metrics come back as `reranked_i2t_R@1` and so on, beside the plain ones.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from zir.eval.retrieval import _summary
+from zir.eval.run_loading import EvalError
+from zir.losses.itm import ranks_from_order, rerank
+from zir.objectives.itm import ITM
+
+
+def check_rerank(k) -> int:
+    """`--rerank K`: 0 (off) or a positive number of candidates, else a one-line EvalError."""
+    if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+        raise EvalError(f"--rerank {k!r}: expected the number of top candidates to re-rank (a positive integer; 0 = off)")
+    return k
+
+
+def itm_objective(model) -> ITM | None:
+    """The model's `itm` objective, or None."""
+    return next((o for o in getattr(model, "objectives", {}).values() if isinstance(o, ITM)), None)
+
+
+@torch.no_grad()
+def reranked_retrieval(ctx, image: torch.Tensor, texts: torch.Tensor, owner: torch.Tensor) -> dict:
+    """Re-ranked recall both ways for (N, E) image and (T, E) caption embeddings, caption t describing image owner[t]."""
+    itm = itm_objective(ctx.model)
+    if itm is None:
+        return {"rerank_skipped": "the model has no itm objective (train one: objectives: {itm: {}})"}
+    was_training = itm.training
+    itm.eval()
+    features, data = ctx.features, ctx.data
+    image_tokens = torch.cat([features.tower.forward_tokens(x) for x, _ in features._batches(data.test)])
+    text_tower = itm.text_tower
+    text_tokens = torch.cat([text_tower.forward_tokens(ids) for ids in features._batches(data.test, text=True)])
+    image_tokens, text_tokens = image_tokens[: image.shape[0]], text_tokens[: texts.shape[0]]
+    sim = torch.nn.functional.normalize(image, dim=-1) @ torch.nn.functional.normalize(texts, dim=-1).T
+    k = ctx.rerank
+
+    def text_scores(q: int, cands: torch.Tensor) -> torch.Tensor:
+        return itm.match_scores(image_tokens[q].expand(len(cands), -1, -1), text_tokens[cands]).float()
+
+    def image_scores(q: int, cands: torch.Tensor) -> torch.Tensor:
+        return itm.match_scores(image_tokens[cands], text_tokens[q].expand(len(cands), -1, -1)).float()
+
+    own = owner.view(1, -1) == torch.arange(image.shape[0]).view(-1, 1)  # (N, T)
+    i2t = ranks_from_order(rerank(sim, k, text_scores), own)
+    t2i = ranks_from_order(rerank(sim.T.contiguous(), k, image_scores), own.T.contiguous())
+    itm.train(was_training)
+    out = {**_summary(i2t, "reranked_i2t", (1, 5, 10)), **_summary(t2i, "reranked_t2i", (1, 5, 10))}
+    return {**out, "rerank_k": k}
