@@ -3,11 +3,15 @@ features that encode the masks, and mIoU counts what it should."""
 
 from __future__ import annotations
 
+import base64
+import io
 import json
+import re
 
 import numpy as np
 import torch
 import yaml
+from PIL import Image
 
 from zir.cli import main
 from zir.data import open_source
@@ -15,6 +19,8 @@ from zir.data.shape_masks import mask_classes, pixel_masks
 from zir.data.shapes import _RGB, generate_shapes
 from zir.eval.run_eval import evaluate_run
 from zir.eval.segment import evaluate_segmentation, mean_iou
+from zir.eval.splits import eval_data
+from zir.eval.segment_pictures import EXAMPLES, MASKS_FILE, class_colour, load_segment_masks
 from zir.model import build_model
 from zir.train import save_checkpoint
 
@@ -69,7 +75,7 @@ def test_probe_on_features_that_encode_the_masks_reaches_high_miou():
     assert set(patches["iou"]) == set(classes)
 
 
-def test_zir_eval_segment_writes_miou_and_its_random_init(tmp_path, capsys):
+def test_zir_eval_segment_writes_miou_its_random_init_and_the_report_s_masks(tmp_path, capsys):
     recipe = {"name": "tiny", "model": {"towers": {"image": {"model": "vit_nano_patch4_32", "img_size": 16}},
                                         "objectives": {"mae": {}}},
               "data": {"source": "shapes", "batch_size": 8, "options": {"n": 16, "size": 16, "objects": [1, 1]}},
@@ -83,6 +89,22 @@ def test_zir_eval_segment_writes_miou_and_its_random_init(tmp_path, capsys):
     assert 0.0 <= entry["random_init"]["mIoU"] <= 100.0 and 0.0 <= entry["mIoU"] <= 100.0
     assert entry["n_train"] == entry["n_test"] == 40 and entry["masks"] == "shape"
     assert set(entry["iou"]) == {"background", "circle", "square", "triangle", "diamond", "cross"}
+    # the trained tower's masks for the first test images, kept for the report: image | truth | prediction
+    masks = load_segment_masks(run / MASKS_FILE)
+    assert masks["images"].shape == (EXAMPLES, 16, 16, 3) and masks["images"].dtype == np.uint8
+    assert masks["truth"].shape == masks["prediction"].shape == (EXAMPLES, 16, 16)
+    assert masks["prediction"].min() >= 0 and masks["prediction"].max() < 6 and list(masks["classes"])[0] == "background"
+    test = eval_data(None, yaml.safe_load((run / "config.yaml").read_text()), None, limit=40).test
+    first = test.indices[:EXAMPLES]
+    assert np.array_equal(masks["truth"], test.inner.pixel_masks("shape", first))
+    assert np.array_equal(masks["images"], test.inner.data.images[first])
+    page = (run / "report.html").read_text()
+    section = page.split("<h2>Segmentation masks</h2>")[1].split("</section>")[0]
+    png = base64.b64decode(re.search(r'src="data:image/png;base64,([^"]+)"', section).group(1))
+    assert png.startswith(b"\x89PNG") and "true mask" in section and "cross" in section
+    picture = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+    for colour in {class_colour(int(c)) for c in np.unique(masks["truth"])}:  # every true class is drawn in its colour
+        assert (picture == colour).all(-1).any(), colour
 
 
 def test_segment_is_skipped_on_data_without_masks(tmp_path):

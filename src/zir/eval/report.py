@@ -26,7 +26,8 @@ from zir.objectives.mae import MAE
 
 __all__ = ["SECTIONS", "write_report", "read_metrics", "curve_panels", "training_curves_png"]
 
-SECTIONS = ("Training curves", "Results", "Attention and patch features", "MAE reconstructions", "CoCa captions")
+SECTIONS = ("Training curves", "Results", "Attention and patch features", "MAE reconstructions", "CoCa captions",
+            "Segmentation masks")
 _NOT_CURVES = {"step", "epoch", "time_s", "samples_per_s", "skipped"}
 
 
@@ -232,6 +233,23 @@ def _coca(run, images, captions, mean, std) -> str:
     return "".join(cells) + "<p>Greedy decoding from the multimodal decoder.</p>"
 
 
+def _segmentation(run_dir: Path) -> str:
+    from zir.eval.pictures import save_panels
+    from zir.eval.segment_pictures import MASKS_FILE, class_colour, load_segment_masks, segment_rows
+
+    path = run_dir / MASKS_FILE
+    if not path.is_file():
+        return _why(f"No segmentation masks: run `zir eval {run_dir} --tasks segment` on data with per-pixel "
+                    "masks (shapes) to draw the probe's predictions.")
+    masks = load_segment_masks(path)
+    png = _png_file(lambda p: save_panels(segment_rows(masks), p))
+    legend = " ".join(f'<span style="background:rgb{class_colour(i)};padding:0 9px;border:1px solid #999">'
+                      f'</span> {html.escape(str(name))}' for i, name in enumerate(masks["classes"]))
+    return _img(png, "segmentation masks") + (
+        "<p>Per test image: the image, its true mask and the linear segmentation probe's prediction from the "
+        f"frozen patch tokens (zir eval --tasks segment). Classes: {legend}.</p>")
+
+
 _STYLE = """body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}
 table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}
 .why{color:#777;font-style:italic}.cap{display:inline-block;width:200px;vertical-align:top;margin:6px}
@@ -240,7 +258,8 @@ img{max-width:100%}"""
 
 def write_report(run_dir: str | os.PathLike, data: str | None = None, data_root: str | os.PathLike | None = None,
                  images: int = 4) -> Path:
-    """Write RUN/report.html (curves, results table, attention, MAE reconstructions, CoCa captions); returns it."""
+    """Write RUN/report.html (curves, results table, attention, MAE reconstructions, CoCa captions, the
+    segmentation probe's masks); returns it."""
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").is_file():
         raise EvalError(f"{run_dir} is not a run folder (no config.yaml)")
@@ -262,7 +281,8 @@ def write_report(run_dir: str | os.PathLike, data: str | None = None, data_root:
     else:
         makers = {"Attention and patch features": lambda: _attention(run, batch),
                   "MAE reconstructions": lambda: _mae(run, batch, mean, std),
-                  "CoCa captions": lambda: _coca(run, batch, captions, mean, std)}
+                  "CoCa captions": lambda: _coca(run, batch, captions, mean, std),
+                  "Segmentation masks": lambda: _segmentation(run_dir)}
         for title in pictures:
             try:
                 sections[title] = makers[title]()

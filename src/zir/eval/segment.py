@@ -8,6 +8,7 @@ pixel share ** -1/2 (`class_weights`): the background is 87-97% of shapes' pixel
 predicted background everywhere on the features of small towers. The tower never changes.
 
     evaluate_segmentation(train_maps, train_masks, test_maps, test_masks, classes) -> {"mIoU", "pixel_acc", "iou"}
+    evaluate_segmentation(..., keep=4)   also "predictions": the first 4 test images' predicted masks
 
 mIoU is in percent (as zir's accuracies are): the mean over classes of TP / (TP + FP + FN) on the test pixels,
 over the classes that occur in the truth or the prediction; the background is a class.
@@ -85,13 +86,17 @@ def mean_iou(pred: torch.Tensor, truth: torch.Tensor, num_classes: int) -> tuple
 
 
 def evaluate_segmentation(train_maps: torch.Tensor, train_masks: torch.Tensor, test_maps: torch.Tensor,
-                          test_masks: torch.Tensor, classes: tuple[str, ...], seed: int = 0) -> dict:
-    """Fit the probe on the training maps and masks, score it on the test ones: mIoU, pixel accuracy, IoU per class."""
+                          test_masks: torch.Tensor, classes: tuple[str, ...], seed: int = 0, keep: int = 0) -> dict:
+    """Fit the probe on the training maps and masks, score it on the test ones: mIoU, pixel accuracy, IoU per class
+    (and with `keep` > 0, "predictions": the (keep, H, W) predicted classes of the first test images)."""
     train_maps, test_maps = _standardise(train_maps.float(), test_maps.float())
     weight, bias = fit_segmentation_probe(train_maps, train_masks, len(classes), seed=seed)
     with torch.no_grad():
         pred = torch.cat([upsampled_logits(weight, bias, part, tuple(test_masks.shape[-2:])).argmax(1)
                           for part in test_maps.split(256)])
     miou, ious, acc = mean_iou(pred, test_masks, len(classes))
-    return {"mIoU": miou, "pixel_acc": acc,
-            "iou": {name: (round(v, 2) if v is not None else None) for name, v in zip(classes, ious)}}
+    out = {"mIoU": miou, "pixel_acc": acc,
+           "iou": {name: (round(v, 2) if v is not None else None) for name, v in zip(classes, ious)}}
+    if keep > 0:
+        out["predictions"] = pred[:keep]
+    return out

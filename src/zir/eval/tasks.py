@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -52,6 +53,7 @@ class EvalContext:
     config: dict = field(default_factory=dict)  # the run's config (how its inputs were normalised)
     batch_size: int = 256  # of feature extraction
     rerank: int = 0  # retrieval re-ranks each query's top `rerank` by an `itm` objective's match scores (0: off)
+    run_dir: Path | None = None  # where tasks keep what the report draws (the segmentation probe's masks)
 
     def where(self, split: str | None = None) -> dict:
         """The dataset and split an entry was scored on (the test split unless named)."""
@@ -192,10 +194,21 @@ def _pixel_masks(source) -> torch.Tensor | None:
     return None
 
 
+def _source_images(source, count: int):
+    """(count, H, W, 3) uint8 first images of a shapes source (or a subset of one), as painted."""
+    from zir.data.held_out import Subset
+
+    if isinstance(source, Subset):
+        return source.inner.data.images[source.indices[:count]]
+    return source.data.images[:count]
+
+
 def segment(ctx: EvalContext) -> dict[str, dict]:
-    """mIoU of a linear probe on frozen patch tokens, upsampled to pixels, against shapes' per-pixel shape masks."""
+    """mIoU of a linear probe on frozen patch tokens, upsampled to pixels, against shapes' per-pixel shape masks;
+    the trained tower's first test masks go to RUN/segment_masks.npz for the report."""
     from zir.data.shape_masks import mask_classes
     from zir.eval.segment import evaluate_segmentation
+    from zir.eval.segment_pictures import EXAMPLES, MASKS_FILE, save_segment_masks
 
     data, tower = ctx.data, ctx.features.tower
     if tower.modality != "image" or tower.feature_stride is None:
@@ -212,7 +225,12 @@ def segment(ctx: EvalContext) -> dict[str, dict]:
     if tuple(test_masks.shape[-2:]) != side:  # the images were resized for the tower: the masks follow
         fit_masks, test_masks = (F.interpolate(m[:, None].float(), size=side, mode="nearest")[:, 0].long()
                                  for m in (fit_masks, test_masks))
-    res = evaluate_segmentation(train, fit_masks, test, test_masks, mask_classes("shape"))
+    keep = EXAMPLES if ctx.run_dir is not None and not (ctx.baseline or ctx.teacher) else 0
+    res = evaluate_segmentation(train, fit_masks, test, test_masks, mask_classes("shape"), keep=keep)
+    if keep:
+        pred = res.pop("predictions")
+        save_segment_masks(ctx.run_dir / MASKS_FILE, _source_images(data.test, len(pred)), test_masks[:len(pred)],
+                           pred, mask_classes("shape"))
     return {data.test_split: {**res, **ctx.where(), "train_split": data.fit_split, "n_train": len(train),
                               "n_test": len(test), "masks": "shape"}}
 
