@@ -53,7 +53,7 @@ def _context(model: nn.Module, tag: str, data: EvalData, run_dir: Path, config: 
     image_text = None if teacher else image_text_objective(model, student[0])
     classifier = None if teacher else supervised_objective(model, student[0])
     return EvalContext(model, data, features, tokenizer, image_text, classifier, limit, baseline, teacher,
-                       probe_options, config, batch_size, run_dir)
+                       probe_options, config, batch_size, run_dir=run_dir)
 
 
 def _evaluate(ctx: EvalContext, tasks: Sequence[str]) -> dict[str, dict]:
