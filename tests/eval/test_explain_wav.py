@@ -34,7 +34,7 @@ def run(tmp_path_factory):
 def test_a_wav_is_read_as_the_runs_evaluation_view_reads_it(run, tmp_path):
     loaded = load_run(run)
     _, tower = scored_tower(loaded.model, "audio")
-    plan = spectrogram_plan(tower, loaded.config)
+    plan = spectrogram_plan(loaded.model, tower, loaded.config)
     path = tmp_path / "tone.wav"
     path.write_bytes(encode_wav(tone(440.0, 0.5, 16000, seed=1), 16000))  # resampled to the tower's 8 kHz
     mel = read_wav(path, plan)

@@ -74,7 +74,7 @@ def _explain_audio(run, args: argparse.Namespace) -> int:
     name, tower = scored_tower(run.model, "audio")
     if tower.modality != "audio":
         raise EvalError(f"{args.image} is audio but {run.run_dir} has no audio tower")
-    mels = read_wav(args.image, spectrogram_plan(tower, run.config))
+    mels = read_wav(args.image, spectrogram_plan(run.model, tower, run.config))
     out = Path(args.out) if args.out else Path(args.run) / "explain" / f"{Path(args.image).stem}.png"
     info = explain_spectrograms(tower, mels, out)
     print(f"wrote {info['png']} (patch grid {info['grid'][0]}x{info['grid'][1]} frequency x time, step {run.step})")

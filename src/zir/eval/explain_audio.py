@@ -24,11 +24,11 @@ from zir.eval.attention_maps import attention_rollout
 from zir.eval.pictures import colourise, save_panels, upsample_map
 
 
-def spectrogram_plan(tower: torch.nn.Module, config: dict) -> ViewPlan:
+def spectrogram_plan(model: torch.nn.Module, tower: torch.nn.Module, config: dict) -> ViewPlan:
     """The view plan of the run's unaugmented audio view: the tower's front end and the run's statistics."""
     from zir.eval.splits import extraction_plan
 
-    spec, _ = extraction_plan(None, config, tower)
+    spec, _ = extraction_plan(model, config, tower)
     return ViewPlan.from_dict(spec)
 
 
