@@ -16,6 +16,7 @@ from zir.data.limits import DEFAULT_MAX_MEMBER_BYTES, DEFAULT_MAX_PIXELS, whole_
 from zir.data.options import check_options
 from zir.data.paths import data_root as _data_root
 from zir.data.shards import SHARD_SUFFIXES, ShardSource
+from zir.data.speaker_split import DEFAULT_TEST_SPEAKERS, SPLIT_BY, SpeakerSplit, by_speaker
 from zir.data.sources import (
     IMAGE_EXTENSIONS,
     CaptionTableSource,
@@ -285,10 +286,18 @@ def flickr8k(split: str = "train", *, data_root=None, shuffle_buffer: int = 1000
 
 def fsdd(split: str = "train", *, data_root=None, shuffle_buffer: int = 1000,
          max_seconds: float | None = DEFAULT_MAX_SECONDS,
-         max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES) -> ShardSource:
+         max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES, split_by: str = "recording",
+         test_speakers=DEFAULT_TEST_SPEAKERS) -> ShardSource | SpeakerSplit:
     """The Free Spoken Digit Dataset (8 kHz speech, digits 0-9, 6 speakers) from the gzip tar shards in
-    DATA_ROOT/fsdd: the recording, its digit as the class, and its word written into spoken-word captions."""
+    DATA_ROOT/fsdd: the recording, its digit as the class, and its word written into spoken-word captions.
+    `split_by="speaker"` holds out every recording of `test_speakers` instead (`zir.data.speaker_split`)."""
     check_split("fsdd", split, ("train", "test"))
+    if split_by not in SPLIT_BY:
+        raise ConfigError(f"fsdd option split_by={split_by!r}: expected one of {', '.join(SPLIT_BY)}")
+    if split_by == "speaker":
+        shards = [fsdd(s, data_root=data_root, max_seconds=max_seconds, max_member_bytes=max_member_bytes)
+                  for s in ("train", "test")]
+        return by_speaker(shards, split, test_speakers)
     folder = _real_root("fsdd", data_root, "train-*.tar.gz, test-*.tar.gz, classes.txt")
     names_file = folder / "classes.txt"
     if not names_file.is_file():

@@ -23,7 +23,7 @@ def class_recall(queries: torch.Tensor, items: torch.Tensor, query_labels: torch
                  ks=(1, 5)) -> dict[int, float]:
     """Percent of queries (N, E) with an item (M, E) of their own label among their K most similar, per K."""
     sim = F.normalize(queries.float(), dim=-1) @ F.normalize(items.float(), dim=-1).T
-    order = sim.topk(max(ks), dim=1).indices  # (N, K)
+    order = sim.topk(min(max(ks), sim.shape[1]), dim=1).indices  # (N, K): every item when there are fewer than K
     same = item_labels[order] == query_labels[:, None]
     return {k: 100.0 * float(same[:, :k].any(dim=1).float().mean()) for k in ks}
 

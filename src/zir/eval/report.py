@@ -20,7 +20,9 @@ import numpy as np
 import torch
 
 from zir.eval.run_eval import EvalError, image_size, image_tower, load_run, results_rows
-from zir.eval.splits import eval_data, plan_stats
+from zir.eval.report_audio import audio_attention, audio_sample
+from zir.eval.run_loading import scored_tower
+from zir.eval.splits import data_modality, eval_data, plan_stats
 from zir.objectives.coca import CoCa
 from zir.objectives.mae import MAE
 
@@ -177,6 +179,13 @@ def _sample(run, n: int, data, data_root):
     return batch.views["global_0"][:n], captions, mean, std
 
 
+def _audio_tower(run, data, data_root, n: int):
+    """(name, tower, test source) when the tower `zir eval` scores on this data is an audio tower, else None."""
+    source = eval_data(data, run.config, data_root, limit=n).test
+    name, tower = scored_tower(run.model, data_modality(source))
+    return (name, tower, source) if tower.modality == "audio" else None
+
+
 def _attention(run, images) -> str:
     from zir.eval.explain import explain_image
 
@@ -270,14 +279,24 @@ def write_report(run_dir: str | os.PathLike, data: str | None = None, data_root:
     except EvalError as err:
         run, reason = None, f"No pictures: {err}."
     step = "" if run is None else f" at step {run.step}"
+    audio = None
     if run is not None:
         try:
-            batch, captions, mean, std = _sample(run, images, data, data_root)
+            audio = _audio_tower(run, data, data_root, images)
+            if audio is not None:
+                name, tower, source = audio
+                batch, labels = audio_sample(run, tower, source, images)
+            else:
+                batch, captions, mean, std = _sample(run, images, data, data_root)
         except Exception as err:  # noqa: BLE001 - the report still shows curves and results
-            run, reason = None, f"No pictures: the test images could not be read ({err})."
+            run, reason = None, f"No pictures: the test {'recordings' if audio else 'images'} could not be read ({err})."
     if run is None:
         for title in pictures:
             sections[title] = _why(reason)
+    elif audio is not None:
+        sections[pictures[0]] = audio_attention(name, tower, batch, labels, _png_file)
+        sections[pictures[1]] = _why("Reconstructions are drawn for image towers; this run's scored tower is audio.")
+        sections[pictures[2]] = _why("CoCa captions images; this run's scored tower is audio.")
     else:
         makers = {"Attention and patch features": lambda: _attention(run, batch),
                   "MAE reconstructions": lambda: _mae(run, batch, mean, std),

@@ -145,7 +145,12 @@ def zeroshot(ctx: EvalContext) -> dict[str, dict]:
 
 
 def retrieval(ctx: EvalContext) -> dict[str, dict]:
-    """Image->text and text->image recall@K on the test split's images and their captions."""
+    """Image->text and text->image recall@K on the test split's images and their captions (exact pairs); for an
+    audio tower, audio->text and text->audio (same-class hits, `zir.eval.audio_text_retrieval`)."""
+    if ctx.features.tower.modality == "audio":
+        from zir.eval.audio_text_retrieval import audio_text_retrieval
+
+        return audio_text_retrieval(ctx)
     data = ctx.data
     reason = ctx.text_reason()
     if reason or not data.test.has_captions:
