@@ -297,6 +297,7 @@ def write_report(run_dir: str | os.PathLike, data: str | None = None, data_root:
         sections[pictures[0]] = audio_attention(name, tower, batch, labels, _png_file)
         sections[pictures[1]] = _why("Reconstructions are drawn for image towers; this run's scored tower is audio.")
         sections[pictures[2]] = _why("CoCa captions images; this run's scored tower is audio.")
+        sections[pictures[3]] = _why("The segmentation probe reads image towers; this run's scored tower is audio.")
     else:
         makers = {"Attention and patch features": lambda: _attention(run, batch),
                   "MAE reconstructions": lambda: _mae(run, batch, mean, std),
