@@ -15,7 +15,8 @@ work) or the same number of steps (`--steps`), then is evaluated the same way:
 - suite `cifar10`: the self-supervised recipes (SSL_OBJECTIVES) pretrain on CIFAR-10 train photos at 32x32;
   linear probe and k-NN (k=20) on the CIFAR-10 test set. The tower keeps the recipe's own tower options
   (I-JEPA's mean-pooled tower without a class token, DINOv2's 4 registers); SimMIM keeps its Swin tower,
-  which windowed masking needs. The random-init row is the shared tower's, measured beside the first run.
+  which windowed masking needs, and MoCo v3 gets the shared size with a patch stem (`vit_nano_patch4_32`), whose
+  projection its recipe freezes. The random-init row is the shared tower's, measured beside the first run.
 
 Each run also records its training CPU time, so the table gives the step cost (samples per CPU-second).
 Runs are folders under --out; a finished run (objectives_table.json present) is not run again, so the
@@ -52,7 +53,9 @@ SSL_OBJECTIVES = ("simclr", "dino", "mae", "byol", "moco_v3", "ibot", "dinov2", 
                   "ijepa", "simmim_swin")
 SUITES = ("shapes", "flickr8k")  # the default; `cifar10` on request (--suites cifar10)
 ALL_SUITES = SUITES + ("cifar10",)
-OWN_TOWER = {"simmim_swin"}  # SimMIM's windowed masking needs its Swin tower (with a mask token)
+# the towers the cifar10 suite does not share: SimMIM's windowed masking needs its Swin tower (its recipe's), and
+# MoCo v3's frozen random patch projection needs a patch stem: the shared tower's size with one
+OWN_TOWER = {"simmim_swin": None, "moco_v3": {"model": "vit_nano_patch4_32"}}
 TOWER_OPTIONS = {"vit_micro_patch4_reg4_32": {"reg_tokens": 4, "embed_prefix": False}}  # what a named tower adds
 FLICKR_TOKENIZER = TOKENIZERS_DIR / "flickr8k.json"
 SHAPES_EVAL = {"size": 16, "objects": [1, 1], "object_scale": 2.5}  # as the shipped recipes train: one object a picture
@@ -80,7 +83,7 @@ def recipe_for(objective: str, suite: str, seed: int, budget: float | None, data
     if suite == "cifar10":
         own = dict(model["towers"]["image"])
         if objective in OWN_TOWER:
-            image = own
+            image = dict(OWN_TOWER[objective] or own)
         else:  # the shared tower with the recipe's own tower options (pooling, class token, registers)
             extra = {k: v for k, v in own.items() if k not in ("model", "img_size")}
             image = {**image, **TOWER_OPTIONS.get(own["model"], {}), **extra}
