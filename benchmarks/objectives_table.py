@@ -11,7 +11,12 @@ work) or the same number of steps (`--steps`), then is evaluated the same way:
   training);
 - suite `flickr8k`: pretrain on Flickr8k train photos at the tower's 32x32 (and captions, for the image-text
   objectives); retrieval R@1/5/10 on the 1,000 Flickr8k test images (5,000 captions); linear probe and k-NN
-  on CIFAR-10 (transfer: no CIFAR image is seen in pretraining).
+  on CIFAR-10 (transfer: no CIFAR image is seen in pretraining);
+- suite `cifar10`: the self-supervised recipes (SSL_OBJECTIVES) pretrain on CIFAR-10 train photos at 32x32;
+  linear probe and k-NN (k=20) on the CIFAR-10 test set. The tower keeps the recipe's own tower options
+  (I-JEPA's mean-pooled tower without a class token, DINOv2's 4 registers); SimMIM keeps its Swin tower,
+  which windowed masking needs, and MoCo v3 gets the shared size with a patch stem (`vit_nano_patch4_32`), whose
+  projection its recipe freezes. The random-init row is the shared tower's, measured beside the first run.
 
 Each run also records its training CPU time, so the table gives the step cost (samples per CPU-second).
 Runs are folders under --out; a finished run (objectives_table.json present) is not run again, so the
@@ -20,6 +25,7 @@ and spread over seeds) and written to OUT/table.md.
 
     .venv/bin/python benchmarks/objectives_table.py --suites shapes --budget 300 --jobs 1
     .venv/bin/python benchmarks/objectives_table.py --suites shapes --steps 300 --out runs/steps300
+    .venv/bin/python benchmarks/objectives_table.py --suites cifar10 --budget 300 --out runs/cifar300
     .venv/bin/python benchmarks/objectives_table.py --table-only          # print the table of what has run
 """
 
@@ -42,7 +48,15 @@ from zir.recipes import RECIPES_DIR, TOKENIZERS_DIR
 REPO = Path(__file__).resolve().parent.parent
 OBJECTIVES = ("unified", "clip", "siglip", "coca", "mae", "simclr", "dino", "ibot", "slip", "lit")
 DEFAULT_OBJECTIVES = OBJECTIVES[:8]  # the survey's families; slip and lit on request
-SUITES = ("shapes", "flickr8k")
+# the self-supervised recipes, the likely strongest first (the order the cifar10 suite runs them in)
+SSL_OBJECTIVES = ("simclr", "dino", "mae", "byol", "moco_v3", "ibot", "dinov2", "vicreg", "barlow_twins", "simsiam",
+                  "ijepa", "simmim_swin")
+SUITES = ("shapes", "flickr8k")  # the default; `cifar10` on request (--suites cifar10)
+ALL_SUITES = SUITES + ("cifar10",)
+# the towers the cifar10 suite does not share: SimMIM's windowed masking needs its Swin tower (its recipe's), and
+# MoCo v3's frozen random patch projection needs a patch stem: the shared tower's size with one
+OWN_TOWER = {"simmim_swin": None, "moco_v3": {"model": "vit_nano_patch4_32"}}
+TOWER_OPTIONS = {"vit_micro_patch4_reg4_32": {"reg_tokens": 4, "embed_prefix": False}}  # what a named tower adds
 FLICKR_TOKENIZER = TOKENIZERS_DIR / "flickr8k.json"
 SHAPES_EVAL = {"size": 16, "objects": [1, 1], "object_scale": 2.5}  # as the shipped recipes train: one object a picture
 
@@ -66,7 +80,16 @@ def recipe_for(objective: str, suite: str, seed: int, budget: float | None, data
     data, model = raw.setdefault("data", {}), raw["model"]
     image = dict(unified["model"]["towers"]["image"])
     text = model.get("towers", {}).get("text")
-    if suite == "flickr8k":
+    if suite == "cifar10":
+        own = dict(model["towers"]["image"])
+        if objective in OWN_TOWER:
+            image = dict(OWN_TOWER[objective] or own)
+        else:  # the shared tower with the recipe's own tower options (pooling, class token, registers)
+            extra = {k: v for k, v in own.items() if k not in ("model", "img_size")}
+            image = {**image, **TOWER_OPTIONS.get(own["model"], {}), **extra}
+        image.pop("img_size", None)  # the tower's own 32x32
+        data.update(source="cifar10", split="train", data_root=str(Path(data_root).resolve()), options={})
+    elif suite == "flickr8k":
         image.pop("img_size", None)  # the tower's own 32x32
         data.update(source="flickr8k", split="train", data_root=str(Path(data_root).resolve()), options={})
         if text is not None and text.get("model", "").startswith("text_"):
@@ -123,7 +146,10 @@ def run_one(objective: str, suite: str, seed: int, budget: float | None, data_ro
                  "scale": scale, "train_wall_s": summary.get("train_wall_s"),
                  "wall_s": summary.get("time_s"), "precision": status.get("precision")}
     cross = objective not in ("mae", "dino", "ibot", "simclr")
-    if suite == "flickr8k":
+    if suite == "cifar10":
+        res["cifar10"] = evaluate_run(run, "linear,knn", data="cifar10", data_root=data_root, limit=limit, write=False,
+                                      baseline=objective == SSL_OBJECTIVES[0] and seed == 0)
+    elif suite == "flickr8k":
         if cross:
             res["flickr8k"] = evaluate_run(run, "retrieval", write=False)
         res["cifar10"] = evaluate_run(run, "linear,knn", data="cifar10", data_root=data_root, limit=limit, write=False,
@@ -150,6 +176,7 @@ COLUMNS = {
                ("zero-shot colour", "shapes_colour", "zeroshot", "top1"),
                ("comp colour", "shapes_colour", "zeroshot_comp", "top1"),
                ("linear shape", "shapes", "linear", "top1"), ("k-NN shape", "shapes", "knn", "top1")],
+    "cifar10": [("k-NN", "cifar10", "knn", "top1"), ("linear", "cifar10", "linear", "top1")],
 }
 
 
@@ -169,7 +196,7 @@ def table(out: Path, suite: str) -> str:
     cols = COLUMNS[suite]
     head = "| objective | seeds | steps | samples per s |" + "".join(f" {c[0]} |" for c in cols)
     lines = [head, "|---|---:|---:|---:|" + "---:|" * len(cols)]
-    for obj in OBJECTIVES:
+    for obj in (SSL_OBJECTIVES if suite == "cifar10" else OBJECTIVES):
         mine = [r for r in runs if r["objective"] == obj]
         if not mine:
             continue
@@ -183,13 +210,15 @@ def table(out: Path, suite: str) -> str:
         rates = [r["steps"] * r["batch"] / r[clock] for r in mine if r.get(clock) and r.get("batch")]
         rate = f"{statistics.mean(rates):.0f}" if rates else "-"
         lines.append(f"| {obj} | {len(mine)} | {steps} | {rate} |" + "".join(f" {c} |" for c in cells))
-    base = [r for r in runs if r["objective"] == "unified" and r["seed"] == 0]
+    first = SSL_OBJECTIVES[0] if suite == "cifar10" else "unified"
+    base = [r for r in runs if r["objective"] == first and r["seed"] == 0]
     if base:
         cells = []
         for _, group, task, metric in cols:
             v = base[0].get(group, {}).get(task, {}).get("random_init", {}).get(metric)
             cells.append("-" if v is None else f"{v:.1f}")
-        lines.append("| random init (unified's towers) | 1 | 0 | - |" + "".join(f" {c} |" for c in cells))
+        towers = "the shared tower" if suite == "cifar10" else "unified's towers"
+        lines.append(f"| random init ({towers}) | 1 | 0 | - |" + "".join(f" {c} |" for c in cells))
     return "\n".join(lines)
 
 
@@ -211,8 +240,9 @@ def main() -> None:
     ap.add_argument("--scale", choices=("cpu", "gpu"), default="cpu",
                     help="gpu: ViT-S/16 at 96 px, batch 256, bf16, --budget in wall seconds on --device (GPU_SCALE)")
     ap.add_argument("--device", default="auto", help="with --scale gpu: train.device (auto, cuda, cuda:N, cpu)")
-    ap.add_argument("--suites", default=",".join(SUITES))
-    ap.add_argument("--objectives", default=",".join(DEFAULT_OBJECTIVES))
+    ap.add_argument("--suites", default=",".join(SUITES), help="any of " + ", ".join(ALL_SUITES))
+    ap.add_argument("--objectives", default=None,
+                    help=f"default: {','.join(DEFAULT_OBJECTIVES)}; for suite cifar10 {','.join(SSL_OBJECTIVES)}")
     ap.add_argument("--seeds", default="0", help="comma-separated seeds for every objective")
     ap.add_argument("--extra-seeds", default="", help="more seeds, only for --extra-for")
     ap.add_argument("--extra-for", default="unified,clip,mae,coca")
@@ -232,7 +262,8 @@ def main() -> None:
         extra = [int(s) for s in args.extra_seeds.split(",") if s]
         for seed in seeds + extra:
             for suite in args.suites.split(","):
-                for obj in args.objectives.split(","):
+                default = SSL_OBJECTIVES if suite == "cifar10" else DEFAULT_OBJECTIVES
+                for obj in (args.objectives.split(",") if args.objectives else default):
                     if seed in extra and seed not in seeds and obj not in args.extra_for.split(","):
                         continue
                     if obj == "lit" and suite != "flickr8k":
