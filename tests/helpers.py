@@ -194,3 +194,18 @@ def env() -> dict:
 
 
 PY = sys.executable
+
+
+def print_seed_spread(measure, seeds: str, names: tuple[str, str]) -> None:
+    """A learning test's `__main__`: for each seed in "0,1,2", `measure(run_dir, seed)` -> (trained, random init),
+    printed as one JSON line with the CPU seconds it took; the spread its thresholds are set from."""
+    import json
+    import tempfile
+
+    torch.set_num_threads(1)
+    for seed in (int(s) for s in seeds.split(",")):
+        with tempfile.TemporaryDirectory() as folder:
+            started = time.process_time()
+            trained, random_init = measure(Path(folder) / "run", seed)
+            print(json.dumps({"seed": seed, names[0]: trained, names[1]: random_init,
+                              "cpu_s": round(time.process_time() - started)}), flush=True)

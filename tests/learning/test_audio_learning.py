@@ -13,15 +13,13 @@ random-init figure.
 
 from __future__ import annotations
 
-import json
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from helpers import SHARED
+from helpers import SHARED, print_seed_spread
 from zir.config import load_config
 from zir.eval.run_eval import evaluate_run
 from zir.recipes import RECIPES_DIR
@@ -56,12 +54,4 @@ def test_audio_text_training_beats_random_init_on_spoken_digits(tmp_path):
 
 
 if __name__ == "__main__":  # the seed spread behind the thresholds: python tests/learning/test_audio_learning.py 0,1,2
-    import tempfile
-
-    torch.set_num_threads(1)
-    for seed in (int(s) for s in sys.argv[1].split(",")):
-        with tempfile.TemporaryDirectory() as folder:
-            started = time.process_time()
-            trained, random_init = linear_probe(Path(folder) / "run", seed)
-            print(json.dumps({"seed": seed, "linear": trained, "random_init": random_init,
-                              "cpu_s": round(time.process_time() - started)}), flush=True)
+    print_seed_spread(linear_probe, sys.argv[1], ("linear", "random_init"))

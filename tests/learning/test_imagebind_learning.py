@@ -14,15 +14,13 @@ Thresholds come from the spread over 5 seeds measured with `python tests/learnin
 
 from __future__ import annotations
 
-import json
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from helpers import SHARED
+from helpers import SHARED, print_seed_spread
 from zir.config import load_config
 from zir.eval.run_eval import evaluate_run
 from zir.recipes import RECIPES_DIR
@@ -58,12 +56,4 @@ def test_audio_is_classified_through_text_prompts_it_was_never_paired_with(tmp_p
 
 
 if __name__ == "__main__":  # the seed spread behind the threshold: python tests/learning/test_imagebind_learning.py 0,1,2
-    import tempfile
-
-    torch.set_num_threads(1)
-    for seed in (int(s) for s in sys.argv[1].split(",")):
-        with tempfile.TemporaryDirectory() as folder:
-            started = time.process_time()
-            trained, random_init = emergent_zeroshot(Path(folder) / "run", seed)
-            print(json.dumps({"seed": seed, "zeroshot": trained, "random_init": random_init,
-                              "cpu_s": round(time.process_time() - started)}), flush=True)
+    print_seed_spread(emergent_zeroshot, sys.argv[1], ("zeroshot", "random_init"))
