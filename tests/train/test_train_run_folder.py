@@ -192,3 +192,20 @@ def test_an_out_that_cannot_be_created_is_one_line_and_leaves_nothing(tmp_path, 
     assert main(["train", str(recipe_file), "--out", str(tmp_path / "a" / "run"), "--no-progress"]) == 2
     assert one_line_error(capsys) == f"run folder {tmp_path}/a/run cannot be created: Permission denied ({tmp_path}/a/run)"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.yaml"]  # the parent it made is removed again
+
+
+def test_a_parent_made_by_another_run_meanwhile_is_not_an_error(tmp_path, monkeypatch):
+    """Two runs started side by side (benchmarks' --jobs 2) both find runs/suite missing; the second mkdir lost."""
+    from zir.train.run_folder import create_run_dir
+
+    parent, run = tmp_path / "suite", tmp_path / "suite" / "clip-s0"
+    real_mkdir = Path.mkdir
+
+    def racing_mkdir(self, *args, **kwargs):
+        if self == parent and not parent.exists():
+            os.mkdir(parent)  # the other process wins the race
+        return real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", racing_mkdir)
+    assert create_run_dir(run) == [run]  # only what this run made; the shared parent is not its to remove
+    assert run.is_dir()

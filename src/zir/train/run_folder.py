@@ -38,7 +38,12 @@ def create_run_dir(run_dir: Path) -> list[Path]:
     made: list[Path] = []
     try:
         for folder in reversed(missing):
-            folder.mkdir()
+            try:
+                folder.mkdir()
+            except FileExistsError:
+                if folder.is_dir():  # made meanwhile by another process (runs started side by side)
+                    continue
+                raise
             made.append(folder)
     except OSError as err:
         remove_empty(made)
