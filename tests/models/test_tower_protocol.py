@@ -1,5 +1,5 @@
 """The tower protocol (zir.models.tower): every zoo tower implements it; the ViT owns its mask token, so
-iBOT and SimMIM losses are unchanged (bit-equal to before the move) and old checkpoints still load; the
+iBOT and SimMIM losses are unchanged (equal to before the move, within float32 rounding) and old checkpoints still load; the
 efficient towers train from the command line."""
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ def test_no_tower_is_probed_with_hasattr_or_getattr_in_src():
     assert found == []
 
 
-# -- losses bit-equal to the values recorded on main before towers owned their mask token ------------------
+# -- losses equal to the values recorded on main before towers owned their mask token ----------------------
 VIT = {"model": "vit_nano_patch4_32"}
 CONV = {"model": "vit_nano_convstem_patch4_32"}
 SWIN = {"model": "swin_micro_patch2_window4_32", "embed_dim": 16, "depths": [1, 1], "num_heads": [1, 2], "mask_token": True}
@@ -90,11 +90,14 @@ def loss_and_grads(towers, objectives, data):
 
 
 @pytest.mark.parametrize("name", list(RECORDED))
-def test_loss_is_bit_equal_to_the_recorded_value(name, data):
+def test_loss_equals_the_recorded_value(name, data):
     towers, objectives, loss, grads = RECORDED[name]
     _, got, got_grads = loss_and_grads(towers, objectives, data)
-    assert got == loss  # exactly: same parameters, same random draws, same operations
-    assert got_grads == pytest.approx(grads, rel=1e-12)  # the same gradients, summed in another order
+    # the same parameters, random draws and operations: bit-equal on the processor that recorded them (AMD EPYC),
+    # within float32 rounding elsewhere (Intel Xeon with AMX: loss within 4e-7, gradient sums within 1.5e-6,
+    # relative); a change of draws or operations moves the loss by far more than 1e-5
+    assert got == pytest.approx(loss, rel=1e-5)
+    assert got_grads == pytest.approx(grads, rel=1e-4)
 
 
 @pytest.mark.parametrize("objective", ["ibot", "simmim"])

@@ -122,8 +122,11 @@ def test_a_state_dict_saved_before_teachers_were_declared_loads_and_is_reproduce
     state = model.state_dict()
     assert sorted(state) == sorted(saved)  # the same keys (safetensors stores them sorted)
     assert list(dict.fromkeys(k.split(".")[0] for k in state)) == ["towers", "objectives", "teachers"]
+    # Adam turns last-bit differences of near-zero gradients (one processor's kernels against another's) into
+    # steps of up to ~4e-5 after three updates (Intel Xeon with AMX against the AMD EPYC that wrote the
+    # fixture); a misloaded or misnamed tensor differs by the size of the weights (~2e-2)
     for k, v in state.items():
-        assert torch.allclose(v, saved[k], rtol=1e-6, atol=1e-7), k
+        assert torch.allclose(v, saved[k], rtol=1e-4, atol=2e-4), k
     assert losses == pytest.approx([8.070569038391113, 6.218286037445068, 4.600628852844238], rel=1e-6)
 
 
