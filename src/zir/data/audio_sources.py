@@ -1,4 +1,4 @@
-"""Audio sources: a folder of WAV files (labelled by class sub-folder), a caption table of (audio path, caption)
+"""Audio sources: a folder of audio files (labelled by class sub-folder), a caption table of (audio path, caption)
 rows, and the captions and prompts audio data uses.
 
 A sample of an audio source carries `audio` (a mono float32 waveform at its file's `sample_rate`) and no
@@ -18,7 +18,8 @@ from zir.data.limits import seconds_cap
 from zir.data.paths import class_folders
 from zir.data.sources import IMAGE_EXTENSIONS, CaptionTableSource, MapSource, Sample, read_table
 from zir.errors import ConfigError
-from zir.data.wav import AUDIO_EXTENSIONS, DEFAULT_MAX_SECONDS, decode_wav
+from zir.data.audio_decode import AUDIO_EXTENSIONS, decode_audio
+from zir.data.wav import DEFAULT_MAX_SECONDS
 
 AUDIO_CAPTION_TEMPLATES = ("the sound of {a} {c}.", "a recording of {a} {c}.", "{a} {c}.", "the sound of the {c}.")
 AUDIO_PROMPTS = ("the sound of a {}.", "a recording of a {}.", "a {}.")
@@ -27,7 +28,7 @@ SPOKEN_WORD_PROMPTS = ("{}", "the digit {}", "someone saying {}", "the spoken wo
 
 
 class AudioFolderSource(MapSource):
-    """A folder of WAV files, labelled by class sub-folder (`root/CLASS/*.wav`) or unlabelled (any layout).
+    """A folder of WAV, FLAC or OGG files, labelled by class sub-folder (`root/CLASS/*.wav`) or unlabelled.
 
     `max_seconds` refuses (counts) files whose header declares more audio, before reading their frames.
     """
@@ -53,7 +54,7 @@ class AudioFolderSource(MapSource):
         path = self.files[index]
         key = str(path.relative_to(self.root))
         notes: list[str] = []
-        audio, rate = decode_wav(path, key, notes, self.max_seconds)
+        audio, rate = decode_audio(path, key, notes, self.max_seconds)
         return Sample(key=key, audio=audio, sample_rate=rate, label=self._labels[index], notes=notes)
 
     def labels(self) -> np.ndarray | None:
@@ -88,13 +89,13 @@ class AudioCaptionTableSource(CaptionTableSource):
 
     def _decode(self, rel: str, captions: list[str], notes: list[str]) -> Sample:
         """The recording `rel` (relative to the table's folder) with its captions."""
-        audio, rate = decode_wav(self.base / rel, rel, notes, self.max_seconds)
+        audio, rate = decode_audio(self.base / rel, rel, notes, self.max_seconds)
         return Sample(key=rel, audio=audio, sample_rate=rate, captions=captions, notes=notes)
 
 
 def table_holds_audio(path: str | os.PathLike, peek: int = 100) -> bool:
     """True when a caption table names recordings: a column called `audio` (`wav`, `sound`, ...) and none
-    called `image`, or, in its file column, audio files (.wav) among the first `peek` rows and no image."""
+    called `image`, or, in its file column, audio files (.wav, .flac, .ogg) among the first `peek` rows and no image."""
     try:
         rows, columns = read_table(Path(path), [])
     except (ConfigError, OSError):
@@ -110,7 +111,7 @@ def table_holds_audio(path: str | os.PathLike, peek: int = 100) -> bool:
 
 
 def holds_audio_only(folder: Path) -> bool:
-    """True when a folder (searched below) holds WAV files and no image: it opens as an `AudioFolderSource`."""
+    """True when a folder (searched below) holds audio files and no image: it opens as an `AudioFolderSource`."""
     audio = False
     for p in folder.rglob("*"):
         suffix = p.suffix.lower()

@@ -30,7 +30,8 @@ from zir.data.sources import (
     check_split,
     sized,
 )
-from zir.data.wav import AUDIO_EXTENSIONS, DEFAULT_MAX_SECONDS
+from zir.data.audio_decode import AUDIO_EXTENSIONS
+from zir.data.wav import DEFAULT_MAX_SECONDS
 from zir.errors import ConfigError, UnknownNameError
 
 
@@ -341,7 +342,7 @@ def register_source(name: str, factory: Callable[..., Source]) -> None:
 def open_source(spec: str | os.PathLike, *, split: str | None = None, data_root=None, **options) -> Source:
     """A source from a built-in name (`shapes`, `shapes:val`, `cifar10:test`, ...) or a path.
 
-    Paths: a folder of images (labelled when it holds only class sub-folders), a folder of WAV files (the
+    Paths: a folder of images (labelled when it holds only class sub-folders), a folder of WAV/FLAC/OGG files (the
     same), a caption table (.csv, .tsv, .jsonl) of images or of recordings (`table_holds_audio`), or tar shards (a file, a brace pattern such as
     `train-{000000..000003}.tar.gz`, a glob, or a folder of shards; members .jpg, .png, ... or .wav).
     Prefixes force a kind: `folder:`, `unlabeled:`, `table:` (of images), `shards:`, `audio:` (a folder or a table).

@@ -27,7 +27,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     from zir.eval.run_eval import image_size, image_tower, load_run
 
     run = load_run(args.run)
-    if Path(args.image).suffix.lower() in (".wav", ".wave"):
+    if Path(args.image).suffix.lower() in (".wav", ".wave", ".flac", ".ogg", ".oga"):
         return _explain_audio(run, args)
     _, tower = image_tower(run.model)
     side = image_size(tower)
