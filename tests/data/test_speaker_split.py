@@ -81,3 +81,19 @@ def test_the_documented_commands_run_in_short(tmp_path, monkeypatch, capsys):
         assert main(args + short[args[0]]) == 0, line
     out = capsys.readouterr().out
     assert "a2t_R@1" in out and "knn" in out
+
+
+def test_av_digits_split_by_speaker_keeps_every_test_speaker_recording_out_of_train(tmp_path):
+    root = _fake_fsdd(tmp_path)
+    opts = {"split_by": "speaker", "test_speakers": ["a", "c"]}
+    train = open_source("av_digits", split="train", data_root=root, size=16, **opts)
+    test = open_source("av_digits", split="test", data_root=root, size=16, **opts)
+    assert set(test.speakers) == {"a", "c"} and set(train.speakers) == {"b"} and (len(train), len(test)) == (6, 12)
+    assert not {r.key.split(":")[1] for r in train.recordings} & {r.key.split(":")[1] for r in test.recordings}
+    assert all(k[-2] in "ac" for k in (r.key for r in test.recordings))  # keys name the speaker: train_0a1
+    assert not set(train.image_keys) & set(test.image_keys)
+    s = test.get(0)
+    assert s.image.shape == (16, 16, 3) and s.audio is not None and test.name == "av_digits:test:by-speaker"
+    assert open_source("av_digits", split="test", data_root=root).speakers is None  # FSDD's own split by default
+    with pytest.raises(ConfigError, match=r"test_speakers: zed not among the speakers \(a, b, c\)"):
+        open_source("av_digits", split="test", data_root=root, split_by="speaker", test_speakers=["zed"])
