@@ -88,3 +88,12 @@ def test_bad_and_missing_recordings_are_skipped_and_counted(clips):
     assert loader.report.skipped == {"truncated WAV": 1, "silent audio": 1, "not a WAV file": 1, "missing file": 1,
                                      "row names no audio": 1, "no usable caption": 1}
     assert loader.report.examples["row names no audio"] == ["mixed.csv:7"]
+
+
+def test_zir_data_inspect_reads_an_audio_table(clips, capsys):
+    from zir.cli import main
+
+    (clips / "c.csv").write_text("audio,caption\nt/low/0.wav,a low hum\nt/high/1.wav,a high whistle\n")
+    assert main(["data", "inspect", str(clips / "c.csv")]) == 0
+    out = capsys.readouterr().out
+    assert "captions    1.0 per recording; words per caption min 3" in out and "audio       8000 Hz (2)" in out
