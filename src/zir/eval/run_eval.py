@@ -145,8 +145,8 @@ def results_rows(results: dict[str, dict]) -> list[list[str]]:
             rows.append([task, where, "skipped", entry["skipped"], ""])
             continue
         base = entry.get("random_init") or {}
-        base = task_of(task)
-        for metric in headline.get(base, headline.get(base.split("_")[0], ("top1",))):
+        plain_task = task_of(task)
+        for metric in headline.get(plain_task, headline.get(plain_task.split("_")[0], ("top1",))):
             if metric in entry:
                 rows.append([task, where, metric, f"{entry[metric]:.1f}",
                              f"{base[metric]:.1f}" if metric in base else "-"])
