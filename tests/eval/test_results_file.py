@@ -32,9 +32,10 @@ def test_a_second_data_set_keeps_the_first_under_task_at_dataset():
     assert three["zeroshot@av_digits"] == entry("av_digits", 40.0) and "linear@fsdd" not in three
     skipped = merge_results(three, {"zeroshot": {"skipped": "no text tower"}})  # an entry naming no data set
     assert skipped["zeroshot"] == {"skipped": "no text tower"} and skipped["zeroshot@fsdd"] == entry("fsdd", 65.0)
-    rows = results_rows(three)  # the repeat of the plain key is shown once
-    assert [r[:3] for r in rows] == [["zeroshot", "fsdd:test", "top1"], ["linear", "fsdd:test", "top1"],
-                                     ["zeroshot@av_digits", "av_digits:test", "top1"]]
+    three["zeroshot@av_digits"] = {**entry("av_digits", 40.0), "random_init": {"top1": 10.0}}
+    rows = results_rows(three)  # the repeat of the plain key is shown once, each with its random init
+    assert rows == [["zeroshot", "fsdd:test", "top1", "65.0", "-"], ["linear", "fsdd:test", "top1", "80.0", "-"],
+                    ["zeroshot@av_digits", "av_digits:test", "top1", "40.0", "10.0"]]
 
 
 @pytest.fixture(scope="module")
