@@ -33,7 +33,7 @@ def spectrogram_plan(model: torch.nn.Module, tower: torch.nn.Module, config: dic
 
 
 def read_wav(path: str | os.PathLike, plan: ViewPlan) -> torch.Tensor:
-    """A WAV file as a (1, 1, n_mels, frames) normalised log-mel, or a one-line ZirError naming the file."""
+    """A WAV (or FLAC, OGG) file as a (1, 1, n_mels, frames) normalised log-mel, or a one-line ZirError naming the file."""
     path = Path(path)
     if not path.is_file():
         raise ZirError(f"audio {path} does not exist")
