@@ -34,7 +34,7 @@ def test_an_audio_folder_counts_a_bad_file_and_names_an_empty_folder(tmp_path):
     with pytest.raises(BadSample, match="not a WAV file"):
         src.get([str(f) for f in src.files].index(str(root / "low" / "broken.wav")))
     (tmp_path / "empty" / "a").mkdir(parents=True)
-    with pytest.raises(ConfigError, match=r"audio folder .*: no audio files found \(looked for .wav, .wave\)"):
+    with pytest.raises(ConfigError, match=r"audio folder .*: no audio files found \(looked for .wav, .wave, .flac, .ogg, .oga\)"):
         open_source(f"audio:{tmp_path / 'empty'}")
     with pytest.raises(ConfigError, match=r"data.options.max_seconds=0: expected a positive number"):
         open_source(root, max_seconds=0)

@@ -60,7 +60,7 @@ def test_the_real_fsdd_holds_out_theo():
     assert set(test.speakers) == {"theo"} and len(test) == 500
 
 
-@pytest.mark.long(seconds=20)
+@pytest.mark.long(seconds=32)
 @pytest.mark.skipif(not (SHARED / "fsdd").is_dir(), reason="needs ../shared/data/fsdd")
 def test_the_documented_commands_run_in_short(tmp_path, monkeypatch, capsys):
     import re
@@ -71,13 +71,30 @@ def test_the_documented_commands_run_in_short(tmp_path, monkeypatch, capsys):
 
     doc = (REPO / "docs" / "audio.md").read_text()
     section = doc[doc.index("## Held-out speakers"):doc.index("## Measured")]
-    [block] = re.findall(r"```sh\n(.*?)```", section, flags=re.S)
+    blocks = re.findall(r"```sh\n(.*?)```", section, flags=re.S)
+    assert len(blocks) == 2  # fsdd by speaker (audio_clip), av_digits by speaker (imagebind)
     short = {"train": ["train.steps=2", "data.batch_size=16", "train.threads=1", "model.towers.audio.model=ast_nano",
                        "--no-progress"], "eval": ["--limit", "30", "--no-report"]}
     monkeypatch.chdir(REPO)
-    for line in block.splitlines():
+    for line in "".join(blocks).splitlines():
         args = [a.replace("/work/shared/data", str(SHARED)) for a in shlex.split(line)[1:]]
         args = [str(tmp_path / a) if a.startswith("runs/") else a for a in args]
         assert main(args + short[args[0]]) == 0, line
     out = capsys.readouterr().out
-    assert "a2t_R@1" in out and "knn" in out
+    assert "a2t_R@1" in out and "knn" in out and "i2a_R@1" in out
+
+
+def test_av_digits_split_by_speaker_keeps_every_test_speaker_recording_out_of_train(tmp_path):
+    root = _fake_fsdd(tmp_path)
+    opts = {"split_by": "speaker", "test_speakers": ["a", "c"]}
+    train = open_source("av_digits", split="train", data_root=root, size=16, **opts)
+    test = open_source("av_digits", split="test", data_root=root, size=16, **opts)
+    assert set(test.speakers) == {"a", "c"} and set(train.speakers) == {"b"} and (len(train), len(test)) == (6, 12)
+    assert not {r.key.split(":")[1] for r in train.recordings} & {r.key.split(":")[1] for r in test.recordings}
+    assert all(k[-2] in "ac" for k in (r.key for r in test.recordings))  # keys name the speaker: train_0a1
+    assert not set(train.image_keys) & set(test.image_keys)
+    s = test.get(0)
+    assert s.image.shape == (16, 16, 3) and s.audio is not None and test.name == "av_digits:test:by-speaker"
+    assert open_source("av_digits", split="test", data_root=root).speakers is None  # FSDD's own split by default
+    with pytest.raises(ConfigError, match=r"test_speakers: zed not among the speakers \(a, b, c\)"):
+        open_source("av_digits", split="test", data_root=root, split_by="speaker", test_speakers=["zed"])

@@ -21,8 +21,9 @@ SHORT = {"train": ["train.steps=2", "data.batch_size=16", "train.threads=1", "mo
 
 
 def test_the_python_example_runs(capsys):
-    assert len(PYTHON) == 1
-    exec(compile(PYTHON[0], "docs/audio.md", "exec"), {"__name__": "docs_example"})
+    assert len(PYTHON) == 2  # make_sounds.py (tested below) and the front end's example
+    [example] = [block for block in PYTHON if "spectrogram_stats" in block]
+    exec(compile(example, "docs/audio.md", "exec"), {"__name__": "docs_example"})
     out = capsys.readouterr().out
     assert "('high', 'low')" in out and "torch.Size([4, 1, 64, 64]) torch.Size([4, 13])" in out
     assert "torch.Size([4, 14, 64])" in out
@@ -43,3 +44,20 @@ def test_the_commands_run_as_written_in_short(tmp_path, monkeypatch, capsys):
         assert main(args + SHORT[args[0]]) == 0, command
     out = capsys.readouterr().out
     assert "fsdd:test" in out and "8000 Hz" in out and "zeroshot" in out and "av_retrieval" in out
+
+
+def test_own_recordings_a_table_of_wav_and_flac_trains_with_mixing_as_written(tmp_path, monkeypatch, capsys):
+    section = DOC[DOC.index("### Your own recordings"):DOC.index("## The front end")]
+    [script] = re.findall(r"```python\n(.*?)```", section, flags=re.S)
+    [block] = re.findall(r"```sh\n(.*?)```", section, flags=re.S)
+    monkeypatch.chdir(tmp_path)
+    lines = block.splitlines()
+    assert lines[0] == "python make_sounds.py"
+    exec(compile(script, "make_sounds.py", "exec"), {"__name__": "__main__"})
+    short = {"data": [], "train": ["train.threads=1", "--no-progress"]}
+    for line in lines[1:]:
+        args = [str(REPO / a) if a.startswith("configs/") else a for a in shlex.split(line)[1:]]
+        assert main(args + short[args[0]]) == 0, line
+    out = capsys.readouterr().out
+    assert "audio-table:sounds/captions.csv" in out and "samples     16 (read 16, usable 16)" in out
+    assert (tmp_path / "runs" / "audio_table" / "checkpoints").is_dir()

@@ -58,6 +58,18 @@ def test_explain_writes_the_spectrogram_with_rollout_and_scores_each_text(run, t
     assert (tmp_path / "pic-text.png").is_file()
 
 
+def test_a_flac_is_read_as_the_same_recording_as_a_wav(run, tmp_path, capsys):
+    sf = pytest.importorskip("soundfile")
+    wav, flac = tmp_path / "tone.wav", tmp_path / "tone.flac"
+    wav.write_bytes(encode_wav(tone(900.0, 0.4, 8000, seed=2), 8000))
+    sf.write(flac, sf.read(wav, dtype="float32")[0], 8000, subtype="PCM_16")
+    loaded = load_run(run)
+    plan = spectrogram_plan(loaded.model, scored_tower(loaded.model, "audio")[1], loaded.config)
+    assert torch.equal(read_wav(flac, plan), read_wav(wav, plan))
+    assert main(["explain", str(run), str(flac), "--out", str(tmp_path / "f.png")]) == 0
+    assert (tmp_path / "f.png").is_file()
+
+
 def test_a_corrupt_wav_is_one_line_naming_the_file(run, tmp_path, capsys):
     bad = tmp_path / "broken.wav"
     bad.write_bytes(encode_wav(tone(300.0, 0.3, 8000, seed=3), 8000)[:60])  # header promises more frames

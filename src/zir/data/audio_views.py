@@ -8,6 +8,11 @@ with `spectrogram_stats()`), then SpecAugment (Park et al. 2019) hides `freq_mas
 `freq_width` of the mel bins and `time_masks` spans of up to `time_width` of the frames, each set to 0, the
 data set's mean. Like the image transforms, the same waveforms and seed give the same view in any process.
 
+Mixing (`mix`, the plan's `audio_mix`; off by default): after the time crop each clip gets another clip of the
+batch as background, `(1 - r) * clip + r * other` with `r` drawn uniformly in [0, mix] per clip, `mix` < 0.5
+so the clip stays dominant and its label and captions stay true (BYOL-A's background mixing, AST's waveform
+mixup without mixing the labels).
+
 Pipelines: `none` (evaluation), `crop` (time crops: Audio-MAE and audio-text pretraining), `specaugment`
 (time crops and two masks of up to 15% on each axis; AST fine-tunes with 48 of 128 bins and 192 of 1024 frames).
 """
@@ -32,6 +37,7 @@ class AudioAugment:
     freq_width: float = 0.0
     time_masks: int = 0
     time_width: float = 0.0
+    mix: float = 0.0  # the largest share of another clip of the batch mixed in as background (0: none)
 
 
 AUDIO_PIPELINES = {
@@ -63,6 +69,27 @@ def fixed_length(waves: list[torch.Tensor], samples: int, crop: bool, rng: np.ra
     return out
 
 
+def check_mix(mix) -> float:
+    """The plan's `audio_mix` as a float in [0, 0.5), or a ConfigError naming the field."""
+    if isinstance(mix, bool) or not isinstance(mix, (int, float)) or not 0 <= mix < 0.5:
+        raise ConfigError(f"view plan field audio_mix={mix!r}: expected a number in [0, 0.5) (the most background "
+                          "share; below one half the clip stays dominant)")
+    return float(mix)
+
+
+def draw_mix(rng: np.random.Generator, batch: int, most: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """For each clip, another clip of the batch (never itself) and its share in [0, most]: (B,) long, (B,) float."""
+    offsets = rng.integers(1, batch, size=batch) if batch > 1 else np.zeros(batch, dtype=np.int64)
+    partner = torch.as_tensor((np.arange(batch) + offsets) % max(batch, 1), dtype=torch.long)
+    return partner, torch.as_tensor(rng.uniform(0.0, most, size=batch), dtype=torch.float32)
+
+
+def mix_clips(waves: torch.Tensor, partner: torch.Tensor, share: torch.Tensor) -> torch.Tensor:
+    """(B, T) clips each mixed with clip `partner[i]` as background: (1 - share) * clip + share * partner's."""
+    share = share.to(waves.dtype)[:, None]
+    return (1 - share) * waves + share * waves[partner]
+
+
 def _spans(rng: np.random.Generator, batch: int, count: int, width: float, length: int) -> torch.Tensor:
     """(B, length) bool: `count` spans per sample, each of 0 .. floor(width * length) positions."""
     hidden = torch.zeros(batch, length, dtype=torch.bool)
@@ -79,7 +106,10 @@ def audio_view(waves: list[torch.Tensor], spec: Spectrogram, augment: AudioAugme
                seed: int) -> torch.Tensor:
     """Waveforms at `spec.sample_rate` -> (B, 1, n_mels, frames): fixed length, log-mel, normalised, masked."""
     rng = np.random.default_rng(int(seed) & 0x7FFF_FFFF_FFFF_FFFF)
-    mel = (log_mel(fixed_length(waves, spec.samples, augment.crop, rng), spec) - mean) / std
+    clips = fixed_length(waves, spec.samples, augment.crop, rng)
+    if augment.mix and len(waves) > 1:
+        clips = mix_clips(clips, *draw_mix(rng, len(waves), augment.mix))
+    mel = (log_mel(clips, spec) - mean) / std
     if augment.freq_masks:
         mel = mel.masked_fill(_spans(rng, len(waves), augment.freq_masks, augment.freq_width, spec.n_mels)[:, :, None], 0.0)
     if augment.time_masks:

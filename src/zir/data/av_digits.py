@@ -7,7 +7,8 @@ picks the image among its digit's), so every epoch and every process sees the sa
 test data out of training on both sides: `test` pairs FSDD's test recordings (recordings 0-4 of every
 speaker and digit, never in `train`) with the images of the digits' stratified `test` split; `train` pairs
 FSDD's training recordings with the `train` images. All six speakers are heard in both splits, as in
-FSDD's own split.
+FSDD's own split; `split_by: speaker` (`data.options: {split_by: speaker, test_speakers: [theo]}`, as for
+`fsdd`) holds out every recording of the test speakers instead, so `test` is voices never heard in training.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import numpy as np
 
 from zir.data.audio_sources import SPOKEN_WORD_PROMPTS
 from zir.data.sources import BadSample, MapSource, Sample, check_split
+from zir.data.speaker_split import DEFAULT_TEST_SPEAKERS
 
 AV_SPLITS = ("train", "test")
 
@@ -28,10 +30,12 @@ class AudioVisualDigits(MapSource):
     has_captions = True
     zeroshot_templates = SPOKEN_WORD_PROMPTS
 
-    def __init__(self, recordings, images, image_labels, image_keys, classes, name: str):
+    def __init__(self, recordings, images, image_labels, image_keys, classes, name: str, speakers=None):
         """`recordings`: the FSDD split's Samples (BadSample for unusable ones, kept to be counted);
-        `images` (M, S, S, 3) uint8 digit images with their `image_labels` (M,) and `image_keys` (M,)."""
+        `images` (M, S, S, 3) uint8 digit images with their `image_labels` (M,) and `image_keys` (M,);
+        `speakers`: each recording's speaker when the split is by speaker, else None."""
         self.recordings, self.images, self.image_keys = list(recordings), images, list(image_keys)
+        self.speakers = None if speakers is None else list(speakers)
         self.classes, self.name = tuple(classes), name
         self.image_size = int(images.shape[1])
         self._by_digit = {d: np.nonzero(np.asarray(image_labels) == d)[0] for d in range(len(self.classes))}
@@ -60,12 +64,16 @@ class AudioVisualDigits(MapSource):
         return self._labels
 
 
-def av_digits(split: str = "train", *, data_root=None, size: int = 32) -> AudioVisualDigits:
-    """The audio-visual digits of `split` (train, test): FSDD from DATA_ROOT/fsdd, images from scikit-learn."""
+def av_digits(split: str = "train", *, data_root=None, size: int = 32, split_by: str = "recording",
+              test_speakers=DEFAULT_TEST_SPEAKERS) -> AudioVisualDigits:
+    """The audio-visual digits of `split` (train, test): FSDD from DATA_ROOT/fsdd (split by recording, or by
+    speaker with `split_by="speaker"`), images from scikit-learn."""
     from zir.data.builtin import digits, fsdd
 
     check_split("av_digits", split, AV_SPLITS)
-    speech = fsdd(split, data_root=data_root)
+    speech = fsdd(split, data_root=data_root, split_by=split_by, test_speakers=test_speakers)
     pictures = digits(split, size=size)
+    speakers = getattr(speech, "speakers", None)
+    name = f"av_digits:{split}" + (":by-speaker" if speakers is not None else "")
     return AudioVisualDigits(speech.stream(), pictures.images, pictures.labels(), pictures.keys, speech.classes,
-                             f"av_digits:{split}")
+                             name, speakers)

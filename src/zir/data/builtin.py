@@ -10,7 +10,10 @@ from typing import Callable
 import numpy as np
 
 from zir.data import shapes as _shapes
-from zir.data.audio_sources import SPOKEN_WORD_PROMPTS, SPOKEN_WORD_TEMPLATES, AudioFolderSource, holds_audio_only
+from zir.data.audio_sources import (
+    SPOKEN_WORD_PROMPTS, SPOKEN_WORD_TEMPLATES, AudioCaptionTableSource, AudioFolderSource, holds_audio_only,
+    table_holds_audio,
+)
 from zir.data.av_digits import av_digits
 from zir.data.limits import DEFAULT_MAX_MEMBER_BYTES, DEFAULT_MAX_PIXELS, whole_number
 from zir.data.options import check_options
@@ -27,7 +30,8 @@ from zir.data.sources import (
     check_split,
     sized,
 )
-from zir.data.wav import AUDIO_EXTENSIONS, DEFAULT_MAX_SECONDS
+from zir.data.audio_decode import AUDIO_EXTENSIONS
+from zir.data.wav import DEFAULT_MAX_SECONDS
 from zir.errors import ConfigError, UnknownNameError
 
 
@@ -324,7 +328,8 @@ SOURCES: dict[str, Callable[..., Source]] = {
     "av_digits": av_digits,
 }
 REAL_DATA = ("cifar10", "flickr8k", "fsdd", "av_digits")  # built-in names read from --data-root / $ZIR_DATA
-_PATH_KINDS = {"folder": ImageFolderSource, "table": CaptionTableSource, "shards": ShardSource, "audio": AudioFolderSource}
+_PATH_KINDS = {"folder": ImageFolderSource, "table": CaptionTableSource, "shards": ShardSource, "audio": AudioFolderSource,
+               "audio_table": AudioCaptionTableSource}
 _ALIASES = {"fashion-mnist": "fashion_mnist", "fashionmnist": "fashion_mnist", "cifar-10": "cifar10"}
 _TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".ndjson")
 
@@ -337,10 +342,10 @@ def register_source(name: str, factory: Callable[..., Source]) -> None:
 def open_source(spec: str | os.PathLike, *, split: str | None = None, data_root=None, **options) -> Source:
     """A source from a built-in name (`shapes`, `shapes:val`, `cifar10:test`, ...) or a path.
 
-    Paths: a folder of images (labelled when it holds only class sub-folders), a folder of WAV files (the
-    same), a caption table (.csv, .tsv, .jsonl), or tar shards (a file, a brace pattern such as
+    Paths: a folder of images (labelled when it holds only class sub-folders), a folder of WAV/FLAC/OGG files (the
+    same), a caption table (.csv, .tsv, .jsonl) of images or of recordings (`table_holds_audio`), or tar shards (a file, a brace pattern such as
     `train-{000000..000003}.tar.gz`, a glob, or a folder of shards; members .jpg, .png, ... or .wav).
-    Prefixes force a kind: `folder:`, `unlabeled:`, `table:`, `shards:`, `audio:`.
+    Prefixes force a kind: `folder:`, `unlabeled:`, `table:` (of images), `shards:`, `audio:` (a folder or a table).
     """
     text = os.fspath(spec)
     prefix, sep, rest = text.partition(":")
@@ -351,6 +356,8 @@ def open_source(spec: str | os.PathLike, *, split: str | None = None, data_root=
             return ImageFolderSource(rest, **options)
         if prefix == "table":
             return CaptionTableSource(rest, **_options("table", rest, options))
+        if prefix == "audio" and rest.endswith(_TABLE_SUFFIXES) and Path(rest).is_file():
+            return AudioCaptionTableSource(rest, **_options("audio_table", rest, options))
         if prefix == "audio":
             return AudioFolderSource(rest, **_options("audio", rest, options))
         return ShardSource(rest, **_options("shards", rest, options))
@@ -362,6 +369,8 @@ def open_source(spec: str | os.PathLike, *, split: str | None = None, data_root=
         return SOURCES[name](split, **check_options(f"the {name} source", SOURCES[name], options, _everyone()))
     path = Path(text)
     if text.endswith(_TABLE_SUFFIXES) and path.is_file():
+        if table_holds_audio(path):
+            return AudioCaptionTableSource(path, **_options("audio_table", text, options))
         return CaptionTableSource(path, **_options("table", text, options))
     if text.endswith(SHARD_SUFFIXES) or "{" in text or any(ch in text for ch in "*?["):
         return ShardSource(text, **_options("shards", text, options))
@@ -380,7 +389,8 @@ def open_source(spec: str | os.PathLike, *, split: str | None = None, data_root=
     )
 
 
-_KIND_WORDS = {"folder": "an image folder", "table": "a caption table", "shards": "tar shards", "audio": "an audio folder"}
+_KIND_WORDS = {"folder": "an image folder", "table": "a caption table", "shards": "tar shards", "audio": "an audio folder",
+               "audio_table": "an audio caption table"}
 
 
 def _everyone() -> list[tuple[str, Callable]]:

@@ -117,7 +117,8 @@ def summary_lines(info: dict) -> list[str]:
         lines.append("            " + ", ".join(f"{k}: {v}" for k, v in info["classes"].items()))
     if info["captions"]:
         c = info["captions"]
-        lines.append(f"captions    {c['per_image']['mean']} per image; words per caption min {c['words']['min']:.0f}, "
+        per = "recording" if info.get("audio") and not info["image_sizes"] else "image"
+        lines.append(f"captions    {c['per_image']['mean']} per {per}; words per caption min {c['words']['min']:.0f}, "
                      f"mean {c['words']['mean']}, p95 {c['words']['p95']:.0f}, max {c['words']['max']:.0f}")
     if info["image_sizes"] or not info.get("audio"):
         lines.append("image size  " + ", ".join(f"{k} ({v})" for k, v in info["image_sizes"].items()))

@@ -15,20 +15,21 @@ workers nor on which worker built it, and builds:
 - `text_0 ..`: one caption drawn per sample per text view, as token ids (B, context_length) when a
   tokenizer is given, and always as strings in `captions`;
 - `audio_0 ..`: (B, 1, n_mels, frames) normalised log-mel spectrograms of the plan's `spectrogram` front end,
-  each of its own time crop, augmented by the `audio_pipeline` (`zir.data.audio_views`); masks on them are
+  each of its own time crop, mixed with another clip of the batch when `audio_mix` > 0, augmented by the
+  `audio_pipeline` (`zir.data.audio_views`); masks on them are
   drawn over the (n_mels, frames) grid of `audio_patch_size` patches.
 """
 
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 
 import numpy as np
 import torch
 
 from zir.data import masking, transforms
-from zir.data.audio_views import check_audio_pipeline, audio_view
+from zir.data.audio_views import audio_view, check_audio_pipeline, check_mix
 from zir.data.paths import hash_seed
 from zir.data.spectrogram import Spectrogram
 from zir.data.views import DEFAULT_MASK, MaskSpec, View
@@ -62,6 +63,7 @@ class ViewPlan:
     audio_pipeline: str = "crop"  # augmentation of the audio views (see audio_views.AUDIO_PIPELINES)
     audio_mean: float = 0.0  # the data set's log-mel mean and standard deviation (audio_views.spectrogram_stats)
     audio_std: float = 1.0
+    audio_mix: float = 0.0  # the most share of another clip of the batch mixed into each audio view (0: off)
 
     _KEYS = {"global": "global_views", "local": "local_views", "globals": "global_views", "locals": "local_views"}
     _FLAT_MASK = ("mask", "mask_kind", "mask_on", "mask_patch_size")
@@ -88,6 +90,7 @@ class ViewPlan:
         """The audio fields: a front end, a patch dividing its bins and frames, a pipeline, a positive std."""
         self.spectrogram = Spectrogram.from_dict(self.spectrogram)
         check_audio_pipeline(self.audio_pipeline)
+        self.audio_mix = check_mix(self.audio_mix)
         patch = self.audio_patch_size
         patch = (patch, patch) if isinstance(patch, (int, np.integer)) and not isinstance(patch, bool) else patch
         if not isinstance(patch, (tuple, list)) or len(patch) != 2 or any(
@@ -350,7 +353,7 @@ class ViewCollate:
                 views[name] = transforms.normalize(aug(raw, hash_seed(seed, name)), plan.mean, plan.std)
         if b and plan.audio:
             waves = [it.audio for it in good]
-            augment = check_audio_pipeline(plan.audio_pipeline)
+            augment = replace(check_audio_pipeline(plan.audio_pipeline), mix=plan.audio_mix)
             for name in plan.audio_view_names():
                 views[name] = audio_view(waves, plan.spectrogram, augment, plan.audio_mean, plan.audio_std,
                                          hash_seed(seed, name))

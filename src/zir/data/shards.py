@@ -2,7 +2,7 @@
 
 A shard is a tar file (plain or gzip-compressed) whose members are grouped into samples by key: the
 member name up to the first dot of its file name. `KEY.jpg` (or .png, .webp, ...) is the image, `KEY.wav`
-the audio, `KEY.cls` the class index, `KEY.txt` a caption and `KEY.json` a dict that may hold `captions`, `caption` or `label`.
+(.flac, .ogg) the audio, `KEY.cls` the class index, `KEY.txt` a caption and `KEY.json` a dict that may hold `captions`, `caption` or `label`.
 Shards are read with `tarfile` in streaming mode over `DecodedStream`, so a shard is never loaded whole
 and a truncated shard (plain or compressed) yields the samples before the damage, then one counted error. Members over `max_member_bytes` are passed
 over unread, symlinks and devices are refused, hard links are read from their target: each refusal
@@ -35,7 +35,8 @@ from zir.data.sources import (
     templated_captions,
 )
 from zir.data.streams import DecodedStream
-from zir.data.wav import AUDIO_EXTENSIONS, DEFAULT_MAX_SECONDS, decode_wav
+from zir.data.audio_decode import AUDIO_EXTENSIONS, decode_audio
+from zir.data.wav import DEFAULT_MAX_SECONDS
 from zir.errors import ConfigError
 
 SHARD_SUFFIXES = (".tar", ".tar.gz", ".tgz")
@@ -217,7 +218,7 @@ def _finish(record: dict) -> dict | BadSample:
 
 def decode_record(record: dict, classes: tuple[str, ...] | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS,
                   max_seconds: float | None = DEFAULT_MAX_SECONDS, caption_templates: tuple[str, ...] | None = None) -> Sample:
-    """A raw shard record -> Sample: the image and/or the audio (.wav), the label from .cls/.json and the captions
+    """A raw shard record -> Sample: the image and/or the audio (.wav, .flac, .ogg), the label from .cls/.json and the captions
     from .txt/.json (each written into every one of `caption_templates` when given: `seven` -> `the digit seven`)."""
     key = f"{record.get('__shard__', '')}:{record['__key__']}"
     notes: list[str] = []
@@ -260,7 +261,8 @@ def decode_record(record: dict, classes: tuple[str, ...] | None = None, max_pixe
     if image_ext is not None:
         sample.image = decode_image(record[image_ext], key, notes, max_pixels)
     if audio_ext is not None:
-        sample.audio, sample.sample_rate = decode_wav(record[audio_ext], key, notes, max_seconds)
+        sample.audio, sample.sample_rate = decode_audio(record[audio_ext], key, notes, max_seconds,
+                                                        "." + audio_ext.rsplit(".", 1)[-1])
     return sample
 
 

@@ -340,6 +340,8 @@ class CaptionTableSource(MapSource):
     """
 
     has_captions = True
+    media = "image"  # what the path column names (an audio table: `zir.data.audio_sources.AudioCaptionTableSource`)
+    media_columns = _IMAGE_COLUMNS  # the path column's default names, the first present chosen
 
     def __init__(
         self,
@@ -351,81 +353,50 @@ class CaptionTableSource(MapSource):
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
         allow_outside: bool = False,
     ):
+        self.image_size = whole_number("size", size, allow_none=True)
+        self.max_pixels = whole_number("max_pixels", max_pixels, allow_none=True)
+        self._load(path, image_column, caption_column, allow_outside)
+        self.image_column = self.media_column
+
+    def _load(self, path, media_column: str | None, caption_column: str | None, allow_outside: bool) -> None:
+        """Read the table: its media and caption columns, one entry per distinct file, rows naming none kept as bad."""
+        what = self.media
         self.path = Path(path)
         if not self.path.is_file():
             raise ConfigError(f"caption table {self.path}: no such file")
         if not isinstance(allow_outside, bool):
             raise ConfigError(f"data.options.allow_outside={allow_outside!r}: expected true or false")
         self.name = f"table:{self.path}"
-        self.image_size = whole_number("size", size, allow_none=True)
-        self.max_pixels = whole_number("max_pixels", max_pixels, allow_none=True)
-        self.bad_rows: list[tuple[str, str]] = []  # (key, reason): counted as skipped samples after the images
+        self.bad_rows: list[tuple[str, str]] = []  # (key, reason): counted as skipped samples after the files
         rows, columns = self._read_rows()
         if not rows:
             raise ConfigError(f"caption table {self.path}: no rows")
-        self.image_column = self._column(columns, image_column, _IMAGE_COLUMNS, "image")
+        self.media_column = self._column(columns, media_column, self.media_columns, what)
         self.caption_column = self._column(columns, caption_column, _CAPTION_COLUMNS, "caption")
         grouped: dict[str, list] = {}
         for line, row in rows:
-            img = row.get(self.image_column)
+            img = row.get(self.media_column)
             if img is None or str(img).strip() == "":
-                self.bad_rows.append((f"{self.path.name}:{line}", "row names no image"))
+                self.bad_rows.append((f"{self.path.name}:{line}", f"row names no {what}"))
                 continue
             img = str(img).strip()
             if not allow_outside and outside_folder(img):
                 raise ConfigError(
-                    f"caption table {self.path}, line {line}: image path {img!r} is outside the table's folder "
+                    f"caption table {self.path}, line {line}: {what} path {img!r} is outside the table's folder "
                     "(absolute or ../); pass allow_outside=True (data.options.allow_outside: true) to read it"
                 )
             caps = row.get(self.caption_column)
             caps = caps if isinstance(caps, list) else [caps]
             grouped.setdefault(img, []).extend(caps)
         if not grouped:
-            raise ConfigError(f"caption table {self.path}: column {self.image_column!r} is empty in every row")
-        self.images = list(grouped)
+            raise ConfigError(f"caption table {self.path}: column {self.media_column!r} is empty in every row")
+        self.images = list(grouped)  # the distinct files (images, or recordings in an audio table)
         self.captions = [grouped[k] for k in self.images]
         self.base = self.path.parent
 
     def _read_rows(self) -> tuple[list[tuple[int, dict]], list[str]]:
-        """(line number, row) pairs and the column names; a byte-order mark is allowed."""
-        suffix = self.path.suffix.lower()
-        try:
-            if suffix in (".jsonl", ".ndjson"):
-                return self._read_jsonl()
-            if suffix not in (".csv", ".tsv", ".txt"):
-                raise ConfigError(f"caption table {self.path}: expected a .csv, .tsv or .jsonl file")
-            return self._read_csv(delimiter="\t" if suffix in (".tsv", ".txt") else ",")
-        except UnicodeDecodeError:
-            raise ConfigError(f"caption table {self.path}: not UTF-8 text") from None
-
-    def _read_jsonl(self) -> tuple[list[tuple[int, dict]], list[str]]:
-        rows = []
-        with open(self.path, encoding="utf-8-sig") as f:
-            for n, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise ConfigError(f"caption table {self.path}, line {n}: not JSON ({e.msg})") from None
-                if isinstance(row, dict):
-                    rows.append((n, row))
-                else:
-                    self.bad_rows.append((f"{self.path.name}:{n}", "row is not a JSON object"))
-        return rows, sorted({k for _, r in rows for k in r})
-
-    def _read_csv(self, delimiter: str) -> tuple[list[tuple[int, dict]], list[str]]:
-        old_limit = csv.field_size_limit(_CSV_FIELD_LIMIT)
-        try:
-            with open(self.path, encoding="utf-8-sig", newline="") as f:
-                reader = csv.DictReader(f, delimiter=delimiter)
-                try:
-                    rows = [(reader.line_num, row) for row in reader]
-                except csv.Error as e:
-                    raise ConfigError(f"caption table {self.path}, line {reader.line_num}: {e}") from None
-                return rows, list(reader.fieldnames or [])
-        finally:
-            csv.field_size_limit(old_limit)
+        """(line number, row) pairs and the column names (see `read_table`)."""
+        return read_table(self.path, self.bad_rows)
 
     def _column(self, columns: list[str], wanted: str | None, defaults: tuple[str, ...], what: str) -> str:
         if wanted is not None:
@@ -444,7 +415,7 @@ class CaptionTableSource(MapSource):
         )
 
     def __len__(self) -> int:
-        """Number of distinct images in the table, plus the unusable rows (counted as skipped when read)."""
+        """Number of distinct files in the table, plus the unusable rows (counted as skipped when read)."""
         return len(self.images) + len(self.bad_rows)
 
     def iter_captions(self, limit: int | None = None) -> Iterator[str]:
@@ -453,7 +424,7 @@ class CaptionTableSource(MapSource):
             yield from clean_captions("", caps, [])
 
     def get(self, index: int) -> Sample:
-        """Decode image `index` (path relative to the table) with all of its captions."""
+        """Decode file `index` (path relative to the table) with all of its captions."""
         if index >= len(self.images):
             raise BadSample(*self.bad_rows[index - len(self.images)])
         rel = self.images[index]
@@ -461,8 +432,57 @@ class CaptionTableSource(MapSource):
         captions = clean_captions(rel, self.captions[index], notes)
         if not captions:
             raise BadSample(rel, "no usable caption")
+        return self._decode(rel, captions, notes)
+
+    def _decode(self, rel: str, captions: list[str], notes: list[str]) -> Sample:
+        """The sample of file `rel` (relative to the table's folder) with its captions."""
         image = sized(decode_image(self.base / rel, rel, notes, self.max_pixels), self.image_size)
         return Sample(key=rel, image=image, captions=captions, notes=notes)
+
+
+def read_table(path: Path, bad_rows: list) -> tuple[list[tuple[int, dict]], list[str]]:
+    """A caption table's (line number, row) pairs and column names; rows that are not JSON objects go to
+    `bad_rows` as (key, reason). A byte-order mark is allowed."""
+    suffix = path.suffix.lower()
+    try:
+        if suffix in (".jsonl", ".ndjson"):
+            return _read_jsonl(path, bad_rows)
+        if suffix not in (".csv", ".tsv", ".txt"):
+            raise ConfigError(f"caption table {path}: expected a .csv, .tsv or .jsonl file")
+        return _read_csv(path, delimiter="\t" if suffix in (".tsv", ".txt") else ",")
+    except UnicodeDecodeError:
+        raise ConfigError(f"caption table {path}: not UTF-8 text") from None
+
+
+def _read_jsonl(path: Path, bad_rows: list) -> tuple[list[tuple[int, dict]], list[str]]:
+    rows = []
+    with open(path, encoding="utf-8-sig") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ConfigError(f"caption table {path}, line {n}: not JSON ({e.msg})") from None
+            if isinstance(row, dict):
+                rows.append((n, row))
+            else:
+                bad_rows.append((f"{path.name}:{n}", "row is not a JSON object"))
+    return rows, sorted({k for _, r in rows for k in r})
+
+
+def _read_csv(path: Path, delimiter: str) -> tuple[list[tuple[int, dict]], list[str]]:
+    old_limit = csv.field_size_limit(_CSV_FIELD_LIMIT)
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as f:
+            reader = csv.DictReader(f, delimiter=delimiter)
+            try:
+                rows = [(reader.line_num, row) for row in reader]
+            except csv.Error as e:
+                raise ConfigError(f"caption table {path}, line {reader.line_num}: {e}") from None
+            return rows, list(reader.fieldnames or [])
+    finally:
+        csv.field_size_limit(old_limit)
 
 
 def check_split(name: str, split: str, splits: tuple[str, ...]) -> None:

@@ -18,7 +18,7 @@ import numpy as np
 
 from zir.data.sources import BadSample
 
-AUDIO_EXTENSIONS = (".wav", ".wave")
+WAV_EXTENSIONS = (".wav", ".wave")  # FLAC and OGG: zir.data.audio_decode
 DEFAULT_MAX_SECONDS = 600.0  # ten minutes: 38 MB of float32 at 16 kHz
 MAX_SAMPLE_RATE = 384_000  # the highest rate of studio audio; resampling cost grows with the rate
 SILENCE_PEAK = 1e-4  # -80 dBFS: below three steps of 16-bit PCM, a recording holds nothing to learn from

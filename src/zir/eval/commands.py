@@ -27,7 +27,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     from zir.eval.run_eval import image_size, image_tower, load_run
 
     run = load_run(args.run)
-    if Path(args.image).suffix.lower() in (".wav", ".wave"):
+    if Path(args.image).suffix.lower() in (".wav", ".wave", ".flac", ".ogg", ".oga"):
         return _explain_audio(run, args)
     _, tower = image_tower(run.model)
     side = image_size(tower)
@@ -123,7 +123,7 @@ def add_parsers(sub) -> None:
     ex = sub.add_parser("explain", help="attention rollout, per-head CLS attention and patch PCA of one image; "
                                                "a .wav: its spectrogram with attention rollout over it")
     ex.add_argument("run", help="run folder (from zir train)")
-    ex.add_argument("image", help="an image file (resized to the tower's input size), or a .wav (read as the run's audio views read it)")
+    ex.add_argument("image", help="an image file (resized to the tower's input size), or a .wav/.flac/.ogg (read as the run's audio views read it)")
     ex.add_argument("--out", default=None, help="PNG to write (default RUN/explain/IMAGE.png)")
     ex.add_argument("--text", action="append", default=[], metavar="TEXT",
                     help="also show which patches raised this text's score (repeatable; image-text runs; for a .wav, "

@@ -18,7 +18,7 @@ from zir.data.audio_views import AUDIO_PIPELINES, audio_view
 from zir.data.plan import ViewPlan
 from zir.data.resample import resample
 from zir.data.sources import BadSample
-from zir.data.wav import decode_wav
+from zir.data.audio_decode import decode_audio
 from zir.errors import ZirError
 from zir.eval.attention_maps import attention_rollout
 from zir.eval.pictures import colourise, save_panels, upsample_map
@@ -33,12 +33,12 @@ def spectrogram_plan(model: torch.nn.Module, tower: torch.nn.Module, config: dic
 
 
 def read_wav(path: str | os.PathLike, plan: ViewPlan) -> torch.Tensor:
-    """A WAV file as a (1, 1, n_mels, frames) normalised log-mel, or a one-line ZirError naming the file."""
+    """A WAV (or FLAC, OGG) file as a (1, 1, n_mels, frames) normalised log-mel, or a one-line ZirError naming the file."""
     path = Path(path)
     if not path.is_file():
         raise ZirError(f"audio {path} does not exist")
     try:
-        wave, rate = decode_wav(path, str(path))
+        wave, rate = decode_audio(path, str(path))
     except BadSample as err:
         raise ZirError(f"audio {path} cannot be used: {err.reason}") from None
     spec = plan.spectrogram

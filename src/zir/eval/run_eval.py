@@ -7,7 +7,8 @@ builds one `EvalContext` per model evaluated (the run's weights, and with `basel
 architecture at its initial weights) and runs each requested task from the registry (`tasks.py`) on it;
 the image tower's pooled features are extracted once per (weights, dataset, split) (`extractor.py`) into
 `RUN/features/` and shared by the tasks. It writes `RUN/results.json`: one object per task with its
-metrics, dataset, split and checkpoint step. Tasks the model cannot do (zero-shot without a text tower)
+metrics, dataset, split and checkpoint step (a task met on several data sets also under `<task>@<dataset>`:
+`results_file.py`). Tasks the model cannot do (zero-shot without a text tower)
 are recorded as `{"skipped": reason}`. With `baseline=True` each task also carries `random_init`: the same
 numbers at the initial weights, which is what a trained representation has to beat.
 
@@ -33,6 +34,7 @@ from zir.eval.run_loading import (  # noqa: F401  (the names eval, explain and t
 from zir.eval.splits import EvalData, data_modality, eval_data, extraction_plan
 from zir.eval import av_retrieval  # noqa: F401  (registers the av_retrieval task)
 from zir.eval.rerank import check_rerank
+from zir.eval.results_file import merge_results, repeats_plain, task_of
 from zir.eval.tasks import DEFAULT_TASKS, EVAL_TASKS, EvalContext, parse_tasks
 
 __all__ = ["TASKS", "EvalError", "LoadedRun", "evaluate_run", "load_run", "random_init_model",
@@ -121,8 +123,7 @@ def evaluate_run(
                 merged = json.loads(path.read_text())
             except ValueError:
                 merged = {}
-        merged = merged if isinstance(merged, dict) else {}
-        merged.update(results)
+        merged = merge_results(merged if isinstance(merged, dict) else {}, results)
         tmp = path.with_name("results.json.tmp")
         tmp.write_text(json.dumps(merged, indent=1, sort_keys=False) + "\n")
         os.replace(tmp, path)
@@ -137,14 +138,15 @@ def results_rows(results: dict[str, dict]) -> list[list[str]]:
                 "av_retrieval": ("a2i_R@1", "a2i_R@5", "i2a_R@1", "i2a_R@5")}
     rows = []
     for task, entry in results.items():
-        if not isinstance(entry, dict):
+        if not isinstance(entry, dict) or repeats_plain(results, task):
             continue
         where = f"{entry.get('dataset', '?')}:{entry.get('split', '?')}"
         if "skipped" in entry:
             rows.append([task, where, "skipped", entry["skipped"], ""])
             continue
         base = entry.get("random_init") or {}
-        for metric in headline.get(task, headline.get(task.split("_")[0], ("top1",))):
+        plain_task = task_of(task)
+        for metric in headline.get(plain_task, headline.get(plain_task.split("_")[0], ("top1",))):
             if metric in entry:
                 rows.append([task, where, metric, f"{entry[metric]:.1f}",
                              f"{base[metric]:.1f}" if metric in base else "-"])
