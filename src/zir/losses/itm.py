@@ -1,8 +1,11 @@
-"""Image-text matching (ALBEF, Li et al. 2021): hard negatives mined from contrastive similarities, the ITM loss,
+"""Image-text matching (ALBEF, Li et al. 2021): negatives mined from contrastive similarities, the ITM loss,
 and re-ranking a retrieval's top-k by ITM scores.
 
-ALBEF samples each negative with probability from the softmax of the similarities; zir takes the most
-similar non-matching item (the hardest negative), which makes the choice deterministic and testable.
+Mining skips the pair itself and every pair `blocked` marks (zir's objective blocks captions whose tokens
+equal the positive's: on shapes many images share a caption word for word, and such a "negative" is as true
+as the positive). `hardest_negatives` takes the most similar item left (deterministic, testable);
+`sampled_negatives` draws one with probability softmax(scale x similarity), as ALBEF does, so a near
+duplicate that the contrastive model cannot tell from the positive is not drawn every time.
 """
 
 from __future__ import annotations
@@ -11,13 +14,45 @@ import torch
 import torch.nn.functional as F
 
 
-@torch.no_grad()
-def hardest_negatives(similarity: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(B, B) image-text similarities (pair i matches i) -> (for each image the most similar other text,
-    for each text the most similar other image), two (B,) index tensors. Needs B >= 2."""
+def _allowed(similarity: torch.Tensor, blocked: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, B) bool masks of the pairs that may serve as an image's (row) and a text's (column) negative: never
+    the pair itself; not the `blocked` ones, except in a row or column where that would leave nothing."""
     own = torch.eye(similarity.shape[0], dtype=torch.bool, device=similarity.device)
-    masked = similarity.float().masked_fill(own, float("-inf"))
-    return masked.argmax(dim=1), masked.argmax(dim=0)
+    rows, cols = ~own, ~own.clone()
+    if blocked is not None:
+        rows, cols = rows & ~blocked, cols & ~blocked
+        empty_rows, empty_cols = ~rows.any(dim=1), ~cols.any(dim=0)
+        rows[empty_rows] = ~own[empty_rows]
+        cols[:, empty_cols] = ~own[:, empty_cols]
+    return rows, cols
+
+
+@torch.no_grad()
+def hardest_negatives(similarity: torch.Tensor, blocked: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, B) image-text similarities (pair i matches i) -> (for each image the most similar other text,
+    for each text the most similar other image), two (B,) index tensors, skipping `blocked` (B, B) pairs
+    where another choice exists. Needs B >= 2."""
+    rows, cols = _allowed(similarity, blocked)
+    sim = similarity.float()
+    return sim.masked_fill(~rows, float("-inf")).argmax(dim=1), sim.masked_fill(~cols, float("-inf")).argmax(dim=0)
+
+
+@torch.no_grad()
+def sampled_negatives(similarity: torch.Tensor, blocked: torch.Tensor | None = None, scale: float = 1.0,
+                      generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """As `hardest_negatives`, but each negative drawn with probability softmax(scale x similarity) over the
+    allowed items (ALBEF's hard-negative sampling)."""
+    rows, cols = _allowed(similarity, blocked)
+    sim = similarity.float() * scale
+    p_text = sim.masked_fill(~rows, float("-inf")).softmax(dim=1)
+    p_image = sim.T.masked_fill(~cols.T, float("-inf")).softmax(dim=1)
+    draw = lambda p: torch.multinomial(p, 1, generator=generator).squeeze(1)  # noqa: E731
+    return draw(p_text), draw(p_image)
+
+
+def same_tokens(ids: torch.Tensor) -> torch.Tensor:
+    """(B, L) token ids -> (B, B) bool, True where two rows are the same text token for token."""
+    return (ids[:, None, :] == ids[None, :, :]).all(dim=-1)
 
 
 def itm_loss(match_logits: torch.Tensor, batch_size: int) -> torch.Tensor:
