@@ -10,7 +10,9 @@ import torch
 from helpers import TEXT_NANO, first_batch
 from zir.data import load_tokenizer, open_source
 from zir.errors import ConfigError
-from zir.losses.itm import hardest_negatives, itm_loss, ranks_from_order, rerank, same_tokens, sampled_negatives
+from zir.losses.itm import (
+    hardest_negatives, itm_loss, ranks_from_order, rerank, reranked_ranks, same_tokens, sampled_negatives,
+)
 from zir.model import build_model
 from zir.recipes import TOKENIZERS_DIR
 
@@ -68,6 +70,17 @@ def test_rerank_keeps_the_top_k_set_and_orders_it_by_score():
     correct = torch.tensor([[False, False, True, False, False]])
     assert ranks_from_order(sim.argsort(dim=1, descending=True), correct).tolist() == [3]
     assert ranks_from_order(order, correct).tolist() == [2]
+
+
+def test_reranked_ranks_count_ties_against_the_correct_candidate():
+    sim = torch.tensor([[0.9, 0.8, 0.7, 0.6, 0.5]])
+    correct = torch.tensor([[False, False, True, False, False]])
+    itm = torch.tensor([0.0, 5.0, 5.0, 9.0, 9.0])  # candidate 1 ties the correct one: it counts as above it
+    assert reranked_ranks(sim, 3, lambda q, cands: itm[cands], correct).tolist() == [2]
+    itm[1] = 4.0
+    assert reranked_ranks(sim, 3, lambda q, cands: itm[cands], correct).tolist() == [1]
+    far = torch.tensor([[False, False, False, False, True]])  # not in the top 3: its rank by similarity stays
+    assert reranked_ranks(sim, 3, lambda q, cands: itm[cands], far).tolist() == [5]
 
 
 def test_itm_objective_trains_beside_clip():

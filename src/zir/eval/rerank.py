@@ -11,7 +11,7 @@ import torch
 
 from zir.eval.retrieval import _summary
 from zir.eval.run_loading import EvalError
-from zir.losses.itm import ranks_from_order, rerank
+from zir.losses.itm import reranked_ranks
 from zir.objectives.itm import ITM
 
 
@@ -52,8 +52,8 @@ def reranked_retrieval(ctx, image: torch.Tensor, texts: torch.Tensor, owner: tor
                                 ids[q].expand(len(cands), -1)).float()
 
     own = owner.view(1, -1) == torch.arange(image.shape[0]).view(-1, 1)  # (N, T)
-    i2t = ranks_from_order(rerank(sim, k, text_scores), own)
-    t2i = ranks_from_order(rerank(sim.T.contiguous(), k, image_scores), own.T.contiguous())
+    i2t = reranked_ranks(sim, k, text_scores, own)
+    t2i = reranked_ranks(sim.T.contiguous(), k, image_scores, own.T.contiguous())
     itm.train(was_training)
     out = {**_summary(i2t, "reranked_i2t", (1, 5, 10)), **_summary(t2i, "reranked_t2i", (1, 5, 10))}
     return {**out, "rerank_k": k}

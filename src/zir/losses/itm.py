@@ -76,6 +76,26 @@ def rerank(similarity: torch.Tensor, k: int, score: callable) -> torch.Tensor:
     return order
 
 
+def reranked_ranks(similarity: torch.Tensor, k: int, score: callable, correct: torch.Tensor) -> torch.Tensor:
+    """1-based rank of each query's first correct candidate after re-ranking its top k by `score(query,
+    candidates) -> (k,)`; similarity and correct (Q, C). As `zir.eval.retrieval` counts them, a wrong candidate
+    that ties the best correct one counts as ranked above it (identical captions get identical scores), and a
+    query with no correct candidate in its top k keeps its rank by similarity."""
+    sim = similarity.float()
+    k = min(k, sim.shape[1])
+    out = torch.empty(sim.shape[0], dtype=torch.long)
+    for q in range(sim.shape[0]):
+        row, own = sim[q], correct[q]
+        top = row.argsort(descending=True, stable=True)[:k]
+        if own[top].any():
+            s = torch.as_tensor(score(q, top)).float()
+            best = s[own[top]].max()
+            out[q] = 1 + int(((s >= best) & ~own[top]).sum())
+        else:
+            out[q] = 1 + int(((row >= row[own].max()) & ~own).sum())
+    return out
+
+
 def ranks_from_order(order: torch.Tensor, correct: torch.Tensor) -> torch.Tensor:
     """1-based rank of each query's first correct candidate: order (Q, C) indices, correct (Q, C) bool."""
     hit = torch.gather(correct, 1, order)
