@@ -3,14 +3,15 @@ on hard negatives, beside (or without) CLIP's contrastive loss.
 
 The fusion module runs the text tower's token features through blocks of self-attention, cross-attention
 to the image tower's tokens and an MLP (CoCa's decoder block, bidirectional here), and a linear head on the
-first (pooled) text token says match / no match. Each step scores the B matching pairs and 2B mined
-non-matching ones: every image with its most similar other caption and every caption with its most similar
-other image under the contrastive similarities (`zir.losses.itm.hardest_negatives`). Text padding is not
-masked in the fusion (the text tower's features at padding are what its pooling ignores).
+first (pooled) text token says match / no match; no text token attends to padding. Each step scores the B
+matching pairs and 2B mined non-matching ones: every image with another caption and every caption with
+another image, drawn by softmax of the contrastive similarities (ALBEF; `negatives: hardest` takes the most
+similar), never a caption identical token for token to the positive (`zir.losses.itm`).
 
-`match_scores(image_tokens, text_tokens)` gives the matching logit for re-ranking retrieval's top-k
-(`zir.eval.rerank`). With `contrastive_weight: 0` the objective adds only the ITM term and mines from its
-own projections, so it can sit beside a `clip` objective in a unified run.
+`match_scores(image_tokens, text_tokens, ids)` gives the matching logit for re-ranking retrieval's top-k
+(`zir.eval.rerank`). With `contrastive_weight: 0` the objective adds only the ITM term, so it can sit beside
+a `clip` objective in a unified run; it still mines from its own projections, which that leaves untrained
+(random projections of the towers' pooled features).
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ class FusionEncoder(nn.Module):
 
 
 class ITM(CLIP):
-    """CLIP's contrastive loss (weight `contrastive_weight`) plus `itm_weight` x the ITM loss on hard negatives."""
+    """CLIP's contrastive loss (weight `contrastive_weight`) plus `itm_weight` x the ITM loss on mined negatives."""
 
     name = "itm"
 
