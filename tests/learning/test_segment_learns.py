@@ -27,8 +27,8 @@ from zir.train import train
 STEPS = 200
 LIMIT = 300
 
-# seeds 0-4, Intel Xeon with AMX (lscpu: "Intel(R) Xeon(R) Processor"; the run is fp32), 1 thread, 16-23 CPU-s of training each on a
-# loaded 2-core VM: segment mIoU trained 21.88 22.06 22.09 21.50 22.52 against 19.54 18.91 19.52 19.07 18.81 at
+# seeds 0-4, Intel Xeon with AMX (the run is fp32), 1 thread, 16-23 CPU-s of training each on a loaded
+# 2-core VM: segment mIoU trained 21.88 22.06 22.09 21.50 22.52 against 19.54 18.91 19.52 19.07 18.81 at
 # random init (gains 2.34-3.71; the probe's own spread over its seeds is ~0.3, docs/adapt.md)
 MIN_GAIN = 1.0
 
