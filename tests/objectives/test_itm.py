@@ -11,7 +11,7 @@ from helpers import TEXT_NANO, first_batch
 from zir.data import load_tokenizer, open_source
 from zir.errors import ConfigError
 from zir.losses.itm import (
-    hardest_negatives, itm_loss, ranks_from_order, rerank, reranked_ranks, same_tokens, sampled_negatives,
+    hardest_negatives, itm_loss, reranked_ranks, same_tokens, sampled_negatives,
 )
 from zir.model import build_model
 from zir.recipes import TOKENIZERS_DIR
@@ -62,14 +62,14 @@ def test_itm_loss_on_fixed_inputs():
     assert itm_loss(logits, 1).item() == pytest.approx(expected, rel=1e-6)
 
 
-def test_rerank_keeps_the_top_k_set_and_orders_it_by_score():
+def test_rerank_orders_only_the_top_k_by_score():
     sim = torch.tensor([[0.9, 0.8, 0.7, 0.6, 0.5]])
     itm = torch.tensor([0.0, 5.0, 1.0, 9.0, 9.0])
-    order = rerank(sim, 3, lambda q, cands: itm[cands])
-    assert order.tolist() == [[1, 2, 0, 3, 4]]  # candidates 0-2 reordered by ITM; 3 and 4 stay outside
-    correct = torch.tensor([[False, False, True, False, False]])
-    assert ranks_from_order(sim.argsort(dim=1, descending=True), correct).tolist() == [3]
-    assert ranks_from_order(order, correct).tolist() == [2]
+    score = lambda q, cands: itm[cands]  # noqa: E731
+    at = lambda i: torch.arange(5).view(1, -1) == i  # noqa: E731  the correct candidate is number i
+    assert reranked_ranks(sim, 3, score, at(2)).tolist() == [2]  # candidates 0-2 reordered by ITM: 1, 2, 0
+    assert reranked_ranks(sim, 3, score, at(0)).tolist() == [3]
+    assert reranked_ranks(sim, 3, score, at(3)).tolist() == [4]  # outside the top 3: ITM's 9 does not lift it
 
 
 def test_reranked_ranks_count_ties_against_the_correct_candidate():

@@ -62,20 +62,6 @@ def itm_loss(match_logits: torch.Tensor, batch_size: int) -> torch.Tensor:
     return F.cross_entropy(match_logits.float(), labels)
 
 
-def rerank(similarity: torch.Tensor, k: int, score: callable) -> torch.Tensor:
-    """Each query's candidates by similarity, its top k reordered by `score(query, candidates) -> (k,)`.
-
-    similarity (Q, C) -> (Q, C) candidate indices, best first: positions k.. keep the similarity order, so
-    re-ranking only permutes each query's top-k set.
-    """
-    order = similarity.argsort(dim=1, descending=True, stable=True)
-    k = min(k, similarity.shape[1])
-    for q in range(similarity.shape[0]):
-        top = order[q, :k]
-        order[q, :k] = top[torch.as_tensor(score(q, top)).argsort(descending=True, stable=True)]
-    return order
-
-
 def reranked_ranks(similarity: torch.Tensor, k: int, score: callable, correct: torch.Tensor) -> torch.Tensor:
     """1-based rank of each query's first correct candidate after re-ranking its top k by `score(query,
     candidates) -> (k,)`; similarity and correct (Q, C). As `zir.eval.retrieval` counts them, a wrong candidate
@@ -94,9 +80,3 @@ def reranked_ranks(similarity: torch.Tensor, k: int, score: callable, correct: t
         else:
             out[q] = 1 + int(((row >= row[own].max()) & ~own).sum())
     return out
-
-
-def ranks_from_order(order: torch.Tensor, correct: torch.Tensor) -> torch.Tensor:
-    """1-based rank of each query's first correct candidate: order (Q, C) indices, correct (Q, C) bool."""
-    hit = torch.gather(correct, 1, order)
-    return hit.float().argmax(dim=1) + 1
