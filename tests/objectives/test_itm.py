@@ -122,3 +122,6 @@ def test_itm_negatives_must_be_named():
     with pytest.raises(ConfigError, match="itm negatives='random': expected one of sampled, hardest"):
         build_model({"towers": {"image": {"model": "vit_nano_patch4_32"}, "text": TEXT_NANO},
                      "objectives": {"itm": {"negatives": "random"}}})
+    with pytest.raises(ConfigError, match="itm negative_temperature=0: expected a number > 0"):
+        build_model({"towers": {"image": {"model": "vit_nano_patch4_32"}, "text": TEXT_NANO},
+                     "objectives": {"itm": {"negative_temperature": 0}}})

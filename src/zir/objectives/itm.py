@@ -69,7 +69,10 @@ class ITM(CLIP):
         if negatives not in NEGATIVES:
             raise ConfigError(f"itm negatives={negatives!r}: expected one of {', '.join(NEGATIVES)}")
         self.negatives = negatives
-        self.negative_temperature = negative_temperature
+        if negative_temperature is not None and not float(negative_temperature) > 0:
+            raise ConfigError(f"itm negative_temperature={negative_temperature!r}: expected a number > 0 (or null: "
+                              "the contrastive temperature)")
+        self.negative_temperature = None if negative_temperature is None else float(negative_temperature)
         self.fusion = FusionEncoder(tower_width(self.text_tower), tower_width(self.tower), fusion_depth, fusion_heads)
 
     def negative_scale(self) -> float:
