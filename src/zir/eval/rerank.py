@@ -11,7 +11,7 @@ import torch
 
 from zir.eval.retrieval import _summary
 from zir.eval.run_loading import EvalError
-from zir.losses.itm import ranks_from_order, rerank
+from zir.losses.itm import reranked_ranks
 from zir.objectives.itm import ITM
 
 
@@ -38,20 +38,22 @@ def reranked_retrieval(ctx, image: torch.Tensor, texts: torch.Tensor, owner: tor
     features, data = ctx.features, ctx.data
     image_tokens = torch.cat([features.tower.forward_tokens(x) for x, _ in features._batches(data.test)])
     text_tower = itm.text_tower
-    text_tokens = torch.cat([text_tower.forward_tokens(ids) for ids in features._batches(data.test, text=True)])
-    image_tokens, text_tokens = image_tokens[: image.shape[0]], text_tokens[: texts.shape[0]]
+    ids = torch.cat(list(features._batches(data.test, text=True)))[: texts.shape[0]]
+    text_tokens = torch.cat([text_tower.forward_tokens(part) for part in ids.split(features.batch_size)])
+    image_tokens = image_tokens[: image.shape[0]]
     sim = torch.nn.functional.normalize(image, dim=-1) @ torch.nn.functional.normalize(texts, dim=-1).T
     k = ctx.rerank
 
     def text_scores(q: int, cands: torch.Tensor) -> torch.Tensor:
-        return itm.match_scores(image_tokens[q].expand(len(cands), -1, -1), text_tokens[cands]).float()
+        return itm.match_scores(image_tokens[q].expand(len(cands), -1, -1), text_tokens[cands], ids[cands]).float()
 
     def image_scores(q: int, cands: torch.Tensor) -> torch.Tensor:
-        return itm.match_scores(image_tokens[cands], text_tokens[q].expand(len(cands), -1, -1)).float()
+        return itm.match_scores(image_tokens[cands], text_tokens[q].expand(len(cands), -1, -1),
+                                ids[q].expand(len(cands), -1)).float()
 
     own = owner.view(1, -1) == torch.arange(image.shape[0]).view(-1, 1)  # (N, T)
-    i2t = ranks_from_order(rerank(sim, k, text_scores), own)
-    t2i = ranks_from_order(rerank(sim.T.contiguous(), k, image_scores), own.T.contiguous())
+    i2t = reranked_ranks(sim, k, text_scores, own)
+    t2i = reranked_ranks(sim.T.contiguous(), k, image_scores, own.T.contiguous())
     itm.train(was_training)
     out = {**_summary(i2t, "reranked_i2t", (1, 5, 10)), **_summary(t2i, "reranked_t2i", (1, 5, 10))}
     return {**out, "rerank_k": k}
