@@ -30,7 +30,8 @@ def clip_run(tmp_path_factory):
     """Two steps of the CLIP recipe with a CLIP-architecture image tower (pre_norm) at 16 px."""
     torch.manual_seed(0)
     cfg = load_config(RECIPES_DIR / "clip.yaml", TINY + ["model.towers.image.model=vit_nano_patch4_32",
-                                                         "model.towers.image.pre_norm=true"])
+                                                         "model.towers.image.pre_norm=true",
+                                                         "model.towers.image.global_pool=token"])
     run = tmp_path_factory.mktemp("clip") / "run"
     train(cfg, run, progress=False)
     return run
@@ -70,7 +71,8 @@ def test_a_clip_run_exports_as_clip_model_and_reads_back_equal(clip_run, tmp_pat
 
 def test_a_tower_transformers_has_no_class_for_exports_in_zirs_layout(tmp_path, capsys):
     torch.manual_seed(0)
-    cfg = load_config(RECIPES_DIR / "clip.yaml", TINY + ["model.towers.image.model=vit_nano_patch4_32"])
+    cfg = load_config(RECIPES_DIR / "clip.yaml", TINY + ["model.towers.image.model=vit_nano_patch4_32",
+                                                         "model.towers.image.global_pool=token"])  # only pre_norm differs
     run = tmp_path / "run"
     train(cfg, run, progress=False)
     assert main(["export", str(run), "--format", "hf", "--out", str(tmp_path / "hf")]) == 0

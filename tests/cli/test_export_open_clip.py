@@ -17,7 +17,8 @@ from zir.train import train
 from zir.train.runs import export_run
 
 TINY = ["train.steps=2", "data.batch_size=8", "data.options.n=64", "train.threads=1", "train.precision=fp32",
-        "model.towers.image.model=vit_nano_patch4_32", "model.towers.image.pre_norm=true"]
+        "model.towers.image.model=vit_nano_patch4_32", "model.towers.image.pre_norm=true",
+        "model.towers.image.global_pool=token"]  # open_clip's ViT pools its class token; the recipe pools the mean
 
 
 def test_a_clip_run_exports_in_open_clips_layout_and_reads_back_equal(tmp_path, capsys):
