@@ -85,7 +85,7 @@ class ITM(CLIP):
         """(B, L) token ids -> (B, 1 + L) bool padding mask of the text tower's tokens (its pooled token first)."""
         if ids is None:
             return None
-        pad = ids == getattr(self.text_tower, "pad_id", 0)
+        pad = ids == self.text_tower.pad_id
         return torch.cat([torch.zeros_like(pad[:, :1]), pad], dim=1)
 
     def match_scores(self, image_tokens: torch.Tensor, text_tokens: torch.Tensor,
