@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from zir.data.sources import BadSample
-from zir.data.wav import DEFAULT_MAX_SECONDS, MAX_SAMPLE_RATE, SILENCE_PEAK, WAV_EXTENSIONS, decode_wav
+from zir.data.wav import DEFAULT_MAX_SECONDS, SILENCE_PEAK, WAV_EXTENSIONS, check_header, decode_wav
 
 SNDFILE_EXTENSIONS = (".flac", ".ogg", ".oga")
 AUDIO_EXTENSIONS = WAV_EXTENSIONS + SNDFILE_EXTENSIONS
@@ -50,12 +50,7 @@ def decode_sndfile(data: bytes | str | os.PathLike, key: str, notes: list[str] |
         raise BadSample(key, "truncated or malformed audio" if damaged else "not a FLAC or OGG file") from None
     with f:
         channels, rate, frames = f.channels, f.samplerate, f.frames
-        if rate < 1 or channels < 1:
-            raise BadSample(key, "audio header with no sample rate or no channel")
-        if rate > MAX_SAMPLE_RATE:
-            raise BadSample(key, f"sample rate over {MAX_SAMPLE_RATE:,} Hz")
-        if max_seconds is not None and frames / rate > max_seconds:
-            raise BadSample(key, f"audio over {max_seconds:g} seconds")
+        check_header(key, "audio", channels, rate, frames, max_seconds)
         try:
             wave = f.read(frames, dtype="float32", always_2d=True)
         except (RuntimeError, OSError, ValueError, EOFError):

@@ -25,6 +25,15 @@ SILENCE_PEAK = 1e-4  # -80 dBFS: below three steps of 16-bit PCM, a recording ho
 _FULL_SCALE = {1: 128.0, 2: 32768.0, 3: 8388608.0, 4: 2147483648.0}
 
 
+def check_header(key: str, kind: str, channels: int, rate: int, frames: int, max_seconds: float | None) -> None:
+    """Refuse, before reading any sample, a header with no rate or channel, an absurd rate or too long a clip."""
+    if rate < 1 or channels < 1:
+        raise BadSample(key, f"{kind} header with no sample rate or no channel")
+    if rate > MAX_SAMPLE_RATE:
+        raise BadSample(key, f"sample rate over {MAX_SAMPLE_RATE:,} Hz")
+    if max_seconds is not None and frames / rate > max_seconds:
+        raise BadSample(key, f"audio over {max_seconds:g} seconds")
+
 def decode_wav(data: bytes | str | os.PathLike, key: str, notes: list[str] | None = None,
                max_seconds: float | None = DEFAULT_MAX_SECONDS) -> tuple[np.ndarray, int]:
     """Bytes or a path -> (mono float32 waveform (T,) in [-1, 1), sample rate); raises BadSample."""
@@ -33,12 +42,7 @@ def decode_wav(data: bytes | str | os.PathLike, key: str, notes: list[str] | Non
     try:
         with wave.open(source, "rb") as f:
             channels, width, rate, frames = f.getnchannels(), f.getsampwidth(), f.getframerate(), f.getnframes()
-            if rate < 1 or channels < 1:
-                raise BadSample(key, "WAV header with no sample rate or no channel")
-            if rate > MAX_SAMPLE_RATE:
-                raise BadSample(key, f"sample rate over {MAX_SAMPLE_RATE:,} Hz")
-            if max_seconds is not None and frames / rate > max_seconds:
-                raise BadSample(key, f"audio over {max_seconds:g} seconds")
+            check_header(key, "WAV", channels, rate, frames, max_seconds)
             raw = f.readframes(frames)
     except FileNotFoundError:
         raise BadSample(key, "missing file") from None
