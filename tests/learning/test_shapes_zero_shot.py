@@ -36,7 +36,7 @@ TOKENIZER = TOKENIZERS_DIR / "shapes.json"
 # Thresholds (percent) far below the lowest of 5 seeds measured on the processor named at each test, and far
 # above chance (20%, one standard error 1.8): 35% is 8 standard errors above it.
 THRESHOLD_CLIP = 33.0  # the issue asks 40 at 300 steps: the lowest seed (42.4) is too close to it for a test
-THRESHOLD_COCA = 35.0
+THRESHOLD_COCA = 33.0
 THRESHOLD_COCA_CAPTIONS = 0.40
 THRESHOLD_SIGLIP = 35.0
 THRESHOLD_SLIP = 30.0
@@ -83,11 +83,12 @@ def test_shipped_clip_recipe_classifies_shape_zero_shot(tmp_path):
     assert zero_shot(trained("clip", 300, tmp_path / "run")) > THRESHOLD_CLIP
 
 
-@pytest.mark.long(seconds=120)
+@pytest.mark.long(seconds=75)
 def test_shipped_coca_recipe_classifies_shape_and_its_captions_name_it(tmp_path):
-    # seeds 0-4, 500 steps, AMD EPYC (Zen 4), fp32, 1 thread: zero-shot 56.6 52.0 79.8 81.4 73.4 (mean 68.6,
-    # sd 13.5); captions naming the right shape 64.7 84.0 69.3 58.7 77.3%; at 300 steps 38.2-59.6
-    run = trained("coca", 500, tmp_path / "run")
+    # seeds 0-4, 300 steps, Intel Xeon (AMX), fp32, 1 thread, mean-pooled tower and 10000 images: zero-shot 51.8 54.6
+    # 43.0 60.2 67.4 (mean 55.4, sd 9.1); captions naming the right shape 65.3 69.3 73.3 53.3 82.0%. Before them
+    # (class token, 4000 images; AMD EPYC) 500 steps gave 56.6 52.0 79.8 81.4 73.4 and 300 steps 38.2-59.6
+    run = trained("coca", 300, tmp_path / "run")
     assert zero_shot(run) > THRESHOLD_COCA
     assert captions_naming_the_shape(run) > THRESHOLD_COCA_CAPTIONS
 
