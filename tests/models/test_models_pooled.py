@@ -21,3 +21,11 @@ def test_mean_pooled_towers_pool_embed_and_reset(name, side):
     assert tower(images).shape == (2, 3) and tower.num_classes == 3
     tower.reset_classifier(0)
     assert tower(images).shape == (2, tower.num_features)
+
+
+@pytest.mark.parametrize("name", ["swin_micro_patch2_window4_32", "mobilevitv2_050", "efficientvit_m0"])
+def test_mean_pooled_towers_take_avg_pooling_and_refuse_the_class_token(name):
+    # a recipe that sets global_pool: avg for its ViT (clip, siglip, coca) also builds these towers
+    assert isinstance(zir.create_model(name, global_pool="avg"), MeanPooledHead)
+    with pytest.raises(zir.errors.ConfigError, match="global_pool must be 'avg'.*got 'token'"):
+        zir.create_model(name, global_pool="token")

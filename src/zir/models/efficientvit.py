@@ -22,7 +22,7 @@ from torch.utils.checkpoint import checkpoint
 
 from zir.errors import ConfigError, ShapeError
 from zir.nn.patch_embed import to_2tuple
-from zir.models.pooled import MeanPooledHead
+from zir.models.pooled import MeanPooledHead, check_mean_pool
 from zir.models.tower import refuse_masking
 
 
@@ -263,10 +263,12 @@ class EfficientViT(MeanPooledHead, nn.Module):
         kernels: Sequence[int] = (5, 5, 5, 5),
         drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
+        global_pool: str = "avg",
     ) -> None:
         """Build the tower. A stage whose grid at `img_size` is smaller than its window gets a window (and
         bias table) the size of that grid, as the published models do."""
         super().__init__()
+        check_mean_pool(global_pool)
         sizes = {len(embed_dim), len(key_dim), len(depth), len(num_heads), len(window_size)}
         if len(sizes) != 1:
             raise ConfigError("embed_dim, key_dim, depth, num_heads and window_size need one entry per stage")

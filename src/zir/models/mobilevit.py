@@ -22,7 +22,7 @@ from torch.utils.checkpoint import checkpoint
 from zir.errors import ConfigError, ShapeError
 from zir.nn.drop import DropPath
 from zir.nn.patch_embed import to_2tuple
-from zir.models.pooled import MeanPooledHead
+from zir.models.pooled import MeanPooledHead, check_mean_pool
 from zir.models.tower import refuse_masking
 
 
@@ -175,9 +175,11 @@ class MobileViTv2(MeanPooledHead, nn.Module):
         drop_rate: float = 0.0,
         attn_drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
+        global_pool: str = "avg",
     ) -> None:
         """Build the tower; `width_multiplier` scales the widths 32 (stem), 64, 128, 256, 384, 512."""
         super().__init__()
+        check_mean_pool(global_pool)
         if width_multiplier <= 0:
             raise ConfigError(f"width_multiplier must be positive; got {width_multiplier}")
         if len(transformer_depths) != 3:

@@ -9,7 +9,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from zir.errors import ConfigError
 from zir.nn import check_attention_impl
+
+
+def check_mean_pool(global_pool: str) -> None:
+    """These towers pool by averaging and have no class token: `global_pool` is accepted (so a recipe that
+    sets `avg` for a ViT also builds them) but only as 'avg'."""
+    if global_pool != "avg":
+        raise ConfigError(f"global_pool must be 'avg' for this tower (it has no class token); got {global_pool!r}")
 
 
 class MeanPooledHead:

@@ -19,7 +19,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from zir.errors import ConfigError, ShapeError
-from zir.models.pooled import MeanPooledHead
+from zir.models.pooled import MeanPooledHead, check_mean_pool
 from zir.nn import DropPath, Mlp, PatchEmbed, to_2tuple
 from zir.nn.attention import check_attention_impl
 from zir.nn.window import (
@@ -146,6 +146,7 @@ class SwinTransformer(MeanPooledHead, nn.Module):
         drop_rate: float = 0.0,
         attn_drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
+        global_pool: str = "avg",
     ) -> None:
         """Build the tower.
 
@@ -153,6 +154,7 @@ class SwinTransformer(MeanPooledHead, nn.Module):
         learned token that masked patches become (SimMIM); without it, `keep`/`mask` raise a ConfigError.
         """
         super().__init__()
+        check_mean_pool(global_pool)
         depths, num_heads = tuple(depths), tuple(num_heads)
         if not depths or len(depths) != len(num_heads):
             raise ConfigError(f"depths {depths} and num_heads {num_heads} must be non-empty and of equal length")
