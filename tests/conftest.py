@@ -7,7 +7,8 @@ import torch
 def pytest_collection_modifyitems(config, items):
     """Put the `long` tests at both ends of the run, balanced by their `seconds`. xdist's worksteal hands each
     of two workers a contiguous half of the list and cannot steal a worker's last two tests, so long tests
-    side by side would run one after the other on one worker while the other idles."""
+    side by side would run one after the other on one worker while the other idles. The `seconds` are a CI run's
+    `--durations` (only their ratios matter)."""
     long = [item for item in items if item.get_closest_marker("long")]
     if not long:
         return

@@ -60,7 +60,7 @@ def test_the_real_fsdd_holds_out_theo():
     assert set(test.speakers) == {"theo"} and len(test) == 500
 
 
-@pytest.mark.long(seconds=32)
+@pytest.mark.long(seconds=10)
 @pytest.mark.skipif(not (SHARED / "fsdd").is_dir(), reason="needs ../shared/data/fsdd")
 def test_the_documented_commands_run_in_short(tmp_path, monkeypatch, capsys):
     import re

@@ -51,7 +51,7 @@ def segment_miou(run: Path, seed: int = 0) -> tuple[float, float]:
     return round(res["mIoU"], 2), round(res["random_init"]["mIoU"], 2)
 
 
-@pytest.mark.long(seconds=30)
+@pytest.mark.long(seconds=16)
 def test_a_short_simclr_run_segments_better_than_its_random_init(tmp_path):
     trained, random_init = segment_miou(tmp_path / "run")
     assert trained > random_init + MIN_GAIN, (trained, random_init)

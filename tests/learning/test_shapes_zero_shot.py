@@ -74,7 +74,7 @@ def captions_naming_the_shape(run: Path, n: int = 150) -> float:
     return sum(named_in(c, "shape") == {int(y)} for c, y in zip(captions, batch.labels)) / len(captions)
 
 
-@pytest.mark.long(seconds=45)
+@pytest.mark.long(seconds=68)
 def test_shipped_clip_recipe_classifies_shape_zero_shot(tmp_path):
     # seeds 0-4, 300 steps, Intel Xeon (Sapphire Rapids, AMX), fp32, 1 thread: 64.2 46.4 42.4 48.8 56.4 (mean 51.6,
     # sd 8.5); 600 steps, seeds 0, 1: 84.6 74.6. Before the recipe pooled the patch tokens' mean and read 10000 images
@@ -83,7 +83,7 @@ def test_shipped_clip_recipe_classifies_shape_zero_shot(tmp_path):
     assert zero_shot(trained("clip", 300, tmp_path / "run")) > THRESHOLD_CLIP
 
 
-@pytest.mark.long(seconds=75)
+@pytest.mark.long(seconds=110)
 def test_shipped_coca_recipe_classifies_shape_and_its_captions_name_it(tmp_path):
     # seeds 0-4, 300 steps, Intel Xeon (AMX), fp32, 1 thread, mean-pooled tower and 10000 images: zero-shot 51.8 54.6
     # 43.0 60.2 67.4 (mean 55.4, sd 9.1); captions naming the right shape 65.3 69.3 73.3 53.3 82.0%. Before them
@@ -93,7 +93,7 @@ def test_shipped_coca_recipe_classifies_shape_and_its_captions_name_it(tmp_path)
     assert captions_naming_the_shape(run) > THRESHOLD_COCA_CAPTIONS
 
 
-@pytest.mark.long(seconds=95)
+@pytest.mark.long(seconds=152)
 def test_shipped_siglip_recipe_classifies_shape_zero_shot(tmp_path):
     # seeds 0-4, 600 steps, Intel Xeon (AMX), fp32, 1 thread: 58.0 58.0 51.2 71.6 81.4 (mean 64.0, sd 12.2), with the
     # mean-pooled tower and 10000 images; before them (class token, 4000 images; AMD EPYC) 1200 steps gave 54.8 72.0
@@ -101,11 +101,12 @@ def test_shipped_siglip_recipe_classifies_shape_zero_shot(tmp_path):
     assert zero_shot(trained("siglip", 600, tmp_path / "run")) > THRESHOLD_SIGLIP
 
 
-@pytest.mark.long(seconds=230)
+@pytest.mark.long(seconds=250)
 def test_shipped_slip_recipe_classifies_shape_zero_shot(tmp_path):
-    # seeds 0-4, 800 steps, AMD EPYC (Zen 4), fp32, 1 thread: 65.8 43.2 59.6 59.8 54.4 (mean 56.6, sd 8.5); the test
-    # trains 1000 steps, so the 800-step spread is a floor
-    assert zero_shot(trained("slip", 1000, tmp_path / "run")) > THRESHOLD_SLIP
+    # seeds 0-4, 600 steps, Intel Xeon (AMX), fp32, 1 thread, mean-pooled tower and 10000 images: 67.4 40.8 50.4 48.2
+    # 61.2 (mean 53.6, sd 10.6). Before them (class token, 4000 images; AMD EPYC) 800 steps gave 65.8 43.2 59.6 59.8
+    # 54.4 and the test trained 1000 steps (7 minutes of a loaded Intel CI run)
+    assert zero_shot(trained("slip", 600, tmp_path / "run")) > THRESHOLD_SLIP
 
 
 if __name__ == "__main__":  # the seed spread behind the thresholds: python tests/learning/test_shapes_zero_shot.py NAME STEPS 0,1,2,3,4 [KEY=VALUE ...]

@@ -163,7 +163,7 @@ open(f"rank{{rank}}.result", "w").write(verdict)
 '''
 
 
-@pytest.mark.long(seconds=15)
+@pytest.mark.long(seconds=19)
 def test_under_ddp_rank_0_monitors_while_the_other_rank_goes_on(run_two_ranks):
     """Two gloo processes: the run finishes (rank 1 waits for rank 0's measurement in the next step's collective)
     and rank 0 logs knn_top1 on steps 2 and 4."""

@@ -36,8 +36,8 @@ def test_shipped_recipes_are_found():
     assert not any(n.endswith("tokenizer") for n in names)
 
 
-@pytest.mark.parametrize("strategy", [pytest.param("ddp", marks=pytest.mark.long(seconds=35)),
-                                      pytest.param("fsdp", marks=pytest.mark.long(seconds=60))])
+@pytest.mark.parametrize("strategy", [pytest.param("ddp", marks=pytest.mark.long(seconds=42)),
+                                      pytest.param("fsdp", marks=pytest.mark.long(seconds=96))])
 def test_every_recipe_trains_under_two_gloo_processes(tmp_path, one_process, strategy):
     write_pairs(tmp_path)
     recipes = shipped_recipes()
