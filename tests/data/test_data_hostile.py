@@ -121,6 +121,27 @@ def test_plain_tar_cut_inside_a_header_counts_one_error(tmp_path, cut):
     assert isinstance(out[-1], BadSample) and out[-1].reason == "damaged shard (ReadError)"
 
 
+@pytest.mark.parametrize("compressed", [False, True])
+@pytest.mark.parametrize("claimed", [50 * 2**30, 2**62])  # an octal size; a GNU base-256 one
+def test_a_header_claiming_more_than_the_shard_holds_ends_it_after_a_few_reads(tmp_path, monkeypatch, claimed,
+                                                                              compressed):
+    # tarfile skips a refused member with one read per 10 KiB and never looks for the end: counted, not timed
+    from zir.data import streams
+
+    whole = cls_shard(tmp_path / "whole.tar", 2).read_bytes()[:2 * 1024]  # two samples, no end-of-archive blocks
+    info = tarfile.TarInfo("big.png")
+    info.size = claimed
+    data = whole + info.tobuf(format=tarfile.GNU_FORMAT) + b"\x00" * 1024
+    shard = write(tmp_path / ("a.tar.gz" if compressed else "a.tar"), gzip.compress(data) if compressed else data)
+    reads = []
+    real = streams.DecodedStream.readinto
+    monkeypatch.setattr(streams.DecodedStream, "readinto", lambda self, b: reads.append(1) or real(self, b))
+    out = list(read_shard(str(shard)))
+    assert [r["__key__"] for r in out[:2]] == ["k00", "k01"]
+    assert [r.reason for r in out[2:]] == ["member over 67,108,864 bytes", "damaged shard (ReadError)"]
+    assert len(reads) < 200
+
+
 def test_hard_linked_members_are_read(tmp_path):
     image = png(color=(5, 6, 7))
     shard = tmp_path / "links.tar"

@@ -34,7 +34,7 @@ from zir.data.sources import (
     sized,
     templated_captions,
 )
-from zir.data.streams import DecodedStream
+from zir.data.streams import DecodedStream, ReadPastEnd
 from zir.data.audio_decode import AUDIO_EXTENSIONS, decode_audio
 from zir.data.wav import DEFAULT_MAX_SECONDS
 from zir.errors import ConfigError
@@ -181,6 +181,8 @@ def read_shard(path: str, max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES) -> I
                 why = "cut short" if isinstance(stop, (tarfile.EmptyHeaderError, tarfile.TruncatedHeaderError)) else "garbled"
                 raise tarfile.ReadError(f"header {why} before the end-of-archive marker")
     except (tarfile.TarError, EOFError, OSError) as e:
+        if isinstance(e, ReadPastEnd):  # a member's data cut short, as tarfile says when it reads one
+            e = tarfile.ReadError(str(e))
         if current is not None and not cut:
             yield _finish(current)  # complete as far as the shard goes
         current = None

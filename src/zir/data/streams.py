@@ -17,6 +17,14 @@ import zlib
 INPUT_CHUNK = 64 * 1024  # compressed bytes read from the file at a time
 XZ_MEMORY_LIMIT = 128 * 2**20  # an xz shard whose decoder would need more is a damaged shard (LZMAError)
 _DECODE_ERRORS = (EOFError, OSError, zlib.error, lzma.LZMAError)
+READS_PAST_END = 64  # empty reads allowed once the stream has ended; a reader that keeps asking is skipping data
+
+
+class ReadPastEnd(EOFError):
+    """A reader kept reading after the stream ended: a header claimed more data than the shard holds.
+
+    tarfile skips a member it is not asked to read (in `r|` mode) with one read per 10 KiB and never checks for
+    the end, so a 9 KiB shard whose header claims 50 GiB would cost minutes of CPU, and a base-256 size forever."""
 
 
 def _gzip_decoder():
@@ -45,6 +53,7 @@ class DecodedStream(io.RawIOBase):
         self._file.seek(0)
         self._decoder = self._new_decoder() if self._new_decoder else None
         self._pending = b""  # compressed input read from the file that the decoder has not taken
+        self._empty_reads = 0
         self.damage: Exception | None = None
 
     def readable(self) -> bool:
@@ -52,6 +61,10 @@ class DecodedStream(io.RawIOBase):
 
     def readinto(self, buffer) -> int:
         data = self._read(len(buffer))
+        if not data and len(buffer):
+            self._empty_reads += 1
+            if self._empty_reads > READS_PAST_END:
+                raise ReadPastEnd("a member claims more data than the stream holds")
         buffer[: len(data)] = data
         return len(data)
 
