@@ -108,3 +108,14 @@ def test_a_recipe_plan_override_cannot_mix_the_flat_mask_keys_with_named_masks()
         ViewPlan.from_dict({"global": 1, "mask": 0.5, "masks": {"global_0": [MaskSpec("mae", 0.75)]}})
     flat = ViewPlan.from_dict({"global": 2, "image": 1, "mask": 0.4, "mask_kind": "block", "mask_on": ["image"]})
     assert flat.masks == {"image": (MaskSpec("mask", 0.4, "block"),)}
+
+
+def test_the_image_view_follows_image_pipeline_and_the_global_views_follow_pipeline():
+    # before image_pipeline, `pipeline` never reached the `image` view (always a light crop), and said nothing
+    plain = ViewCollate(ViewPlan(global_views=1, image=1, size=32, pipeline="none", image_pipeline="none"))(items())
+    torch.testing.assert_close(plain.views["image"], plain.views["global_0"])  # both the resized image, unaugmented
+    light = ViewCollate(ViewPlan(global_views=1, image=1, size=32, pipeline="none"))(items())
+    assert not torch.equal(light.views["image"], plain.views["image"])  # the default: a light crop and flip
+    torch.testing.assert_close(light.views["global_0"], plain.views["global_0"])
+    with pytest.raises(ConfigError, match="view plan field image_pipeline='jitter': expected one of simclr"):
+        ViewPlan(image=1, global_views=0, image_pipeline="jitter")

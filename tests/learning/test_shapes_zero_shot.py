@@ -67,7 +67,7 @@ def captions_naming_the_shape(run: Path, n: int = 150) -> float:
     """Fraction of `n` test images whose greedy caption names exactly the right shape (chance 20%)."""
     options = {k: v for k, v in load_run(run).config["data"]["options"].items() if k != "n"}
     test = ShapesSource("test", n=n, **options)
-    batch = next(iter(make_loader(test, {"global": 0, "image": 1, "pipeline": "none"}, n)))
+    batch = next(iter(make_loader(test, {"global": 0, "image": 1, "image_pipeline": "none"}, n)))
     run_loaded = load_run(run)
     tokenizer = load_tokenizer(TOKENIZER, context_length=run_loaded.model.towers["text"].context_length)
     captions = generate_captions(run_loaded.model, batch.views["image"], tokenizer)

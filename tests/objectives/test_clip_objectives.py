@@ -97,7 +97,7 @@ def _zeroshot(obj, tok, task):
     classifier = zeroshot_classifier(obj.text_encoder(tok), list(class_names(task)), ["a {}.", "a photo of a {}."])
     feats, labels = [], []
     with torch.no_grad():
-        for b in make_loader(test, {"global": 0, "image": 1, "pipeline": "none"}, 100):
+        for b in make_loader(test, {"global": 0, "image": 1, "image_pipeline": "none"}, 100):
             feats.append(obj.encode_image(b.views["image"]))
             labels.append(b.labels)
     return evaluate_zeroshot(torch.cat(feats), torch.cat(labels), classifier)["top1"]

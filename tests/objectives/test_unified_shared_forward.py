@@ -37,7 +37,7 @@ def unified(**objective_overrides) -> tuple[dict, object]:
     torch.manual_seed(0)
     model = build_model(spec)
     plan = model.view_plan()
-    plan.pipeline = cfg.data.plan["pipeline"]
+    plan.image_pipeline = cfg.data.plan["image_pipeline"]
     loader = Loader(open_source("shapes", split="train", **cfg.data.options), plan, 16,
                     tokenizer=load_tokenizer(TOKENIZER, context_length=text_context(model)), shuffle=False)
     return model, next(iter(loader))

@@ -8,7 +8,8 @@ workers nor on which worker built it, and builds:
 
 - `global_0 .. global_{G-1}`: (B, 3, size, size) normalised, augmented by the plan's pipeline;
 - `local_0 .. local_{L-1}`: (B, 3, local_size, local_size), DINO's small crops;
-- `image` when asked: (B, 3, size, size), a light crop and flip (CLIP, MAE beside SimCLR/DINO views);
+- `image` when asked: (B, 3, size, size), augmented by `image_pipeline` (by default `light`, a mild crop and
+  flip: CLIP, CoCa, MAE beside SimCLR/DINO views);
 - a `Mask` for each named mask of each view, `batch.masks[(view, name)]`, with `keep` (B, K) for
   `forward_tokens(x, keep)`, drawn over squares of the mask's `patch_size` pixels (SimMIM) or, by default,
   over the tower's patches;
@@ -55,6 +56,7 @@ class ViewPlan:
     local_size: int | None = None  # side of local views; default DINO's 96/224 of `size`
     patch_size: int = 4  # the tower's patch size, for mask grids and local sizes
     pipeline: str = "simclr"  # augmentation of the global views (see transforms.PIPELINES)
+    image_pipeline: str = "light"  # augmentation of the `image` view (CLIP's, CoCa's, MAE's beside SimCLR/DINO)
     mean: tuple[float, float, float] = transforms.IMAGENET_MEAN
     std: tuple[float, float, float] = transforms.IMAGENET_STD
     seed: int = 0
@@ -76,8 +78,10 @@ class ViewPlan:
         if self.global_views + self.local_views + self.image + self.text + self.audio == 0:
             raise ConfigError("view plan asks for no view: set global, local, image, text or audio")
         self._check_audio()
-        if self.pipeline not in transforms.PIPELINES:
-            raise ConfigError(f"view plan field pipeline={self.pipeline!r}: expected one of {', '.join(transforms.PIPELINES)}")
+        for name in ("pipeline", "image_pipeline"):
+            if getattr(self, name) not in transforms.PIPELINES:
+                raise ConfigError(f"view plan field {name}={getattr(self, name)!r}: expected one of "
+                                  f"{', '.join(transforms.PIPELINES)}")
         if self.size % self.patch_size:
             raise ConfigError(f"view plan field size={self.size}: expected a multiple of patch_size={self.patch_size}")
         if self.local_size is None:
@@ -188,7 +192,7 @@ class ViewPlan:
         for i in range(self.local_views):
             out[f"local_{i}"] = local
         if self.image:
-            out["image"] = transforms.pipeline("light", self.size)["global"][0]
+            out["image"] = transforms.pipeline(self.image_pipeline, self.size)["global"][0]
         return out
 
 
