@@ -5,6 +5,8 @@ import importlib.util
 import json
 from pathlib import Path
 
+import yaml
+
 from zir.config import from_dict
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "objectives_table.py"
@@ -30,11 +32,14 @@ def test_every_ssl_recipe_pretrains_on_cifar10_train_on_the_shared_tower_with_it
 
 
 def test_the_other_suites_keep_their_recipes(tmp_path):
+    unified = yaml.safe_load((table_script.RECIPES_DIR / "unified.yaml").read_text())["model"]["towers"]["image"]
+    assert unified["model"] == SHARED
     shapes = table_script.recipe_for("simclr", "shapes", 0, 300, str(tmp_path))
-    assert shapes["model"]["towers"]["image"] == {"model": SHARED, "img_size": 16}
+    assert shapes["model"]["towers"]["image"] == unified  # the unified recipe's tower as shipped, pooling included
     assert shapes["data"]["source"] == "shapes"
     flickr = table_script.recipe_for("mae", "flickr8k", 0, 300, str(tmp_path))
-    assert (flickr["model"]["towers"]["image"], flickr["data"]["source"]) == ({"model": SHARED}, "flickr8k")
+    at_32 = {k: v for k, v in unified.items() if k != "img_size"}  # the tower's own 32x32
+    assert (flickr["model"]["towers"]["image"], flickr["data"]["source"]) == (at_32, "flickr8k")
 
 
 def test_the_cifar10_table_has_a_row_per_objective_and_the_shared_towers_random_init(tmp_path):
