@@ -8,7 +8,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.zir-installed
 
-.PHONY: install browser demo test bench clean
+.PHONY: install browser demo test test-slow bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,10 @@ browser:
 # worksteal: the few long tests (tests/learning/test_shapes_zero_shot.py) end up on different workers
 test: install browser
 	$(BIN)/python -m pytest -q -n auto --dist worksteal
+
+# the learning tests too long for `make test` (SigLIP's and SLIP's shape tests, about 7 CPU-minutes)
+test-slow: install
+	$(BIN)/python -m pytest -q -n auto -m slow
 
 bench: install
 	$(BIN)/python benchmarks/vit_throughput.py

@@ -52,7 +52,7 @@ def _venv(tmp: Path, wheel: Path) -> Path:
     return venv
 
 
-@pytest.mark.long(seconds=36)
+@pytest.mark.long(seconds=48)
 def test_the_built_wheel_trains_a_shipped_recipe_and_runs_the_demo_from_any_folder(tmp_path):
     wheel = _wheel(tmp_path)
     venv = _venv(tmp_path, wheel)

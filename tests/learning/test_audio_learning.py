@@ -46,7 +46,7 @@ def linear_probe(out: Path, seed: int = 0) -> tuple[float, float]:
     return res["top1"], res["random_init"]["top1"]
 
 
-@pytest.mark.long(seconds=46)
+@pytest.mark.long(seconds=56)
 @pytest.mark.skipif(not (SHARED / "fsdd").is_dir(), reason="needs ../shared/data/fsdd")
 def test_audio_text_training_beats_random_init_on_spoken_digits(tmp_path):
     trained, random_init = linear_probe(tmp_path / "run")

@@ -48,7 +48,7 @@ def emergent_zeroshot(out: Path, seed: int = 0) -> tuple[float, float]:
     return res["top1"], res["random_init"]["top1"]
 
 
-@pytest.mark.long(seconds=55)
+@pytest.mark.long(seconds=94)
 @pytest.mark.skipif(not (SHARED / "fsdd").is_dir(), reason="needs ../shared/data/fsdd")
 def test_audio_is_classified_through_text_prompts_it_was_never_paired_with(tmp_path):
     trained, random_init = emergent_zeroshot(tmp_path / "run")

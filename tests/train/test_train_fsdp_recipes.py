@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import subprocess
+import warnings
 from pathlib import Path
 
 import pytest
@@ -36,17 +37,38 @@ def test_shipped_recipes_are_found():
     assert not any(n.endswith("tokenizer") for n in names)
 
 
-@pytest.mark.parametrize("strategy", [pytest.param("ddp", marks=pytest.mark.long(seconds=42)),
+def launch(out: Path, strategy: str, recipes: list[str]) -> tuple[subprocess.CompletedProcess, dict]:
+    """One torchrun job of two gloo processes training every recipe into `out`; its verdict files by name."""
+    out.mkdir(parents=True)
+    write_pairs(out)
+    done = subprocess.run([PY, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           str(Path(__file__).with_name("train_recipes_worker.py")), str(out), strategy, *recipes, *COMPARED],
+                          env=env(), capture_output=True, text=True, timeout=540)
+    return done, {p.stem: json.loads(p.read_text()) for p in out.glob("*.json")}
+
+
+def gloo_aborted(done: subprocess.CompletedProcess, verdicts: dict) -> bool:
+    """A rank killed by SIGABRT while no recipe reported a Python error. Seen once, in a loaded CI run, during the
+    FSDP job's first recipe (audio_mae, 2 steps); not reproduced in 18 launches alone or beside a training. An
+    abort from C++ (gloo's TCP transport aborts so: pytorch/gloo#514) says nothing about the recipes; the worker's
+    faulthandler prints the Python stacks of the aborting rank, kept in the warning."""
+    return done.returncode != 0 and "Signal 6 (SIGABRT)" in done.stderr and all(v["ok"] for v in verdicts.values())
+
+
+@pytest.mark.parametrize("strategy", [pytest.param("ddp", marks=pytest.mark.long(seconds=47)),
                                       pytest.param("fsdp", marks=pytest.mark.long(seconds=96))])
 def test_every_recipe_trains_under_two_gloo_processes(tmp_path, one_process, strategy):
-    write_pairs(tmp_path)
     recipes = shipped_recipes()
-    done = subprocess.run([PY, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                           str(Path(__file__).with_name("train_recipes_worker.py")), str(tmp_path), strategy, *recipes, *COMPARED],
-                          env=env(), capture_output=True, text=True, timeout=540)
-    verdicts = {p.stem: json.loads(p.read_text()) for p in tmp_path.glob("*.json")}
+    run_dir = tmp_path / "first"
+    done, verdicts = launch(run_dir, strategy, recipes)
+    if gloo_aborted(done, verdicts):  # one retry, on a fresh folder; the first try's stacks stay in the warning
+        warnings.warn(f"a rank aborted (SIGABRT) with no Python error; retried once. Its stderr:\n{done.stderr[-4000:]}")
+        run_dir = tmp_path / "again"
+        done, verdicts = launch(run_dir, strategy, recipes)
     failed = {k: v["error"] for k, v in verdicts.items() if not v["ok"]}
-    assert done.returncode == 0 and not failed, (failed, done.stderr[-3000:])
+    if done.returncode != 0 or failed:
+        pytest.fail(f"failed recipes: {failed}; torchrun exit {done.returncode}; stderr:\n{done.stderr[-4000:]}",
+                    pytrace=False)
     for name in recipes + COMPARED:
         losses = verdicts[name]["losses"]
         assert len(losses) == 2 and all(math.isfinite(x) for x in losses), (name, losses)
@@ -59,7 +81,7 @@ def test_every_recipe_trains_under_two_gloo_processes(tmp_path, one_process, str
     ref_dir, ref = one_process
     for spec in COMPARED:
         assert verdicts[spec]["losses"] == pytest.approx(ref[spec]["losses"], rel=1e-5), spec
-        one, two = last_weights(ref_dir / spec), last_weights(tmp_path / spec)
+        one, two = last_weights(ref_dir / spec), last_weights(run_dir / spec)
         assert one.keys() == two.keys()
         for key in one:
             assert torch.allclose(one[key], two[key], atol=1e-4), (spec, key, (one[key] - two[key]).abs().max())

@@ -12,6 +12,7 @@ printed lines, because two processes printing at once interleave their output.
 from __future__ import annotations
 
 import csv
+import faulthandler
 import json
 import os
 import sys
@@ -100,6 +101,7 @@ def run_recipe(spec: str, out: Path, strategy: str = "ddp") -> dict:
 def main(out: Path, strategy: str, specs: list[str]) -> int:
     import torch.distributed as dist
 
+    faulthandler.enable()  # a rank that aborts in C++ prints where its Python was
     # a short timeout: a rank that fails leaves the other waiting in a collective
     dist.init_process_group("gloo", timeout=timedelta(seconds=120))
     rank = dist.get_rank()
