@@ -143,3 +143,14 @@ def test_a_run_with_0d_temperature_and_bias_resumes_and_exports_as_before(tmp_pa
     assert len(losses(tmp_path / "old")) == 3 and losses(tmp_path / "old") == losses(tmp_path / "siglip")
     new, old = last_weights(tmp_path / "siglip"), last_weights(tmp_path / "old")
     assert all(torch.equal(new[k], old[k]) for k in new)
+
+
+def test_only_an_abort_without_a_python_error_is_retried():
+    def job(code, stderr):
+        return subprocess.CompletedProcess([], code, "", stderr)
+
+    abort = "  traceback : Signal 6 (SIGABRT) received by PID 7"
+    assert gloo_aborted(job(1, abort), {"clip": {"ok": True}})
+    assert not gloo_aborted(job(1, abort), {"clip": {"ok": False, "error": "ValueError: x"}})  # a recipe's own error
+    assert not gloo_aborted(job(1, "ValueError: x"), {})  # any other failure of the job
+    assert not gloo_aborted(job(0, abort), {"clip": {"ok": True}})
