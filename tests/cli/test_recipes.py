@@ -16,7 +16,7 @@ from zir.eval.run_eval import run_tokenizer
 from zir.recipes import RECIPES_DIR, TOKENIZERS_DIR, list_recipes, list_tokenizers, recipe_path, recipe_summary, tokenizer_path
 
 SHIPPED = ["audio_clip", "audio_mae", "barlow_twins", "byol", "clip", "coca", "dino", "dinov2", "finetune", "finetune_lora", "ibot",
-           "ijepa", "imagebind", "lit", "mae", "moco_v3", "siglip", "simclr", "simmim_swin", "simsiam", "slip", "unified", "vicreg"]
+           "ijepa", "imagebind", "itm_rerank", "lit", "mae", "moco_v3", "siglip", "simclr", "simmim_swin", "simsiam", "slip", "unified", "vicreg"]
 LISTED = ", ".join(SHIPPED)
 
 
