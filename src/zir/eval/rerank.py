@@ -4,7 +4,7 @@ match scores of a run's `itm` objective (its cross-attention fusion over image a
 A candidate's score is its ITM logit (match against no match) plus its contrastive logit (the objective's own
 scale x cosine), as BLIP's evaluation adds the two: the fusion corrects the similarity's order rather than
 replacing it, so what the contrastive ranking knew and the fusion did not learn is kept. Measured on shapes
-(docs/adapt.md) the sum raised R@1 both ways in every seed, the ITM logit alone (ALBEF's) only image-to-text.
+(docs/adapt.md) the sum raised R@1 both ways in all eight runs; the ITM logit alone (ALBEF's) was uneven.
 Re-ranking only permutes each query's top-k set, so R@k is unchanged by construction and R@1 (and R@K < k) is
 where it can help. Metrics come back as `reranked_i2t_R@1` and so on, beside the plain ones, and
 `reranked_itm_only_i2t_R@1` / `..._t2i_R@1` for the ITM logit alone (the same fusion scores, ranked without the
