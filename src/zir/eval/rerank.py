@@ -61,11 +61,13 @@ def reranked_retrieval(ctx, image: torch.Tensor, texts: torch.Tensor, owner: tor
     scale = float(itm.loss.scale.detach())
     text_itm, image_itm = once_per_query(text_scores), once_per_query(image_scores)
     out = {}
-    for sim_q, itm_scores, correct, direction in ((sim, text_itm, own, "i2t"), (sim.T.contiguous(), image_itm, own.T.contiguous(), "t2i")):
+    directions = ((sim, text_itm, own, "i2t"), (sim.T.contiguous(), image_itm, own.T.contiguous(), "t2i"))
+    for sim_q, itm_scores, correct, direction in directions:
         fused = reranked_ranks(sim_q, k, lambda q, cands: itm_scores(q, cands) + scale * sim_q[q, cands].float(), correct)
         alone = reranked_ranks(sim_q, k, itm_scores, correct)
         out.update(_summary(fused, f"reranked_{direction}", (1, 5, 10)))
-        out[f"reranked_itm_only_{direction}_R@1"] = _summary(alone, "x", (1,))["x_R@1"]
+        key = f"reranked_itm_only_{direction}_R@1"
+        out[key] = _summary(alone, f"reranked_itm_only_{direction}", (1,))[key]
     itm.train(was_training)
     return {**out, "rerank_k": k, "rerank_score": "itm logit + contrastive logit"}
 
