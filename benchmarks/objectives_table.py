@@ -6,7 +6,7 @@ Every shipped recipe (`zir recipes`) trains on the same image tower, the unified
 work) or the same number of steps (`--steps`), then is evaluated the same way:
 
 - suite `shapes`: pretrain on built-in shapes as the shipped image-text recipes do (16x16, one object scaled
-  2.5x, 4,000 images, with captions); zero-shot shape and colour, linear probe and k-NN of the shape on
+  2.5x, 10,000 images, with captions); zero-shot shape and colour, linear probe and k-NN of the shape on
   single-object test images, and zero-shot on the compositional split (shape-colour pairs never seen in
   training);
 - suite `flickr8k`: pretrain on Flickr8k train photos at the tower's 32x32 (and captions, for the image-text
@@ -222,6 +222,23 @@ def table(out: Path, suite: str) -> str:
     return "\n".join(lines)
 
 
+def span_of_runs(out: Path, suites: list[str]) -> str | None:
+    """What the finished runs were given, read from their own config.yaml (steps, or a time budget and its clock),
+    so a table printed again with --table-only names the runs' budget rather than this call's --budget."""
+    spans = set()
+    for suite in suites:
+        for done in (out / suite).glob("*/objectives_table.json"):
+            cfg = done.parent / "config.yaml"
+            train = ((yaml.safe_load(cfg.read_text()) if cfg.is_file() else None) or {}).get("train") or {}
+            if train.get("time_budget"):
+                clock = "CPU seconds" if train.get("budget_clock") == "cpu" else \
+                    f"wall seconds on {train.get('device', 'auto')} (GPU_SCALE)"
+                spans.add(f"a budget of {float(train['time_budget']):g} {clock} of training")
+            elif train.get("steps"):
+                spans.add(f"{int(train['steps'])} steps")
+    return " or ".join(sorted(spans)) + (" (runs differ)" if len(spans) > 1 else "") if spans else None
+
+
 def cpu_name() -> str:
     """The processor's model name (lscpu's), for the record beside the table."""
     try:
@@ -289,7 +306,8 @@ def main() -> None:
                     state = "done" if proc.returncode == 0 else f"FAILED (exit {proc.returncode}, see {out}/logs)"
                     print(f"{job[1]:9s} {job[0]:8s} seed {job[2]}: {state} in {time.time() - t0:.0f} s", flush=True)
     clock = "CPU seconds" if args.scale == "cpu" else f"wall seconds on {args.device} (GPU_SCALE)"
-    span = f"{args.steps} steps" if args.steps else f"a budget of {args.budget:g} {clock} of training"
+    span = span_of_runs(out, args.suites.split(",")) or \
+        (f"{args.steps} steps" if args.steps else f"a budget of {args.budget:g} {clock} of training")
     text = [f"Equal {span} per run; {cpu_name()}, torch {__import__('torch').__version__}.", ""]
     for suite in args.suites.split(","):
         text += [f"### {suite}", "", table(out, suite), ""]

@@ -56,3 +56,18 @@ def test_the_cifar10_table_has_a_row_per_objective_and_the_shared_towers_random_
     assert rows[0] == "| objective | seeds | steps | samples per s | k-NN | linear |"
     assert rows[2:] == ["| simclr | 1 | 100 | 40 | 40.0 | 45.0 |", "| byol | 1 | 100 | 40 | 35.5 | 41.2 |",
                         "| random init (the shared tower) | 1 | 0 | - | 30.0 | - |"]
+
+
+def test_the_tables_header_names_the_budget_the_runs_had_not_the_reprinting_calls(tmp_path):
+    def finished(name, train):
+        run = tmp_path / "shapes" / name
+        run.mkdir(parents=True)
+        (run / "config.yaml").write_text(yaml.safe_dump({"train": train}))
+        (run / "objectives_table.json").write_text("{}")
+
+    assert table_script.span_of_runs(tmp_path, ["shapes"]) is None  # nothing finished: the caller's own flags
+    finished("clip-s0", {"steps": None, "time_budget": 900.0, "budget_clock": "cpu"})
+    assert table_script.span_of_runs(tmp_path, ["shapes"]) == "a budget of 900 CPU seconds of training"
+    finished("mae-s0", {"steps": 600, "time_budget": None, "budget_clock": "wall"})
+    assert table_script.span_of_runs(tmp_path, ["shapes"]) == \
+        "600 steps or a budget of 900 CPU seconds of training (runs differ)"
