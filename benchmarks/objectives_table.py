@@ -236,7 +236,9 @@ def span_of_runs(out: Path, suites: list[str]) -> str | None:
                 spans.add(f"a budget of {float(train['time_budget']):g} {clock} of training")
             elif train.get("steps"):
                 spans.add(f"{int(train['steps'])} steps")
-    return " or ".join(sorted(spans)) + (" (runs differ)" if len(spans) > 1 else "") if spans else None
+    if not spans:
+        return None
+    return " or ".join(sorted(spans)) + (" (runs differ)" if len(spans) > 1 else "")
 
 
 def cpu_name() -> str:
