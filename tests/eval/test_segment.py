@@ -18,7 +18,7 @@ from zir.data import open_source
 from zir.data.shape_masks import mask_classes, pixel_masks
 from zir.data.shapes import _RGB, generate_shapes
 from zir.eval.run_eval import evaluate_run
-from zir.eval.segment import evaluate_segmentation, mean_iou
+from zir.eval.segment import evaluate_objectness, evaluate_segmentation, mean_iou
 from zir.eval.splits import eval_data
 from zir.eval.segment_pictures import EXAMPLES, MASKS_FILE, class_colour, load_segment_masks
 from zir.model import build_model
@@ -75,6 +75,25 @@ def test_probe_on_features_that_encode_the_masks_reaches_high_miou():
     assert set(patches["iou"]) == set(classes)
 
 
+def test_the_objectness_probe_asks_where_an_object_is_not_which_shape():
+    classes = mask_classes("shape")
+    masks = torch.from_numpy(pixel_masks(generate_shapes(600, size=32, objects=(1, 1), object_scale=2.0), "shape"))
+    train, test = masks[:400], masks[400:]
+    noise = torch.Generator().manual_seed(0)
+    # features that say object or background at each pixel and nothing of the shape, beside 8 noise channels
+    maps = [torch.cat([_one_hot_maps((m > 0).long(), 1, 2), torch.randn(len(m), 8, 32, 32, generator=noise)], 1)
+            for m in (train, test)]
+    found = evaluate_objectness(maps[0], train, maps[1], test)
+    assert found["object_IoU"] > 99.0 and found["object_mIoU"] > 99.0 and found["object_pixel_acc"] > 99.9, found
+    # the per-shape probe on the same features cannot name the shape: every shape's IoU stays low
+    shapes = evaluate_segmentation(maps[0], train, maps[1], test, classes)
+    assert max(shapes["iou"][c] or 0.0 for c in classes[1:]) < 60.0 < shapes["iou"]["background"], shapes
+    # features that know nothing: the object is missed or smeared, far below the informed probe
+    blind = evaluate_objectness(*(torch.randn(len(m), 8, 8, 8, generator=noise) for m in (train,)), train,
+                                torch.randn(len(test), 8, 8, 8, generator=noise), test)
+    assert blind["object_IoU"] < 40.0, blind
+
+
 def test_zir_eval_segment_writes_miou_its_random_init_and_the_report_s_masks(tmp_path, capsys):
     recipe = {"name": "tiny", "model": {"towers": {"image": {"model": "vit_nano_patch4_32", "img_size": 16}},
                                         "objectives": {"mae": {}}},
@@ -84,10 +103,13 @@ def test_zir_eval_segment_writes_miou_its_random_init_and_the_report_s_masks(tmp
     run = tmp_path / "run"
     assert main(["train", str(tmp_path / "r.yaml"), "--out", str(run), "--no-progress"]) == 0
     assert main(["eval", str(run), "--tasks", "segment", "--baseline", "--limit", "40"]) == 0
-    assert "segment" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "segment" in printed and "object_IoU" in printed
     entry = json.loads((run / "results.json").read_text())["segment"]
     assert 0.0 <= entry["random_init"]["mIoU"] <= 100.0 and 0.0 <= entry["mIoU"] <= 100.0
     assert entry["n_train"] == entry["n_test"] == 40 and entry["masks"] == "shape"
+    for probe in (entry, entry["random_init"]):  # the shape-agnostic probe, for the run and its random init
+        assert 0.0 <= probe["object_IoU"] <= 100.0 and 0.0 <= probe["object_mIoU"] <= 100.0
     assert set(entry["iou"]) == {"background", "circle", "square", "triangle", "diamond", "cross"}
     # the trained tower's masks for the first test images, kept for the report: image | truth | prediction
     masks = load_segment_masks(run / MASKS_FILE)

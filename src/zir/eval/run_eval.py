@@ -133,7 +133,7 @@ def evaluate_run(
 def results_rows(results: dict[str, dict]) -> list[list[str]]:
     """Table rows (task, dataset/split, metric, trained, random init) for printing or the report."""
     headline = {"zeroshot": ("top1",), "linear": ("top1",), "knn": ("top1",), "finetune": ("top1",),
-                "segment": ("mIoU",), "retrieval": ("i2t_R@1", "i2t_R@5", "t2i_R@1", "t2i_R@5",
+                "segment": ("mIoU", "object_IoU"), "retrieval": ("i2t_R@1", "i2t_R@5", "t2i_R@1", "t2i_R@5",
                                                                     "a2t_R@1", "a2t_R@5", "t2a_R@1", "t2a_R@5"),
                 "av_retrieval": ("a2i_R@1", "a2i_R@5", "i2a_R@1", "i2a_R@5")}
     rows = []

@@ -9,6 +9,11 @@ predicted background everywhere on the features of small towers. The tower never
 
     evaluate_segmentation(train_maps, train_masks, test_maps, test_masks, classes) -> {"mIoU", "pixel_acc", "iou"}
     evaluate_segmentation(..., keep=4)   also "predictions": the first 4 test images' predicted masks
+    evaluate_objectness(train_maps, train_masks, test_maps, test_masks) -> {"object_mIoU", "object_IoU", ...}
+
+`evaluate_objectness` is the shape-agnostic probe: the same protocol with two classes, any object against the
+background, so a tower whose patch tokens know where an object is but not which shape it is still scores (on
+shapes the per-class probe asks the shape, which only captions teach at CPU scale; docs/adapt.md).
 
 mIoU is in percent (as zir's accuracies are): the mean over classes of TP / (TP + FP + FN) on the test pixels,
 over the classes that occur in the truth or the prediction; the background is a class.
@@ -19,6 +24,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+OBJECT_CLASSES = ("background", "object")
 EPOCHS = 30
 BATCH = 64
 LR = 1e-2
@@ -100,3 +106,12 @@ def evaluate_segmentation(train_maps: torch.Tensor, train_masks: torch.Tensor, t
     if keep > 0:
         out["predictions"] = pred[:keep]
     return out
+
+
+def evaluate_objectness(train_maps: torch.Tensor, train_masks: torch.Tensor, test_maps: torch.Tensor,
+                        test_masks: torch.Tensor, seed: int = 0) -> dict:
+    """The probe fitted to object (any class > 0) against background: {"object_mIoU": mean of the two IoUs,
+    "object_IoU": the object class's IoU, "object_pixel_acc"}, flat so `--baseline` keeps them beside mIoU."""
+    res = evaluate_segmentation(train_maps, (train_masks > 0).long(), test_maps, (test_masks > 0).long(),
+                                OBJECT_CLASSES, seed=seed)
+    return {"object_mIoU": res["mIoU"], "object_IoU": res["iou"]["object"], "object_pixel_acc": res["pixel_acc"]}

@@ -209,10 +209,11 @@ def _source_images(source, count: int):
 
 
 def segment(ctx: EvalContext) -> dict[str, dict]:
-    """mIoU of a linear probe on frozen patch tokens, upsampled to pixels, against shapes' per-pixel shape masks;
-    the trained tower's first test masks go to RUN/segment_masks.npz for the report."""
+    """mIoU of a linear probe on frozen patch tokens, upsampled to pixels, against shapes' per-pixel shape masks,
+    and of the shape-agnostic one (object against background, `object_*`); the trained tower's first test masks
+    go to RUN/segment_masks.npz for the report."""
     from zir.data.shape_masks import mask_classes
-    from zir.eval.segment import evaluate_segmentation
+    from zir.eval.segment import evaluate_objectness, evaluate_segmentation
     from zir.eval.segment_pictures import EXAMPLES, MASKS_FILE, save_segment_masks
 
     data, tower = ctx.data, ctx.features.tower
@@ -232,6 +233,7 @@ def segment(ctx: EvalContext) -> dict[str, dict]:
                                  for m in (fit_masks, test_masks))
     keep = EXAMPLES if ctx.run_dir is not None and not (ctx.baseline or ctx.teacher) else 0
     res = evaluate_segmentation(train, fit_masks, test, test_masks, mask_classes("shape"), keep=keep)
+    res.update(evaluate_objectness(train, fit_masks, test, test_masks))
     if keep:
         pred = res.pop("predictions")
         save_segment_masks(ctx.run_dir / MASKS_FILE, _source_images(data.test, len(pred)), test_masks[:len(pred)],
