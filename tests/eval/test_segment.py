@@ -89,8 +89,8 @@ def test_the_objectness_probe_asks_where_an_object_is_not_which_shape():
     shapes = evaluate_segmentation(maps[0], train, maps[1], test, classes)
     assert max(shapes["iou"][c] or 0.0 for c in classes[1:]) < 60.0 < shapes["iou"]["background"], shapes
     # features that know nothing: the object is missed or smeared, far below the informed probe
-    blind = evaluate_objectness(*(torch.randn(len(m), 8, 8, 8, generator=noise) for m in (train,)), train,
-                                torch.randn(len(test), 8, 8, 8, generator=noise), test)
+    blind_train, blind_test = (torch.randn(len(m), 8, 8, 8, generator=noise) for m in (train, test))
+    blind = evaluate_objectness(blind_train, train, blind_test, test)
     assert blind["object_IoU"] < 40.0, blind
 
 
